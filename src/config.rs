@@ -1,0 +1,263 @@
+//! Gateway configuration: a JSON file under `etc/`, then environment overrides.
+//!
+//! The file holds what is the same on every host of a deployment; the environment holds
+//! what differs per host or per run (`KREPLY_BROKERS`, `KREPLY_LISTEN`, `KREPLY_HOST_IP`),
+//! because operators' scripts and systemd `EnvironmentFile=`s set exactly those. Unknown
+//! keys are rejected so a misspelt setting fails loudly instead of silently defaulting.
+
+use crate::error::StartupError;
+use crate::topic_name;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the config file is looked for when neither `--config` nor `KREPLY_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "etc/kreply.json";
+
+/// Everything the gateway reads at startup.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Bootstrap brokers, `host:port` each.
+    pub brokers: Vec<String>,
+    /// The HTTP listen address.
+    pub listen: SocketAddr,
+    /// The IP-to-suffix table; a relative path is resolved against the config file's folder.
+    pub host_table: PathBuf,
+    /// Use this IP for the host-table lookup instead of detecting the host's IPs.
+    pub host_ip: Option<IpAddr>,
+    /// The Kafka client id the gateway announces.
+    pub client_id: String,
+    /// Where payment requests are produced.
+    pub request_topic: String,
+    /// This host's reply topic is `<reply_topic_base>_<suffix>`.
+    pub reply_topic_base: String,
+    /// Where dead-letter records go on a timeout or a failed send.
+    pub dlq_topic: String,
+    /// The `{operation}` values `POST /v1/payments/{operation}` accepts.
+    pub operations: Vec<String>,
+    /// How long a caller waits for a reply unless the request asks for less or more.
+    pub default_timeout_ms: u64,
+    /// The most a caller may ask for with `request-timeout` or `?timeout_ms=`.
+    pub max_timeout_ms: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long the broker may hold a reply fetch; keep it small (brokers like tansu do not
+    /// answer a fetch early when data arrives, so this bounds reply latency).
+    pub fetch_max_wait_ms: u64,
+    /// How long a broker connection attempt may take before startup gives up.
+    pub connect_timeout_ms: u64,
+    /// How long the producer waits to fill a batch; 0 favours latency.
+    pub producer_linger_ms: u64,
+    /// Checking and creating the topics at startup.
+    pub topics: TopicsConfig,
+}
+
+/// Whether startup may create missing topics, and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Create missing request, reply and DLQ topics instead of refusing to start.
+    pub auto_create: bool,
+    /// Partitions of a created topic.
+    pub partitions: i32,
+    /// Replication factor of a created topic (3 in production, with min.insync.replicas=2).
+    pub replication_factor: i16,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            brokers: vec!["127.0.0.1:9092".to_string()],
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            host_table: PathBuf::from("reply-hosts.txt"),
+            host_ip: None,
+            client_id: "kreply-gateway".to_string(),
+            request_topic: "payment_request".to_string(),
+            reply_topic_base: "payment_response".to_string(),
+            dlq_topic: "payment_request-dlt".to_string(),
+            operations: ["approve", "cancel", "refund"].map(String::from).to_vec(),
+            default_timeout_ms: 5_000,
+            max_timeout_ms: 30_000,
+            max_body_bytes: 64 * 1024,
+            fetch_max_wait_ms: 10,
+            connect_timeout_ms: 3_000,
+            producer_linger_ms: 0,
+            topics: TopicsConfig::default(),
+        }
+    }
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            auto_create: false,
+            partitions: 3,
+            replication_factor: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file, applies the process environment, and validates the result.
+    pub fn load(path: &Path) -> Result<Config, StartupError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            StartupError::new(format!(
+                "cannot read the config file {}: {e}; pass --config PATH or set KREPLY_CONFIG",
+                path.display()
+            ))
+        })?;
+        let mut config = Config::parse(path, &text)?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Parses the JSON text; the host table path becomes relative to the file's folder.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, StartupError> {
+        let mut config: Config = serde_json::from_str(text).map_err(|e| {
+            StartupError::new(format!("{} is not a valid kreply config: {e}", path.display()))
+        })?;
+        if config.host_table.is_relative() {
+            let folder = path.parent().unwrap_or(Path::new(""));
+            config.host_table = folder.join(&config.host_table);
+        }
+        Ok(config)
+    }
+
+    /// Applies `KREPLY_BROKERS`, `KREPLY_LISTEN` and `KREPLY_HOST_IP` from `env`.
+    pub fn apply_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), StartupError> {
+        if let Some(brokers) = env("KREPLY_BROKERS") {
+            self.brokers = brokers
+                .split(',')
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(listen) = env("KREPLY_LISTEN") {
+            self.listen = parse_env("KREPLY_LISTEN", &listen, "an ip:port such as 127.0.0.1:8080")?;
+        }
+        if let Some(ip) = env("KREPLY_HOST_IP") {
+            self.host_ip = Some(parse_env("KREPLY_HOST_IP", &ip, "an IP address")?);
+        }
+        Ok(())
+    }
+
+    /// Rejects settings that cannot work, naming the file and the key.
+    pub fn validate(&self, path: &Path) -> Result<(), StartupError> {
+        let fail = |why: String| Err(StartupError::new(format!("{}: {why}", path.display())));
+        if self.brokers.is_empty() {
+            return fail("\"brokers\" is empty; list at least one host:port (or set KREPLY_BROKERS)".into());
+        }
+        for (key, name) in [
+            ("request_topic", &self.request_topic),
+            ("dlq_topic", &self.dlq_topic),
+            ("reply_topic_base", &self.reply_topic_base),
+        ] {
+            if let Err(why) = topic_name::check(name) {
+                return fail(format!("\"{key}\": {why}"));
+            }
+        }
+        if self.operations.is_empty() {
+            return fail("\"operations\" is empty; list the payment operations to accept, e.g. [\"approve\"]".into());
+        }
+        if self.default_timeout_ms == 0 || self.default_timeout_ms > self.max_timeout_ms {
+            return fail(format!(
+                "\"default_timeout_ms\" ({}) must be above 0 and at most \"max_timeout_ms\" ({})",
+                self.default_timeout_ms, self.max_timeout_ms
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return fail("\"max_body_bytes\" must be above 0".into());
+        }
+        if self.topics.partitions < 1 || self.topics.replication_factor < 1 {
+            return fail("\"topics.partitions\" and \"topics.replication_factor\" must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_millis(self.default_timeout_ms)
+    }
+
+    pub fn max_timeout(&self) -> Duration {
+        Duration::from_millis(self.max_timeout_ms)
+    }
+
+    pub fn accepts_operation(&self, operation: &str) -> bool {
+        self.operations.iter().any(|o| o == operation)
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, value: &str, what: &str) -> Result<T, StartupError> {
+    value.trim().parse().map_err(|_| {
+        StartupError::new(format!(
+            "environment variable {name}=\"{value}\" is not {what}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, StartupError> {
+        Config::parse(Path::new("/etc/kreply/kreply.json"), text)
+    }
+
+    #[test]
+    fn an_empty_object_gives_the_defaults_with_the_table_beside_the_file() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.request_topic, "payment_request");
+        assert_eq!(config.host_table, Path::new("/etc/kreply/reply-hosts.txt"));
+        config.validate(Path::new("x")).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_name() {
+        let err = parse(r#"{"request_topik":"x"}"#).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/kreply/kreply.json is not a valid kreply config"), "{err}");
+        assert!(err.contains("request_topik"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_brokers_listen_and_host_ip() {
+        let mut config = parse("{}").unwrap();
+        config
+            .apply_env(|name| match name {
+                "KREPLY_BROKERS" => Some("a:1, b:2".into()),
+                "KREPLY_LISTEN" => Some("127.0.0.2:9000".into()),
+                "KREPLY_HOST_IP" => Some("127.0.0.3".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.brokers, ["a:1", "b:2"]);
+        assert_eq!(config.listen.to_string(), "127.0.0.2:9000");
+        assert_eq!(config.host_ip, Some("127.0.0.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_malformed_environment_value_names_the_variable() {
+        let mut config = parse("{}").unwrap();
+        let err = config
+            .apply_env(|name| (name == "KREPLY_LISTEN").then(|| "nowhere".into()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KREPLY_LISTEN=\"nowhere\""), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_offending_key() {
+        let config = parse(r#"{"default_timeout_ms": 40000}"#).unwrap();
+        let err = config.validate(Path::new("k.json")).unwrap_err().to_string();
+        assert!(err.contains("default_timeout_ms"), "{err}");
+        let config = parse(r#"{"request_topic": "bad topic"}"#).unwrap();
+        let err = config.validate(Path::new("k.json")).unwrap_err().to_string();
+        assert!(err.contains("request_topic"), "{err}");
+    }
+}

@@ -1,0 +1,95 @@
+//! Dead-letter records: what the gateway leaves behind when a payment's outcome is unknown.
+//!
+//! A timed-out request, or one whose send failed, may still have been (or may still be)
+//! processed, so the gateway cannot say "failed". It writes the original request to the
+//! DLQ topic with Spring's `kafka_dlt-*` headers, so that Spring tooling and operators can
+//! find and reconcile it. Replaying it blindly could charge twice; the README says so.
+
+use crate::record::{OutgoingRecord, Placement, headers, now_ms};
+
+/// Why the request is dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Produced (or possibly produced) but no reply came in time.
+    ReplyTimeout,
+    /// The produce did not succeed.
+    SendFailed,
+}
+
+impl Cause {
+    /// A Java-style class name, since Spring tooling shows `kafka_dlt-exception-fqcn`.
+    fn fqcn(self) -> &'static str {
+        match self {
+            Cause::ReplyTimeout => "kreply.ReplyTimeoutException",
+            Cause::SendFailed => "kreply.SendFailedException",
+        }
+    }
+}
+
+/// The dead-letter record for `original`: its key, value and headers, then the DLT headers.
+/// `placement` is where the original landed, when the broker said so; -1 otherwise.
+pub fn record(
+    dlq_topic: &str,
+    original: &OutgoingRecord,
+    placement: Option<Placement>,
+    cause: Cause,
+    message: &str,
+) -> OutgoingRecord {
+    let (partition, offset) = placement.map_or((-1, -1), |p| (p.partition, p.offset));
+    let mut dlt_headers = original.headers.clone();
+    dlt_headers.extend([
+        (headers::DLT_ORIGINAL_TOPIC, original.topic.as_bytes().to_vec()),
+        (headers::DLT_ORIGINAL_PARTITION, partition.to_be_bytes().to_vec()),
+        (headers::DLT_ORIGINAL_OFFSET, offset.to_be_bytes().to_vec()),
+        (headers::DLT_ORIGINAL_TIMESTAMP, original.timestamp_ms.to_be_bytes().to_vec()),
+        (headers::DLT_ORIGINAL_TIMESTAMP_TYPE, b"CreateTime".to_vec()),
+        (headers::DLT_EXCEPTION_FQCN, cause.fqcn().as_bytes().to_vec()),
+        (headers::DLT_EXCEPTION_MESSAGE, message.as_bytes().to_vec()),
+    ]
+    .map(|(name, value)| (name.to_string(), value)));
+    OutgoingRecord {
+        topic: dlq_topic.to_string(),
+        key: original.key.clone(),
+        value: original.value.clone(),
+        headers: dlt_headers,
+        timestamp_ms: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn original() -> OutgoingRecord {
+        OutgoingRecord {
+            topic: "payment_request".into(),
+            key: b"A-1".to_vec(),
+            value: b"{\"operation\":\"approve\"}".to_vec(),
+            headers: vec![("kafka_correlationId".into(), vec![7; 16])],
+            timestamp_ms: 1_700_000_000_123,
+        }
+    }
+
+    #[test]
+    fn keeps_the_original_and_adds_spring_dlt_headers_in_their_binary_forms() {
+        let placement = Some(Placement { partition: 2, offset: 41 });
+        let dlq = record("payment_request-dlt", &original(), placement, Cause::ReplyTimeout, "no reply in 500 ms");
+        assert_eq!(dlq.topic, "payment_request-dlt");
+        assert_eq!((dlq.key.as_slice(), dlq.value.as_slice()), (original().key.as_slice(), original().value.as_slice()));
+        assert_eq!(dlq.header("kafka_correlationId"), Some(&[7u8; 16][..]));
+        assert_eq!(dlq.header("kafka_dlt-original-topic"), Some(&b"payment_request"[..]));
+        assert_eq!(dlq.header("kafka_dlt-original-partition"), Some(&2i32.to_be_bytes()[..]));
+        assert_eq!(dlq.header("kafka_dlt-original-offset"), Some(&41i64.to_be_bytes()[..]));
+        assert_eq!(dlq.header("kafka_dlt-original-timestamp"), Some(&1_700_000_000_123i64.to_be_bytes()[..]));
+        assert_eq!(dlq.header("kafka_dlt-exception-fqcn"), Some(&b"kreply.ReplyTimeoutException"[..]));
+        assert_eq!(dlq.header("kafka_dlt-exception-message"), Some(&b"no reply in 500 ms"[..]));
+    }
+
+    #[test]
+    fn an_unplaced_original_gets_minus_one() {
+        let dlq = record("d", &original(), None, Cause::SendFailed, "broker down");
+        assert_eq!(dlq.header("kafka_dlt-original-partition"), Some(&(-1i32).to_be_bytes()[..]));
+        assert_eq!(dlq.header("kafka_dlt-original-offset"), Some(&(-1i64).to_be_bytes()[..]));
+        assert_eq!(dlq.header("kafka_dlt-exception-fqcn"), Some(&b"kreply.SendFailedException"[..]));
+    }
+}

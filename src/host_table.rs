@@ -1,0 +1,124 @@
+//! The host table: which reply-topic suffix each gateway host owns.
+//!
+//! Every gateway host reads replies from its own topic, `<reply_topic_base>_<suffix>`, so a
+//! reply can never land on a partition that another host consumes. The suffix is looked up
+//! by the host's IP in a plain text file under `etc/`, one `IP SUFFIX` pair a line, so that
+//! operators can review it in a diff and ship it with configuration management.
+
+use crate::error::StartupError;
+use crate::topic_name;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// One line of the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    pub ip: IpAddr,
+    pub suffix: String,
+}
+
+/// The parsed table, remembering where it came from for error messages.
+#[derive(Debug, Clone)]
+pub struct HostTable {
+    path: PathBuf,
+    entries: Vec<HostEntry>,
+}
+
+impl HostTable {
+    /// Reads and parses the table file.
+    pub fn load(path: &Path) -> Result<HostTable, StartupError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            StartupError::new(format!(
+                "cannot read the host table {}: {e}; set \"host_table\" in the config to the file that maps host IPs to reply-topic suffixes",
+                path.display()
+            ))
+        })?;
+        HostTable::parse(path, &text)
+    }
+
+    /// Parses `IP SUFFIX` lines; `#` starts a comment, blank lines are ignored.
+    pub fn parse(path: &Path, text: &str) -> Result<HostTable, StartupError> {
+        let mut entries: Vec<HostEntry> = Vec::new();
+        for (index, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let at = format!("{}:{}", path.display(), index + 1);
+            let entry = parse_line(line).map_err(|why| StartupError::new(format!("{at}: {why}")))?;
+            if let Some(other) = entries.iter().find(|e| e.ip == entry.ip) {
+                return Err(StartupError::new(format!(
+                    "{at}: IP {} is listed twice (first with suffix \"{}\"); each host must map to exactly one reply topic",
+                    entry.ip, other.suffix
+                )));
+            }
+            entries.push(entry);
+        }
+        Ok(HostTable {
+            path: path.to_path_buf(),
+            entries,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lookup(&self, ip: IpAddr) -> Option<&HostEntry> {
+        self.entries.iter().find(|e| e.ip == ip)
+    }
+}
+
+fn parse_line(line: &str) -> Result<HostEntry, String> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let [ip, suffix] = fields[..] else {
+        return Err(format!(
+            "expected \"IP SUFFIX\" (two fields), found {} field(s) in \"{line}\"",
+            fields.len()
+        ));
+    };
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("\"{ip}\" is not an IP address"))?;
+    topic_name::check_suffix(suffix)?;
+    Ok(HostEntry {
+        ip,
+        suffix: suffix.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostTable, StartupError> {
+        HostTable::parse(Path::new("etc/hosts"), text)
+    }
+
+    #[test]
+    fn parses_pairs_comments_and_blank_lines() {
+        let table = parse("# prod\n10.0.1.11 prod1\n\n  10.0.1.12\tprod2  # second\n").unwrap();
+        let ip: IpAddr = "10.0.1.12".parse().unwrap();
+        assert_eq!(table.lookup(ip).unwrap().suffix, "prod2");
+        assert!(table.lookup("10.0.1.13".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn rejects_a_line_with_one_field_naming_file_and_line() {
+        let err = parse("10.0.1.11 prod1\n10.0.1.12\n").unwrap_err().to_string();
+        assert!(err.starts_with("etc/hosts:2: expected \"IP SUFFIX\""), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_ip_and_bad_suffix() {
+        assert!(parse("10.0.1 prod1").unwrap_err().to_string().contains("not an IP"));
+        let err = parse("10.0.1.11 prod/1").unwrap_err().to_string();
+        assert!(err.contains("prod/1"), "{err}");
+    }
+
+    #[test]
+    fn rejects_the_same_ip_twice() {
+        let err = parse("10.0.1.11 a\n10.0.1.11 b\n").unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
+    }
+}

@@ -1,0 +1,40 @@
+//! The HTTP side: tide on async-std.
+//!
+//! Routes: `POST /v1/payments/{operation}`, `GET /healthz`, `GET /readyz`. Everything the
+//! handlers need is in one shared [`Gateway`]; the Kafka side is reached only through its
+//! [`SendHandle`] and the correlation registry.
+
+mod listener;
+mod payments;
+mod probes;
+mod problem_response;
+
+pub use listener::serve;
+
+use crate::config::Config;
+use crate::kafka::SendHandle;
+use crate::readiness::Readiness;
+use crate::registry::Registry;
+use crate::reply_route::ReplyRoute;
+use std::sync::Arc;
+
+/// What every request handler shares.
+pub struct Gateway {
+    pub config: Config,
+    pub route: ReplyRoute,
+    pub registry: Registry,
+    pub sender: SendHandle,
+    pub readiness: Readiness,
+}
+
+pub type State = Arc<Gateway>;
+
+/// The tide application with every route and the problem+json fallback.
+pub fn app(gateway: State) -> tide::Server<State> {
+    let mut app = tide::with_state(gateway);
+    app.with(tide::utils::After(problem_response::fallback));
+    app.at("/v1/payments/:operation").post(payments::handle);
+    app.at("/healthz").get(probes::healthz);
+    app.at("/readyz").get(probes::readyz);
+    app
+}

@@ -1,0 +1,211 @@
+//! `POST /v1/payments/{operation}`: one payment call, answered by its Kafka reply.
+//!
+//! The order of steps is the point:
+//! 1. everything about the input is checked first, so a bad request produces nothing;
+//! 2. the correlation id is registered *before* the record is produced, so even a reply
+//!    faster than the produce acknowledgement finds its waiter;
+//! 3. one deadline covers the acknowledgement and the reply together;
+//! 4. when the outcome is unknown (timeout, failed send) the caller is told so, and the
+//!    request goes to the dead-letter topic. Nothing is ever re-sent.
+
+use super::State;
+use super::problem_response;
+use crate::correlation_id::CorrelationId;
+use crate::dead_letter::{self, Cause};
+use crate::http::Gateway;
+use crate::kafka::SendFailure;
+use crate::payment::PaymentRequest;
+use crate::problem::{Outcome, Problem};
+use crate::record::{OutgoingRecord, Placement};
+use crate::registry::Reply;
+use async_std::future::timeout;
+use async_std::io::ReadExt;
+use std::time::{Duration, Instant};
+use tide::{Request, Response, StatusCode};
+
+/// The header a caller may use to ask for a shorter or longer wait, in milliseconds.
+const TIMEOUT_HEADER: &str = "request-timeout";
+/// The same as a query parameter.
+const TIMEOUT_QUERY: &str = "timeout_ms";
+/// Every payment answer carries its correlation id here, for support tickets.
+const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// What the outcome log line reports besides status and latency.
+#[derive(Default)]
+struct Trail {
+    correlation_id: Option<CorrelationId>,
+    order_id: Option<String>,
+}
+
+pub async fn handle(mut req: Request<State>) -> tide::Result {
+    let started = Instant::now();
+    let gateway = req.state().clone();
+    let operation = req.param("operation").unwrap_or_default().to_string();
+    let mut trail = Trail::default();
+    let mut response = match exchange(&gateway, &mut req, &operation, &mut trail).await {
+        Ok(reply) => reply_response(reply),
+        Err(problem) => problem_response::respond(&problem),
+    };
+    if let Some(id) = &trail.correlation_id {
+        response.insert_header(CORRELATION_HEADER, id.to_string());
+    }
+    log::info!(
+        "payment correlation_id={} operation={} order_id={} status={} latency_ms={:.1}",
+        trail.correlation_id.as_ref().map_or("-".to_string(), ToString::to_string),
+        operation,
+        trail.order_id.as_deref().unwrap_or("-"),
+        response.status() as u16,
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    Ok(response)
+}
+
+/// Validates, produces, and waits for the reply.
+async fn exchange(
+    gateway: &Gateway,
+    req: &mut Request<State>,
+    operation: &str,
+    trail: &mut Trail,
+) -> Result<Reply, Problem> {
+    let config = &gateway.config;
+    if !config.accepts_operation(operation) {
+        return Err(Problem::new(
+            404,
+            "unknown-operation",
+            format!("\"{operation}\" is not a payment operation here; use one of: {}", config.operations.join(", ")),
+        ));
+    }
+    check_content_type(req)?;
+    let wait = requested_timeout(req, config.default_timeout(), config.max_timeout())?;
+    let body = read_body(req, config.max_body_bytes).await?;
+    let payment = PaymentRequest::parse(operation, &body)
+        .map_err(|invalid| Problem::new(400, invalid.code, invalid.detail))?;
+    trail.order_id = Some(payment.order_id.clone());
+    if !gateway.readiness.is_ready() {
+        return Err(Problem::new(503, "not-ready", "the gateway is not reading replies right now; nothing was sent, try again shortly")
+            .with_outcome(Outcome::NotSent));
+    }
+
+    let id = CorrelationId::new_spring();
+    trail.correlation_id = Some(id.clone());
+    let mut waiter = gateway.registry.register(id.clone()).map_err(|_| {
+        Problem::new(500, "internal-error", "correlation id already in use; nothing was sent").with_correlation_id(&id)
+    })?;
+    let record = payment.to_record(&config.request_topic, &id, &gateway.route);
+    let deadline = Instant::now() + wait;
+
+    let placement = match timeout(wait, gateway.sender.send(record.clone())).await {
+        Ok(Ok(placement)) => placement,
+        Ok(Err(failure)) => return Err(send_failed(gateway, &record, &id, failure)),
+        Err(_) => {
+            let why = format!("no acknowledgement from the brokers within {} ms", wait.as_millis());
+            return Err(timed_out(gateway, &record, None, &id, why));
+        }
+    };
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match timeout(remaining, &mut waiter).await {
+        Ok(reply) => Ok(reply),
+        // The reply may have been delivered in the very instant the timer fired.
+        Err(_) => waiter.take_delivered().ok_or_else(|| {
+            let why = format!("no reply within {} ms", wait.as_millis());
+            timed_out(gateway, &record, Some(placement), &id, why)
+        }),
+    }
+}
+
+fn reply_response(reply: Reply) -> Response {
+    let mut response = Response::new(StatusCode::Ok);
+    response.set_body(reply.value.unwrap_or_default());
+    response.set_content_type(tide::http::mime::JSON);
+    response
+}
+
+/// JSON bodies only; a missing content type is taken as JSON, as curl users often omit it.
+fn check_content_type(req: &Request<State>) -> Result<(), Problem> {
+    match req.content_type() {
+        None => Ok(()),
+        Some(mime) if mime.essence() == "application/json" || mime.subtype().ends_with("+json") => Ok(()),
+        Some(mime) => Err(Problem::new(
+            415,
+            "unsupported-media-type",
+            format!("the body must be JSON (content-type: application/json), not {}", mime.essence()),
+        )),
+    }
+}
+
+/// The caller's requested wait: `request-timeout` header or `?timeout_ms=`, capped.
+fn requested_timeout(req: &Request<State>, default: Duration, max: Duration) -> Result<Duration, Problem> {
+    let header = req.header(TIMEOUT_HEADER).map(|v| v.last().as_str().to_string());
+    let query = req
+        .url()
+        .query_pairs()
+        .find(|(k, _)| k == TIMEOUT_QUERY)
+        .map(|(_, v)| v.into_owned());
+    let Some(text) = header.or(query) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms).min(max)),
+        _ => Err(Problem::new(
+            400,
+            "invalid-timeout",
+            format!("the timeout \"{text}\" must be a whole number of milliseconds above 0 (at most {} is used)", max.as_millis()),
+        )),
+    }
+}
+
+/// Reads at most `limit` bytes; a larger body is refused without reading it all.
+async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>, Problem> {
+    let too_large = || {
+        Problem::new(413, "body-too-large", format!("the body is larger than the {limit}-byte limit"))
+    };
+    if req.len().is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    req.take_body()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| Problem::new(400, "unreadable-body", format!("the body could not be read: {e}")))?;
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
+
+/// The send did not succeed: dead-letter it and say whether a retry is safe.
+fn send_failed(gateway: &Gateway, record: &OutgoingRecord, id: &CorrelationId, failure: SendFailure) -> Problem {
+    dead_letter(gateway, record, None, Cause::SendFailed, &failure.message);
+    let (outcome, advice) = if failure.possibly_written {
+        (Outcome::Unknown, "it may still be processed: check the order's status before trying again")
+    } else {
+        (Outcome::NotSent, "nothing was written, so it is safe to try again")
+    };
+    Problem::new(503, "send-failed", format!("the request could not be sent to Kafka ({}); {advice}", failure.message))
+        .with_correlation_id(id)
+        .with_outcome(outcome)
+}
+
+/// No reply (or no acknowledgement) in time: the payment's fate is unknown.
+fn timed_out(
+    gateway: &Gateway,
+    record: &OutgoingRecord,
+    placement: Option<Placement>,
+    id: &CorrelationId,
+    why: String,
+) -> Problem {
+    dead_letter(gateway, record, placement, Cause::ReplyTimeout, &why);
+    Problem::new(
+        504,
+        "reply-timeout",
+        format!("{why}; the outcome is unknown and the payment may still complete: check the order's status before trying again"),
+    )
+    .with_correlation_id(id)
+    .with_outcome(Outcome::Unknown)
+}
+
+fn dead_letter(gateway: &Gateway, record: &OutgoingRecord, placement: Option<Placement>, cause: Cause, why: &str) {
+    let letter = dead_letter::record(&gateway.config.dlq_topic, record, placement, cause, why);
+    gateway.sender.send_and_forget(letter);
+}

@@ -1,0 +1,31 @@
+//! `/healthz` (the process answers) and `/readyz` (it can take payments now).
+
+use super::State;
+use crate::problem::Problem;
+use tide::{Request, Response, StatusCode};
+
+pub async fn healthz(_req: Request<State>) -> tide::Result {
+    Ok(json(StatusCode::Ok, serde_json::json!({ "status": "alive" })))
+}
+
+pub async fn readyz(req: Request<State>) -> tide::Result {
+    let gateway = req.state();
+    if !gateway.readiness.is_ready() {
+        let problem = Problem::new(503, "not-ready", "the reply consumer is not reading replies; see the gateway log");
+        return Ok(super::problem_response::respond(&problem));
+    }
+    Ok(json(
+        StatusCode::Ok,
+        serde_json::json!({
+            "status": "ready",
+            "reply_topic": gateway.route.topic,
+            "in_flight": gateway.registry.in_flight(),
+        }),
+    ))
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    let mut response = Response::new(status);
+    response.set_body(body);
+    response
+}

@@ -1,0 +1,46 @@
+//! Problem details as tide responses, and a fallback that gives every error one.
+//!
+//! Handlers answer their own failures with a [`Problem`]. Whatever else ends in 4xx or
+//! 5xx (an unknown route, a wrong method, a handler error) passes through [`fallback`], so
+//! a client never has to parse an empty or plain-text error.
+
+use crate::problem::{self, Problem};
+use tide::http::mime::Mime;
+use tide::{Response, StatusCode};
+
+/// The response for `problem`.
+pub fn respond(problem: &Problem) -> Response {
+    let status = StatusCode::try_from(problem.status).unwrap_or(StatusCode::InternalServerError);
+    let mut response = Response::new(status);
+    response.set_body(problem.to_json());
+    response.set_content_type(problem_mime());
+    response
+}
+
+fn problem_mime() -> Mime {
+    problem::CONTENT_TYPE.parse().unwrap_or(tide::http::mime::JSON)
+}
+
+fn is_problem(response: &Response) -> bool {
+    response
+        .content_type()
+        .is_some_and(|mime| mime.essence() == problem::CONTENT_TYPE)
+}
+
+/// Middleware: turns any error response that is not already a problem into one.
+pub async fn fallback(response: Response) -> tide::Result<Response> {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+        return Ok(response);
+    }
+    if let Some(error) = response.error() {
+        log::error!("request failed: {error}");
+    }
+    let problem = match status {
+        StatusCode::NotFound => Problem::new(404, "unknown-route", "no such endpoint; payments are POST /v1/payments/{operation}"),
+        StatusCode::MethodNotAllowed => Problem::new(405, "method-not-allowed", "this endpoint does not take that method"),
+        s if s.is_client_error() => Problem::new(s as u16, "bad-request", s.canonical_reason()),
+        s => Problem::new(s as u16, "internal-error", "the gateway failed; see its log"),
+    };
+    Ok(respond(&problem))
+}

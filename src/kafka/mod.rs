@@ -1,0 +1,121 @@
+//! The Kafka side: krafka on a Tokio runtime of its own, on a thread of its own.
+//!
+//! krafka needs Tokio and the HTTP side runs on async-std; rather than mixing executors,
+//! the Kafka side lives on one dedicated thread and the two meet only through channels
+//! (records in, acknowledgements out) and the runtime-free correlation registry (replies).
+//!
+//! Startup is synchronous from the caller's view: [`start`] returns once the brokers
+//! answered, the topics were checked and the reply consumer is positioned at the latest
+//! offset of every partition, or with the one sentence that says why not.
+
+mod producer;
+mod reply_consumer;
+mod topics;
+
+pub use producer::{SendFailure, SendHandle};
+
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::readiness::Readiness;
+use crate::registry::Registry;
+use crate::reply_route::ReplyRoute;
+use krafka::Kafka;
+use krafka::consumer::AutoOffsetReset;
+use std::sync::mpsc;
+use std::time::Duration;
+use topics::NeededTopic;
+
+/// What the Kafka side needs to start.
+pub struct KafkaSetup {
+    pub config: Config,
+    /// The config file's path, for error messages.
+    pub config_path: String,
+    pub route: ReplyRoute,
+    pub registry: Registry,
+    pub readiness: Readiness,
+}
+
+/// Starts the Kafka thread and waits until it is ready or has failed.
+pub fn start(setup: KafkaSetup) -> Result<SendHandle, StartupError> {
+    let (started_tx, started_rx) = mpsc::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartupError::new(format!("cannot start the Kafka runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name("kreply-kafka".into())
+        .spawn(move || runtime.block_on(serve(setup, started_tx)))
+        .map_err(|e| StartupError::new(format!("cannot start the Kafka thread: {e}")))?;
+    started_rx.recv().unwrap_or_else(|_| {
+        Err(StartupError::new("the Kafka thread stopped during startup"))
+    })
+}
+
+/// Connects, checks, positions, reports back, then serves sends and replies forever.
+async fn serve(setup: KafkaSetup, started: mpsc::Sender<Result<SendHandle, StartupError>>) {
+    let parts = match connect(&setup).await {
+        Ok(parts) => parts,
+        Err(e) => {
+            let _ = started.send(Err(e));
+            return;
+        }
+    };
+    let (handle, queue) = producer::channel();
+    setup.readiness.set(true);
+    let _ = started.send(Ok(handle));
+    tokio::spawn(producer::run(parts.producer, queue));
+    reply_consumer::run(parts.consumer, setup.registry, setup.readiness).await;
+}
+
+struct Connected {
+    producer: krafka::producer::Producer,
+    consumer: krafka::consumer::Consumer,
+}
+
+async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
+    let config = &setup.config;
+    let brokers = config.brokers.join(",");
+    let kafka = Kafka::builder(brokers.as_str())
+        .client_id(config.client_id.as_str())
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+        .allow_auto_create_topics(false)
+        .connect()
+        .await
+        .map_err(|e| {
+            StartupError::new(format!(
+                "cannot reach the Kafka brokers {brokers}: {e}; check \"brokers\" in {} or KREPLY_BROKERS",
+                setup.config_path
+            ))
+        })?;
+    log::info!("startup: connected to {brokers}");
+
+    let needed = [
+        NeededTopic { name: &config.request_topic, role: "request" },
+        NeededTopic { name: &setup.route.topic, role: "reply" },
+        NeededTopic { name: &config.dlq_topic, role: "dead-letter" },
+    ];
+    let admin = kafka.admin();
+    let partitions = topics::ensure(&admin, config, &setup.config_path, &needed).await;
+    let _ = admin.close().await;
+    let reply_partitions = &partitions?[1];
+    log::info!("startup: topics present; reply topic {} has {} partition(s)", setup.route.topic, reply_partitions.len());
+
+    let producer = kafka
+        .producer()
+        .acks(krafka::producer::Acks::All)
+        .idempotent(true)
+        .linger(Duration::from_millis(config.producer_linger_ms))
+        .build()
+        .await
+        .map_err(|e| StartupError::new(format!("cannot start the idempotent acks=all producer: {e}")))?;
+
+    let consumer = kafka
+        .consumer_without_group()
+        .auto_offset_reset(AutoOffsetReset::Latest)
+        .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+        .build()
+        .await
+        .map_err(|e| StartupError::new(format!("cannot start the reply consumer: {e}")))?;
+    reply_consumer::position_at_latest(&consumer, &setup.route.topic, reply_partitions).await?;
+    Ok(Connected { producer, consumer })
+}

@@ -1,0 +1,140 @@
+//! The producer task and the handle the HTTP side sends records through.
+//!
+//! One task owns the krafka producer and takes records from a channel, in order. It only
+//! *enqueues* each one (cheap, and keeps produce order = arrival order) and awaits the
+//! acknowledgement in a task of its own, so one slow acknowledgement never holds back the
+//! records behind it. Acknowledgements go back over a one-shot channel, which the HTTP side
+//! awaits on its own runtime.
+//!
+//! The producer is idempotent with acks=all: its own internal retries cannot duplicate a
+//! record. The gateway itself never re-sends: a send whose outcome is unknown is reported
+//! as unknown, never tried again, because a second copy could charge twice.
+
+use crate::record::{OutgoingRecord, Placement};
+use krafka::producer::Producer;
+use krafka::{KrafkaError, Record};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a send did not succeed, and whether the record may be in the log anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFailure {
+    pub possibly_written: bool,
+    pub message: String,
+}
+
+type Ack = Result<Placement, SendFailure>;
+
+struct SendJob {
+    record: OutgoingRecord,
+    /// `None` for fire-and-forget records (dead letters): failures are logged.
+    ack: Option<oneshot::Sender<Ack>>,
+}
+
+/// The HTTP side's handle: cheap to clone, usable from any thread or runtime.
+#[derive(Clone)]
+pub struct SendHandle {
+    jobs: mpsc::UnboundedSender<SendJob>,
+}
+
+impl SendHandle {
+    /// Sends a record and waits for the broker's acknowledgement.
+    pub async fn send(&self, record: OutgoingRecord) -> Ack {
+        let (ack, acked) = oneshot::channel();
+        self.submit(SendJob { record, ack: Some(ack) })?;
+        acked.await.unwrap_or_else(|_| Err(stopped(true)))
+    }
+
+    /// Sends a record without waiting; a failure is logged with the record's topic and key.
+    pub fn send_and_forget(&self, record: OutgoingRecord) {
+        let topic = record.topic.clone();
+        if let Err(e) = self.submit(SendJob { record, ack: None }) {
+            log::error!("cannot send to {topic}: {}", e.message);
+        }
+    }
+
+    fn submit(&self, job: SendJob) -> Result<(), SendFailure> {
+        self.jobs.send(job).map_err(|_| stopped(false))
+    }
+}
+
+fn stopped(possibly_written: bool) -> SendFailure {
+    SendFailure {
+        possibly_written,
+        message: "the Kafka producer has stopped".to_string(),
+    }
+}
+
+/// Creates the channel; `run` consumes the receiving end on the Kafka runtime.
+pub fn channel() -> (SendHandle, SendQueue) {
+    let (jobs, queue) = mpsc::unbounded_channel();
+    (SendHandle { jobs }, SendQueue(queue))
+}
+
+/// The receiving end of the send channel.
+pub struct SendQueue(mpsc::UnboundedReceiver<SendJob>);
+
+/// Feeds queued records to the producer until every handle is dropped.
+pub async fn run(producer: Producer, mut queue: SendQueue) {
+    while let Some(SendJob { record, ack }) = queue.0.recv().await {
+        // Fire-and-forget records have nobody to report to, so remember what to log.
+        let label = ack.is_none().then(|| label(&record));
+        match producer.enqueue(to_krafka(record)).await {
+            // Not queued: it never left this process.
+            Err(e) => finish(ack, label, Err(failure(false, e))),
+            Ok(delivery) => {
+                tokio::spawn(async move {
+                    let result = delivery.await.map(|m| Placement {
+                        partition: m.partition,
+                        offset: m.offset,
+                    });
+                    finish(ack, label, result.map_err(|e| failure(true, e)));
+                });
+            }
+        }
+    }
+    if let Err(e) = producer.close().await {
+        log::warn!("closing the Kafka producer: {e}");
+    }
+}
+
+fn label(record: &OutgoingRecord) -> String {
+    format!("{} (key {})", record.topic, String::from_utf8_lossy(&record.key))
+}
+
+fn finish(ack: Option<oneshot::Sender<Ack>>, label: Option<String>, result: Ack) {
+    match (ack, result) {
+        // The waiter may have given up (timeout); its own path reports that.
+        (Some(ack), result) => drop(ack.send(result)),
+        (None, Err(e)) => log::error!(
+            "send to {} failed: {} (possibly written: {})",
+            label.unwrap_or_default(),
+            e.message,
+            e.possibly_written
+        ),
+        (None, Ok(_)) => {}
+    }
+}
+
+/// After a record was queued, only a definite "not written" from the client rules out
+/// that the broker appended it.
+fn failure(queued: bool, error: KrafkaError) -> SendFailure {
+    let possibly_written = match &error {
+        KrafkaError::DeliveryTimeout { possibly_written, .. } => *possibly_written,
+        KrafkaError::Broker { .. } => false,
+        _ => queued,
+    };
+    SendFailure {
+        possibly_written,
+        message: error.to_string(),
+    }
+}
+
+fn to_krafka(record: OutgoingRecord) -> Record {
+    let mut out = Record::new(record.topic, record.value)
+        .key(record.key)
+        .timestamp(record.timestamp_ms);
+    for (name, value) in record.headers {
+        out = out.header(name, value);
+    }
+    out
+}

@@ -1,0 +1,98 @@
+//! The reply consumer: reads this host's reply topic and hands each reply to its waiter.
+//!
+//! No consumer group, on purpose. A group would let the broker give a partition of this
+//! host's replies to another member, which is exactly how replies got lost before. Every
+//! partition is assigned by hand, because a worker picks the reply partition by hashing the
+//! key over all of them. Reading starts at the latest offset: replies written before this
+//! process started belong to requests that no longer wait, and there is no group offset to
+//! resume from anyway.
+
+use crate::correlation_id::CorrelationId;
+use crate::error::StartupError;
+use crate::readiness::Readiness;
+use crate::record::headers;
+use crate::registry::{Delivery, Registry, Reply};
+use krafka::ConsumerRecord;
+use krafka::consumer::Consumer;
+use std::time::Duration;
+
+/// How long one `poll` may wait before the loop checks back in.
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pause after a failed poll, so a broker outage does not turn into a busy loop.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Assigns every partition of `topic` and resolves each position to the current end.
+///
+/// Only when every position is known is the consumer "positioned": a reply written after
+/// this returns will be read, whatever partition it lands on.
+pub async fn position_at_latest(
+    consumer: &Consumer,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<(), StartupError> {
+    let failed = |e: krafka::KrafkaError| {
+        StartupError::new(format!("could not assign the reply topic \"{topic}\": {e}"))
+    };
+    consumer.assign(topic, partitions.to_vec()).await.map_err(failed)?;
+    for &partition in partitions {
+        consumer.seek_to_end(topic, partition).await.map_err(failed)?;
+        let offset = consumer.position(topic, partition).await.ok_or_else(|| {
+            StartupError::new(format!(
+                "could not find the latest offset of reply topic \"{topic}\" partition {partition}; check the partition's leader on the brokers"
+            ))
+        })?;
+        log::info!("startup: reply consumer at {topic}/{partition} offset {offset}");
+    }
+    Ok(())
+}
+
+/// Polls forever, delivering replies; readiness follows whether polling works.
+pub async fn run(consumer: Consumer, registry: Registry, readiness: Readiness) {
+    loop {
+        match consumer.poll(POLL_TIMEOUT).await {
+            Ok(records) => {
+                readiness.set(true);
+                for record in records {
+                    dispatch(&registry, record);
+                }
+            }
+            Err(e) => {
+                if readiness.is_ready() {
+                    log::error!("reply consumer failed, not ready until it recovers: {e}");
+                }
+                readiness.set(false);
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// Delivers one reply record by its `kafka_correlationId` header.
+fn dispatch(registry: &Registry, record: ConsumerRecord) {
+    let at = format!("{}/{}@{}", record.topic, record.partition, record.offset);
+    let Some(Some(id)) = record.header(headers::CORRELATION_ID) else {
+        log::warn!("reply at {at} has no {} header; ignored", headers::CORRELATION_ID);
+        return;
+    };
+    let id = id.clone();
+    if let Delivery::NoWaiter(_) = registry.deliver(&id, to_reply(record)) {
+        log::warn!(
+            "reply with no waiter: correlation_id={} at {at} (timed out, duplicate, or not ours); {} so far",
+            CorrelationId::from_wire(&id),
+            registry.unmatched()
+        );
+    }
+}
+
+fn to_reply(record: ConsumerRecord) -> Reply {
+    Reply {
+        value: record.value.map(|v| v.to_vec()),
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.as_ref().map(|v| v.to_vec())))
+            .collect(),
+        partition: record.partition,
+        offset: record.offset,
+    }
+}

@@ -1,0 +1,99 @@
+//! Startup check of the topics the gateway needs.
+//!
+//! Missing topics are a deployment mistake worth stopping for: producing to a missing
+//! request topic would fail every payment, and a missing reply topic would turn every
+//! payment into a timeout. Creation is opt-in (`topics.auto_create`) for local stacks and
+//! tests; production topics want their replication and `min.insync.replicas` chosen by hand.
+
+use crate::config::Config;
+use crate::error::StartupError;
+use krafka::KrafkaError;
+use krafka::admin::{AdminClient, CreateTopicsOptions, DescribeTopicsOptions, NewTopic};
+use krafka::error::ErrorCode;
+use std::time::Duration;
+
+/// One topic the gateway uses, and what it is for (for error messages).
+pub struct NeededTopic<'a> {
+    pub name: &'a str,
+    pub role: &'a str,
+}
+
+/// Makes sure every topic exists and returns the partition ids of each, in order.
+pub async fn ensure(
+    admin: &AdminClient,
+    config: &Config,
+    config_path: &str,
+    needed: &[NeededTopic<'_>],
+) -> Result<Vec<Vec<i32>>, StartupError> {
+    let mut partitions = Vec::with_capacity(needed.len());
+    for topic in needed {
+        let found = match describe(admin, topic.name).await? {
+            Some(found) => found,
+            None if config.topics.auto_create => create(admin, config, topic.name).await?,
+            None => {
+                return Err(StartupError::new(format!(
+                    "the {} topic \"{}\" does not exist on brokers {}; create it, or set \"topics\": {{\"auto_create\": true}} in {config_path}",
+                    topic.role,
+                    topic.name,
+                    config.brokers.join(",")
+                )));
+            }
+        };
+        partitions.push(found);
+    }
+    Ok(partitions)
+}
+
+/// The topic's partition ids, or `None` when the broker does not know the topic.
+async fn describe(admin: &AdminClient, name: &str) -> Result<Option<Vec<i32>>, StartupError> {
+    let mut answers = admin
+        .describe_topics([name], DescribeTopicsOptions::default())
+        .await
+        .map_err(|e| broker_failed("describe topic", name, e))?;
+    match answers.remove(name) {
+        Some(Ok(description)) if !description.partitions.is_empty() => Ok(Some(
+            description.partitions.iter().map(|p| p.partition).collect(),
+        )),
+        Some(Ok(_)) | None => Ok(None),
+        Some(Err(KrafkaError::Broker {
+            code: ErrorCode::UnknownTopicOrPartition,
+            ..
+        })) => Ok(None),
+        Some(Err(e)) => Err(broker_failed("describe topic", name, e)),
+    }
+}
+
+async fn create(admin: &AdminClient, config: &Config, name: &str) -> Result<Vec<i32>, StartupError> {
+    let spec = NewTopic::new(name, config.topics.partitions, config.topics.replication_factor)
+        .map_err(|e| broker_failed("create topic", name, e))?;
+    let mut answers = admin
+        .create_topics([spec], CreateTopicsOptions::default())
+        .await
+        .map_err(|e| broker_failed("create topic", name, e))?;
+    match answers.remove(name) {
+        Some(Ok(())) | None => {}
+        // Another gateway host created it first: fine.
+        Some(Err(KrafkaError::Broker {
+            code: ErrorCode::TopicAlreadyExists,
+            ..
+        })) => {}
+        Some(Err(e)) => return Err(broker_failed("create topic", name, e)),
+    }
+    log::info!("startup: created topic {name} with {} partition(s)", config.topics.partitions);
+    // Metadata follows creation with a short delay; wait for the partitions to show.
+    for _ in 0..50 {
+        if let Some(partitions) = describe(admin, name).await? {
+            return Ok(partitions);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(StartupError::new(format!(
+        "topic \"{name}\" was created but its partitions did not appear in the cluster metadata within 5 s; check the brokers' health"
+    )))
+}
+
+fn broker_failed(action: &str, topic: &str, error: KrafkaError) -> StartupError {
+    StartupError::new(format!(
+        "could not {action} \"{topic}\": {error}; check that the brokers are up and this host may reach them"
+    ))
+}

@@ -1,0 +1,94 @@
+//! The `kreply` command line. Arguments are few, so they are parsed by hand.
+
+use kreply::config::{Config, DEFAULT_CONFIG_PATH};
+use kreply::error::StartupError;
+use kreply::gateway;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+kreply: HTTP payment calls answered through Kafka request-reply, one reply topic per host.
+
+Usage:
+  kreply gateway [--config PATH] [--print-route]
+  kreply --help | --version
+
+Commands:
+  gateway        Serve POST /v1/payments/{operation}, /healthz and /readyz.
+
+Options:
+  --config PATH  The JSON config file (default: $KREPLY_CONFIG, else etc/kreply.json).
+  --print-route  Print this host's reply route (IP, suffix, reply topic) and exit.
+
+Environment:
+  KREPLY_CONFIG   config file path      KREPLY_BROKERS  host:port[,host:port...]
+  KREPLY_LISTEN   HTTP ip:port          KREPLY_HOST_IP  IP to look up in the host table
+  RUST_LOG        log filter (default: info)
+";
+
+/// What the command line asked for.
+enum Command {
+    Help,
+    Version,
+    Gateway { config: PathBuf, print_route: bool },
+}
+
+fn parse(args: &[String]) -> Result<Command, String> {
+    let mut args = args.iter();
+    match args.next().map(String::as_str) {
+        None | Some("-h" | "--help" | "help") => return Ok(Command::Help),
+        Some("-V" | "--version") => return Ok(Command::Version),
+        Some("gateway") => {}
+        Some(other) => return Err(format!("unknown command \"{other}\"")),
+    }
+    let mut config = std::env::var_os("KREPLY_CONFIG").map(PathBuf::from);
+    let mut print_route = false;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" => {
+                let path = args.next().ok_or("--config needs a path")?;
+                config = Some(PathBuf::from(path));
+            }
+            "--print-route" => print_route = true,
+            "-h" | "--help" => return Ok(Command::Help),
+            other => return Err(format!("unknown option \"{other}\"")),
+        }
+    }
+    let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    Ok(Command::Gateway { config, print_route })
+}
+
+fn print_route(path: &std::path::Path) -> Result<(), StartupError> {
+    let config = Config::load(path)?;
+    let route = gateway::resolve_route(&config)?;
+    println!("host_ip={} suffix={} reply_topic={}", route.host_ip, route.suffix, route.topic);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match parse(&args) {
+        Err(why) => {
+            eprintln!("kreply: {why}; run \"kreply --help\" for usage");
+            return ExitCode::from(2);
+        }
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("kreply {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Gateway { config, print_route: true }) => print_route(&config),
+        Ok(Command::Gateway { config, .. }) => gateway::run(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kreply: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

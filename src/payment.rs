@@ -1,0 +1,120 @@
+//! A payment call: the caller's body checked, then wrapped into a request record.
+//!
+//! Validation happens before anything touches Kafka, so bad input is answered with a 4xx
+//! and nothing is produced. The record's value is a small JSON envelope,
+//! `{"operation": ..., "body": <caller's JSON>}`, so one request topic can carry every
+//! operation and workers need no per-operation topic. The key is the order id, which keeps
+//! every message about one order on one partition, in order.
+
+use crate::correlation_id::CorrelationId;
+use crate::record::{OutgoingRecord, headers, now_ms};
+use crate::reply_route::ReplyRoute;
+use serde_json::{Map, Value};
+
+/// A body that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentRequest {
+    pub operation: String,
+    pub order_id: String,
+    pub body: Map<String, Value>,
+}
+
+/// Why a body was refused; `code` is stable for clients to match on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidBody {
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl PaymentRequest {
+    /// Accepts a JSON object with a non-empty string `order_id`.
+    pub fn parse(operation: &str, bytes: &[u8]) -> Result<PaymentRequest, InvalidBody> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| InvalidBody {
+            code: "invalid-json",
+            detail: format!("the body is not valid JSON: {e}"),
+        })?;
+        let Value::Object(body) = value else {
+            return Err(InvalidBody {
+                code: "invalid-body",
+                detail: "the body must be a JSON object".to_string(),
+            });
+        };
+        let order_id = match body.get("order_id") {
+            Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+            Some(_) => {
+                return Err(InvalidBody {
+                    code: "invalid-order-id",
+                    detail: "\"order_id\" must be a non-empty string".to_string(),
+                });
+            }
+            None => {
+                return Err(InvalidBody {
+                    code: "missing-order-id",
+                    detail: "the body has no \"order_id\"; every payment needs the order it belongs to".to_string(),
+                });
+            }
+        };
+        Ok(PaymentRequest {
+            operation: operation.to_string(),
+            order_id,
+            body,
+        })
+    }
+
+    /// The request record: key = order id, Spring correlation and reply-topic headers.
+    pub fn to_record(&self, topic: &str, id: &CorrelationId, route: &ReplyRoute) -> OutgoingRecord {
+        let envelope = serde_json::json!({
+            "operation": self.operation,
+            "body": self.body,
+        });
+        OutgoingRecord {
+            topic: topic.to_string(),
+            key: self.order_id.as_bytes().to_vec(),
+            value: envelope.to_string().into_bytes(),
+            headers: vec![
+                (headers::CORRELATION_ID.to_string(), id.as_bytes().to_vec()),
+                (headers::REPLY_TOPIC.to_string(), route.topic.as_bytes().to_vec()),
+            ],
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route() -> ReplyRoute {
+        ReplyRoute {
+            host_ip: "10.0.1.11".parse().unwrap(),
+            suffix: "prod1".into(),
+            topic: "payment_response_prod1".into(),
+        }
+    }
+
+    #[test]
+    fn a_valid_body_becomes_a_keyed_record_with_exactly_the_two_spring_headers() {
+        let body = br#"{"order_id":"A-1001","amount":15000,"currency":"KRW"}"#;
+        let request = PaymentRequest::parse("refund", body).unwrap();
+        let id = CorrelationId::new_spring();
+        let record = request.to_record("payment_request", &id, &route());
+        assert_eq!(record.key, b"A-1001");
+        let names: Vec<_> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["kafka_correlationId", "kafka_replyTopic"]);
+        assert_eq!(record.header("kafka_correlationId").unwrap().len(), 16);
+        assert_eq!(record.header("kafka_replyTopic").unwrap(), b"payment_response_prod1");
+        let value: Value = serde_json::from_slice(&record.value).unwrap();
+        assert_eq!(value["operation"], "refund");
+        assert_eq!(value["body"]["amount"], 15000);
+    }
+
+    #[test]
+    fn bad_bodies_get_distinct_codes() {
+        let code = |b: &[u8]| PaymentRequest::parse("approve", b).unwrap_err().code;
+        assert_eq!(code(b"{not json"), "invalid-json");
+        assert_eq!(code(b"[1,2]"), "invalid-body");
+        assert_eq!(code(br#"{"amount":1}"#), "missing-order-id");
+        assert_eq!(code(br#"{"order_id":""}"#), "invalid-order-id");
+        assert_eq!(code(br#"{"order_id":17}"#), "invalid-order-id");
+    }
+}

@@ -1,0 +1,52 @@
+//! A record to produce, in the gateway's own terms.
+//!
+//! Request and dead-letter records are built here, runtime-free and testable to the byte;
+//! only the Kafka side turns them into the client library's type.
+
+/// The header names and encodings of `../shared/wire-conventions.md` (Spring dialect).
+pub mod headers {
+    pub const CORRELATION_ID: &str = "kafka_correlationId";
+    pub const REPLY_TOPIC: &str = "kafka_replyTopic";
+    pub const DLT_ORIGINAL_TOPIC: &str = "kafka_dlt-original-topic";
+    pub const DLT_ORIGINAL_PARTITION: &str = "kafka_dlt-original-partition";
+    pub const DLT_ORIGINAL_OFFSET: &str = "kafka_dlt-original-offset";
+    pub const DLT_ORIGINAL_TIMESTAMP: &str = "kafka_dlt-original-timestamp";
+    pub const DLT_ORIGINAL_TIMESTAMP_TYPE: &str = "kafka_dlt-original-timestamp-type";
+    pub const DLT_EXCEPTION_FQCN: &str = "kafka_dlt-exception-fqcn";
+    pub const DLT_EXCEPTION_MESSAGE: &str = "kafka_dlt-exception-message";
+}
+
+/// One record for the producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingRecord {
+    pub topic: String,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// When the record was made, in ms since the epoch; also its Kafka timestamp.
+    pub timestamp_ms: i64,
+}
+
+impl OutgoingRecord {
+    /// The first header of that name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Where the broker put a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Milliseconds since the epoch, for record timestamps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
