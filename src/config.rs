@@ -117,7 +117,10 @@ impl Config {
     /// Parses the JSON text; the host table path becomes relative to the file's folder.
     pub fn parse(path: &Path, text: &str) -> Result<Config, StartupError> {
         let mut config: Config = serde_json::from_str(text).map_err(|e| {
-            StartupError::new(format!("{} is not a valid kreply config: {e}", path.display()))
+            StartupError::new(format!(
+                "{} is not a valid kreply config: {e}",
+                path.display()
+            ))
         })?;
         if config.host_table.is_relative() {
             let folder = path.parent().unwrap_or(Path::new(""));
@@ -127,10 +130,7 @@ impl Config {
     }
 
     /// Applies `KREPLY_BROKERS`, `KREPLY_LISTEN` and `KREPLY_HOST_IP` from `env`.
-    pub fn apply_env(
-        &mut self,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), StartupError> {
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), StartupError> {
         if let Some(brokers) = env("KREPLY_BROKERS") {
             self.brokers = brokers
                 .split(',')
@@ -140,7 +140,11 @@ impl Config {
                 .collect();
         }
         if let Some(listen) = env("KREPLY_LISTEN") {
-            self.listen = parse_env("KREPLY_LISTEN", &listen, "an ip:port such as 127.0.0.1:8080")?;
+            self.listen = parse_env(
+                "KREPLY_LISTEN",
+                &listen,
+                "an ip:port such as 127.0.0.1:8080",
+            )?;
         }
         if let Some(ip) = env("KREPLY_HOST_IP") {
             self.host_ip = Some(parse_env("KREPLY_HOST_IP", &ip, "an IP address")?);
@@ -152,7 +156,9 @@ impl Config {
     pub fn validate(&self, path: &Path) -> Result<(), StartupError> {
         let fail = |why: String| Err(StartupError::new(format!("{}: {why}", path.display())));
         if self.brokers.is_empty() {
-            return fail("\"brokers\" is empty; list at least one host:port (or set KREPLY_BROKERS)".into());
+            return fail(
+                "\"brokers\" is empty; list at least one host:port (or set KREPLY_BROKERS)".into(),
+            );
         }
         for (key, name) in [
             ("request_topic", &self.request_topic),
@@ -176,7 +182,9 @@ impl Config {
             return fail("\"max_body_bytes\" must be above 0".into());
         }
         if self.topics.partitions < 1 || self.topics.replication_factor < 1 {
-            return fail("\"topics.partitions\" and \"topics.replication_factor\" must be at least 1".into());
+            return fail(
+                "\"topics.partitions\" and \"topics.replication_factor\" must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -221,7 +229,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected_with_the_file_name() {
         let err = parse(r#"{"request_topik":"x"}"#).unwrap_err().to_string();
-        assert!(err.starts_with("/etc/kreply/kreply.json is not a valid kreply config"), "{err}");
+        assert!(
+            err.starts_with("/etc/kreply/kreply.json is not a valid kreply config"),
+            "{err}"
+        );
         assert!(err.contains("request_topik"), "{err}");
     }
 
@@ -254,10 +265,16 @@ mod tests {
     #[test]
     fn validation_names_the_offending_key() {
         let config = parse(r#"{"default_timeout_ms": 40000}"#).unwrap();
-        let err = config.validate(Path::new("k.json")).unwrap_err().to_string();
+        let err = config
+            .validate(Path::new("k.json"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("default_timeout_ms"), "{err}");
         let config = parse(r#"{"request_topic": "bad topic"}"#).unwrap();
-        let err = config.validate(Path::new("k.json")).unwrap_err().to_string();
+        let err = config
+            .validate(Path::new("k.json"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("request_topic"), "{err}");
     }
 }

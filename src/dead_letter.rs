@@ -37,16 +37,30 @@ pub fn record(
 ) -> OutgoingRecord {
     let (partition, offset) = placement.map_or((-1, -1), |p| (p.partition, p.offset));
     let mut dlt_headers = original.headers.clone();
-    dlt_headers.extend([
-        (headers::DLT_ORIGINAL_TOPIC, original.topic.as_bytes().to_vec()),
-        (headers::DLT_ORIGINAL_PARTITION, partition.to_be_bytes().to_vec()),
-        (headers::DLT_ORIGINAL_OFFSET, offset.to_be_bytes().to_vec()),
-        (headers::DLT_ORIGINAL_TIMESTAMP, original.timestamp_ms.to_be_bytes().to_vec()),
-        (headers::DLT_ORIGINAL_TIMESTAMP_TYPE, b"CreateTime".to_vec()),
-        (headers::DLT_EXCEPTION_FQCN, cause.fqcn().as_bytes().to_vec()),
-        (headers::DLT_EXCEPTION_MESSAGE, message.as_bytes().to_vec()),
-    ]
-    .map(|(name, value)| (name.to_string(), value)));
+    dlt_headers.extend(
+        [
+            (
+                headers::DLT_ORIGINAL_TOPIC,
+                original.topic.as_bytes().to_vec(),
+            ),
+            (
+                headers::DLT_ORIGINAL_PARTITION,
+                partition.to_be_bytes().to_vec(),
+            ),
+            (headers::DLT_ORIGINAL_OFFSET, offset.to_be_bytes().to_vec()),
+            (
+                headers::DLT_ORIGINAL_TIMESTAMP,
+                original.timestamp_ms.to_be_bytes().to_vec(),
+            ),
+            (headers::DLT_ORIGINAL_TIMESTAMP_TYPE, b"CreateTime".to_vec()),
+            (
+                headers::DLT_EXCEPTION_FQCN,
+                cause.fqcn().as_bytes().to_vec(),
+            ),
+            (headers::DLT_EXCEPTION_MESSAGE, message.as_bytes().to_vec()),
+        ]
+        .map(|(name, value)| (name.to_string(), value)),
+    );
     OutgoingRecord {
         topic: dlq_topic.to_string(),
         key: original.key.clone(),
@@ -72,24 +86,63 @@ mod tests {
 
     #[test]
     fn keeps_the_original_and_adds_spring_dlt_headers_in_their_binary_forms() {
-        let placement = Some(Placement { partition: 2, offset: 41 });
-        let dlq = record("payment_request-dlt", &original(), placement, Cause::ReplyTimeout, "no reply in 500 ms");
+        let placement = Some(Placement {
+            partition: 2,
+            offset: 41,
+        });
+        let dlq = record(
+            "payment_request-dlt",
+            &original(),
+            placement,
+            Cause::ReplyTimeout,
+            "no reply in 500 ms",
+        );
         assert_eq!(dlq.topic, "payment_request-dlt");
-        assert_eq!((dlq.key.as_slice(), dlq.value.as_slice()), (original().key.as_slice(), original().value.as_slice()));
+        assert_eq!(
+            (dlq.key.as_slice(), dlq.value.as_slice()),
+            (original().key.as_slice(), original().value.as_slice())
+        );
         assert_eq!(dlq.header("kafka_correlationId"), Some(&[7u8; 16][..]));
-        assert_eq!(dlq.header("kafka_dlt-original-topic"), Some(&b"payment_request"[..]));
-        assert_eq!(dlq.header("kafka_dlt-original-partition"), Some(&2i32.to_be_bytes()[..]));
-        assert_eq!(dlq.header("kafka_dlt-original-offset"), Some(&41i64.to_be_bytes()[..]));
-        assert_eq!(dlq.header("kafka_dlt-original-timestamp"), Some(&1_700_000_000_123i64.to_be_bytes()[..]));
-        assert_eq!(dlq.header("kafka_dlt-exception-fqcn"), Some(&b"kreply.ReplyTimeoutException"[..]));
-        assert_eq!(dlq.header("kafka_dlt-exception-message"), Some(&b"no reply in 500 ms"[..]));
+        assert_eq!(
+            dlq.header("kafka_dlt-original-topic"),
+            Some(&b"payment_request"[..])
+        );
+        assert_eq!(
+            dlq.header("kafka_dlt-original-partition"),
+            Some(&2i32.to_be_bytes()[..])
+        );
+        assert_eq!(
+            dlq.header("kafka_dlt-original-offset"),
+            Some(&41i64.to_be_bytes()[..])
+        );
+        assert_eq!(
+            dlq.header("kafka_dlt-original-timestamp"),
+            Some(&1_700_000_000_123i64.to_be_bytes()[..])
+        );
+        assert_eq!(
+            dlq.header("kafka_dlt-exception-fqcn"),
+            Some(&b"kreply.ReplyTimeoutException"[..])
+        );
+        assert_eq!(
+            dlq.header("kafka_dlt-exception-message"),
+            Some(&b"no reply in 500 ms"[..])
+        );
     }
 
     #[test]
     fn an_unplaced_original_gets_minus_one() {
         let dlq = record("d", &original(), None, Cause::SendFailed, "broker down");
-        assert_eq!(dlq.header("kafka_dlt-original-partition"), Some(&(-1i32).to_be_bytes()[..]));
-        assert_eq!(dlq.header("kafka_dlt-original-offset"), Some(&(-1i64).to_be_bytes()[..]));
-        assert_eq!(dlq.header("kafka_dlt-exception-fqcn"), Some(&b"kreply.SendFailedException"[..]));
+        assert_eq!(
+            dlq.header("kafka_dlt-original-partition"),
+            Some(&(-1i32).to_be_bytes()[..])
+        );
+        assert_eq!(
+            dlq.header("kafka_dlt-original-offset"),
+            Some(&(-1i64).to_be_bytes()[..])
+        );
+        assert_eq!(
+            dlq.header("kafka_dlt-exception-fqcn"),
+            Some(&b"kreply.SendFailedException"[..])
+        );
     }
 }

@@ -55,7 +55,10 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
                 config_path.display()
             ))
         })?;
-        log::info!("ready: listening on http://{listen}, replies on {}", gateway.route.topic);
+        log::info!(
+            "ready: listening on http://{listen}, replies on {}",
+            gateway.route.topic
+        );
         http::serve(http::app(gateway), listener).await;
         Ok(())
     })

@@ -73,13 +73,26 @@ Local:
     #[test]
     fn finds_local_host_addresses_only() {
         let ips = local_ipv4(FIB_TRIE);
-        assert_eq!(ips, ["10.0.1.11".parse::<Ipv4Addr>().unwrap(), "127.0.0.1".parse().unwrap(), "10.0.1.11".parse().unwrap()]);
+        assert_eq!(
+            ips,
+            [
+                "10.0.1.11".parse::<Ipv4Addr>().unwrap(),
+                "127.0.0.1".parse().unwrap(),
+                "10.0.1.11".parse().unwrap()
+            ]
+        );
     }
 
     #[test]
     fn parses_if_inet6() {
         let text = "00000000000000000000000000000001 01 80 10 80       lo\nfe800000000000000000000000000001 02 40 20 80     eth0\n";
-        assert_eq!(local_ipv6(text), ["::1".parse::<Ipv6Addr>().unwrap(), "fe80::1".parse().unwrap()]);
+        assert_eq!(
+            local_ipv6(text),
+            [
+                "::1".parse::<Ipv6Addr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
     }
 
     #[test]

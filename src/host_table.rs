@@ -45,7 +45,8 @@ impl HostTable {
                 continue;
             }
             let at = format!("{}:{}", path.display(), index + 1);
-            let entry = parse_line(line).map_err(|why| StartupError::new(format!("{at}: {why}")))?;
+            let entry =
+                parse_line(line).map_err(|why| StartupError::new(format!("{at}: {why}")))?;
             if let Some(other) = entries.iter().find(|e| e.ip == entry.ip) {
                 return Err(StartupError::new(format!(
                     "{at}: IP {} is listed twice (first with suffix \"{}\"); each host must map to exactly one reply topic",
@@ -105,13 +106,23 @@ mod tests {
 
     #[test]
     fn rejects_a_line_with_one_field_naming_file_and_line() {
-        let err = parse("10.0.1.11 prod1\n10.0.1.12\n").unwrap_err().to_string();
-        assert!(err.starts_with("etc/hosts:2: expected \"IP SUFFIX\""), "{err}");
+        let err = parse("10.0.1.11 prod1\n10.0.1.12\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("etc/hosts:2: expected \"IP SUFFIX\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn rejects_bad_ip_and_bad_suffix() {
-        assert!(parse("10.0.1 prod1").unwrap_err().to_string().contains("not an IP"));
+        assert!(
+            parse("10.0.1 prod1")
+                .unwrap_err()
+                .to_string()
+                .contains("not an IP")
+        );
         let err = parse("10.0.1.11 prod/1").unwrap_err().to_string();
         assert!(err.contains("prod/1"), "{err}");
     }

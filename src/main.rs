@@ -55,13 +55,19 @@ fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    Ok(Command::Gateway { config, print_route })
+    Ok(Command::Gateway {
+        config,
+        print_route,
+    })
 }
 
 fn print_route(path: &std::path::Path) -> Result<(), StartupError> {
     let config = Config::load(path)?;
     let route = gateway::resolve_route(&config)?;
-    println!("host_ip={} suffix={} reply_topic={}", route.host_ip, route.suffix, route.topic);
+    println!(
+        "host_ip={} suffix={} reply_topic={}",
+        route.host_ip, route.suffix, route.topic
+    );
     Ok(())
 }
 
@@ -81,7 +87,10 @@ fn main() -> ExitCode {
             println!("kreply {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Ok(Command::Gateway { config, print_route: true }) => print_route(&config),
+        Ok(Command::Gateway {
+            config,
+            print_route: true,
+        }) => print_route(&config),
         Ok(Command::Gateway { config, .. }) => gateway::run(&config),
     };
     match result {

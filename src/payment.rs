@@ -50,7 +50,9 @@ impl PaymentRequest {
             None => {
                 return Err(InvalidBody {
                     code: "missing-order-id",
-                    detail: "the body has no \"order_id\"; every payment needs the order it belongs to".to_string(),
+                    detail:
+                        "the body has no \"order_id\"; every payment needs the order it belongs to"
+                            .to_string(),
                 });
             }
         };
@@ -73,7 +75,10 @@ impl PaymentRequest {
             value: envelope.to_string().into_bytes(),
             headers: vec![
                 (headers::CORRELATION_ID.to_string(), id.as_bytes().to_vec()),
-                (headers::REPLY_TOPIC.to_string(), route.topic.as_bytes().to_vec()),
+                (
+                    headers::REPLY_TOPIC.to_string(),
+                    route.topic.as_bytes().to_vec(),
+                ),
             ],
             timestamp_ms: now_ms(),
         }
@@ -102,7 +107,10 @@ mod tests {
         let names: Vec<_> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["kafka_correlationId", "kafka_replyTopic"]);
         assert_eq!(record.header("kafka_correlationId").unwrap().len(), 16);
-        assert_eq!(record.header("kafka_replyTopic").unwrap(), b"payment_response_prod1");
+        assert_eq!(
+            record.header("kafka_replyTopic").unwrap(),
+            b"payment_response_prod1"
+        );
         let value: Value = serde_json::from_slice(&record.value).unwrap();
         assert_eq!(value["operation"], "refund");
         assert_eq!(value["body"]["amount"], 15000);

@@ -156,7 +156,10 @@ impl Drop for ReplyWaiter {
     fn drop(&mut self) {
         let mut waiting = lock(&self.inner.waiting);
         // Only our own entry: after a delivery the id is gone already.
-        if waiting.get(&self.id).is_some_and(|s| Arc::ptr_eq(s, &self.slot)) {
+        if waiting
+            .get(&self.id)
+            .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+        {
             waiting.remove(&self.id);
         }
     }
@@ -165,7 +168,9 @@ impl Drop for ReplyWaiter {
 /// A poisoned lock only means another thread panicked mid-update of plain data; the map
 /// and slots stay consistent, so keep serving rather than take every request down.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -203,7 +208,10 @@ mod tests {
         let mut waiter = registry.register(id.clone()).unwrap();
         let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
         assert!(poll_once(&mut waiter, &waker).is_pending());
-        assert!(matches!(registry.deliver(id.as_bytes(), reply("ok")), Delivery::Delivered));
+        assert!(matches!(
+            registry.deliver(id.as_bytes(), reply("ok")),
+            Delivery::Delivered
+        ));
         assert_eq!(waker.0.load(Ordering::SeqCst), 1);
         assert_eq!(poll_once(&mut waiter, &waker), Poll::Ready(reply("ok")));
         assert_eq!(registry.in_flight(), 0);
@@ -223,8 +231,14 @@ mod tests {
         let registry = Registry::new();
         let id = CorrelationId::from_wire(&[1, 2, 3]);
         let waiter = registry.register(id).unwrap();
-        assert!(matches!(registry.deliver(&[1, 2], reply("x")), Delivery::NoWaiter(_)));
-        assert!(matches!(registry.deliver(&[1, 2, 3, 0], reply("x")), Delivery::NoWaiter(_)));
+        assert!(matches!(
+            registry.deliver(&[1, 2], reply("x")),
+            Delivery::NoWaiter(_)
+        ));
+        assert!(matches!(
+            registry.deliver(&[1, 2, 3, 0], reply("x")),
+            Delivery::NoWaiter(_)
+        ));
         assert_eq!(waiter.take_delivered(), None);
         assert_eq!(registry.unmatched(), 2);
     }
@@ -247,8 +261,14 @@ mod tests {
         let registry = Registry::new();
         let id = CorrelationId::new_spring();
         let _waiter = registry.register(id.clone()).unwrap();
-        assert!(matches!(registry.deliver(id.as_bytes(), reply("1")), Delivery::Delivered));
-        assert!(matches!(registry.deliver(id.as_bytes(), reply("2")), Delivery::NoWaiter(_)));
+        assert!(matches!(
+            registry.deliver(id.as_bytes(), reply("1")),
+            Delivery::Delivered
+        ));
+        assert!(matches!(
+            registry.deliver(id.as_bytes(), reply("2")),
+            Delivery::NoWaiter(_)
+        ));
     }
 
     #[test]
@@ -263,7 +283,10 @@ mod tests {
     fn many_threads_deliver_to_many_waiters_without_loss() {
         let registry = Registry::new();
         let ids: Vec<_> = (0..1000).map(|_| CorrelationId::new_spring()).collect();
-        let waiters: Vec<_> = ids.iter().map(|id| registry.register(id.clone()).unwrap()).collect();
+        let waiters: Vec<_> = ids
+            .iter()
+            .map(|id| registry.register(id.clone()).unwrap())
+            .collect();
         std::thread::scope(|s| {
             for chunk in ids.chunks(250) {
                 let registry = registry.clone();

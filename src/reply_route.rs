@@ -23,7 +23,11 @@ pub struct ReplyRoute {
 
 impl fmt::Display for ReplyRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "host {} (suffix {}) -> reply topic {}", self.host_ip, self.suffix, self.topic)
+        write!(
+            f,
+            "host {} (suffix {}) -> reply topic {}",
+            self.host_ip, self.suffix, self.topic
+        )
     }
 }
 
@@ -36,7 +40,10 @@ pub fn resolve(
     reply_topic_base: &str,
     candidates: &[IpAddr],
 ) -> Result<ReplyRoute, StartupError> {
-    let matches: Vec<_> = candidates.iter().filter_map(|ip| table.lookup(*ip)).collect();
+    let matches: Vec<_> = candidates
+        .iter()
+        .filter_map(|ip| table.lookup(*ip))
+        .collect();
     match matches[..] {
         [entry] => Ok(ReplyRoute {
             host_ip: entry.ip,
@@ -60,7 +67,10 @@ fn list(ips: &[IpAddr]) -> String {
     if ips.is_empty() {
         return "none found".to_string();
     }
-    ips.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+    ips.iter()
+        .map(IpAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -69,8 +79,11 @@ mod tests {
     use std::path::Path;
 
     fn table() -> HostTable {
-        HostTable::parse(Path::new("etc/reply-hosts.txt"), "10.0.1.11 prod1\n127.0.0.2 local2\n")
-            .unwrap()
+        HostTable::parse(
+            Path::new("etc/reply-hosts.txt"),
+            "10.0.1.11 prod1\n127.0.0.2 local2\n",
+        )
+        .unwrap()
     }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
@@ -79,20 +92,29 @@ mod tests {
 
     #[test]
     fn the_one_listed_ip_gives_the_route() {
-        let route = resolve(&table(), "payment_response", &ips(&["127.0.0.1", "10.0.1.11"])).unwrap();
+        let route = resolve(
+            &table(),
+            "payment_response",
+            &ips(&["127.0.0.1", "10.0.1.11"]),
+        )
+        .unwrap();
         assert_eq!(route.topic, "payment_response_prod1");
         assert_eq!(route.host_ip.to_string(), "10.0.1.11");
     }
 
     #[test]
     fn no_listed_ip_names_the_ips_and_the_table() {
-        let err = resolve(&table(), "r", &ips(&["10.9.9.9", "127.0.0.1"])).unwrap_err().to_string();
+        let err = resolve(&table(), "r", &ips(&["10.9.9.9", "127.0.0.1"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("none of this host's IPs (10.9.9.9, 127.0.0.1) is in the host table etc/reply-hosts.txt"), "{err}");
     }
 
     #[test]
     fn two_listed_ips_are_ambiguous() {
-        let err = resolve(&table(), "r", &ips(&["10.0.1.11", "127.0.0.2"])).unwrap_err().to_string();
+        let err = resolve(&table(), "r", &ips(&["10.0.1.11", "127.0.0.2"]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than one"), "{err}");
         assert!(err.contains("10.0.1.11, 127.0.0.2"), "{err}");
     }

@@ -51,7 +51,10 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     }
     log::info!(
         "payment correlation_id={} operation={} order_id={} status={} latency_ms={:.1}",
-        trail.correlation_id.as_ref().map_or("-".to_string(), ToString::to_string),
+        trail
+            .correlation_id
+            .as_ref()
+            .map_or("-".to_string(), ToString::to_string),
         operation,
         trail.order_id.as_deref().unwrap_or("-"),
         response.status() as u16,
@@ -72,7 +75,10 @@ async fn exchange(
         return Err(Problem::new(
             404,
             "unknown-operation",
-            format!("\"{operation}\" is not a payment operation here; use one of: {}", config.operations.join(", ")),
+            format!(
+                "\"{operation}\" is not a payment operation here; use one of: {}",
+                config.operations.join(", ")
+            ),
         ));
     }
     check_content_type(req)?;
@@ -82,14 +88,23 @@ async fn exchange(
         .map_err(|invalid| Problem::new(400, invalid.code, invalid.detail))?;
     trail.order_id = Some(payment.order_id.clone());
     if !gateway.readiness.is_ready() {
-        return Err(Problem::new(503, "not-ready", "the gateway is not reading replies right now; nothing was sent, try again shortly")
-            .with_outcome(Outcome::NotSent));
+        return Err(Problem::new(
+            503,
+            "not-ready",
+            "the gateway is not reading replies right now; nothing was sent, try again shortly",
+        )
+        .with_outcome(Outcome::NotSent));
     }
 
     let id = CorrelationId::new_spring();
     trail.correlation_id = Some(id.clone());
     let mut waiter = gateway.registry.register(id.clone()).map_err(|_| {
-        Problem::new(500, "internal-error", "correlation id already in use; nothing was sent").with_correlation_id(&id)
+        Problem::new(
+            500,
+            "internal-error",
+            "correlation id already in use; nothing was sent",
+        )
+        .with_correlation_id(&id)
     })?;
     let record = payment.to_record(&config.request_topic, &id, &gateway.route);
     let deadline = Instant::now() + wait;
@@ -98,7 +113,10 @@ async fn exchange(
         Ok(Ok(placement)) => placement,
         Ok(Err(failure)) => return Err(send_failed(gateway, &record, &id, failure)),
         Err(_) => {
-            let why = format!("no acknowledgement from the brokers within {} ms", wait.as_millis());
+            let why = format!(
+                "no acknowledgement from the brokers within {} ms",
+                wait.as_millis()
+            );
             return Err(timed_out(gateway, &record, None, &id, why));
         }
     };
@@ -124,18 +142,29 @@ fn reply_response(reply: Reply) -> Response {
 fn check_content_type(req: &Request<State>) -> Result<(), Problem> {
     match req.content_type() {
         None => Ok(()),
-        Some(mime) if mime.essence() == "application/json" || mime.subtype().ends_with("+json") => Ok(()),
+        Some(mime) if mime.essence() == "application/json" || mime.subtype().ends_with("+json") => {
+            Ok(())
+        }
         Some(mime) => Err(Problem::new(
             415,
             "unsupported-media-type",
-            format!("the body must be JSON (content-type: application/json), not {}", mime.essence()),
+            format!(
+                "the body must be JSON (content-type: application/json), not {}",
+                mime.essence()
+            ),
         )),
     }
 }
 
 /// The caller's requested wait: `request-timeout` header or `?timeout_ms=`, capped.
-fn requested_timeout(req: &Request<State>, default: Duration, max: Duration) -> Result<Duration, Problem> {
-    let header = req.header(TIMEOUT_HEADER).map(|v| v.last().as_str().to_string());
+fn requested_timeout(
+    req: &Request<State>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, Problem> {
+    let header = req
+        .header(TIMEOUT_HEADER)
+        .map(|v| v.last().as_str().to_string());
     let query = req
         .url()
         .query_pairs()
@@ -149,7 +178,10 @@ fn requested_timeout(req: &Request<State>, default: Duration, max: Duration) -> 
         _ => Err(Problem::new(
             400,
             "invalid-timeout",
-            format!("the timeout \"{text}\" must be a whole number of milliseconds above 0 (at most {} is used)", max.as_millis()),
+            format!(
+                "the timeout \"{text}\" must be a whole number of milliseconds above 0 (at most {} is used)",
+                max.as_millis()
+            ),
         )),
     }
 }
@@ -157,7 +189,11 @@ fn requested_timeout(req: &Request<State>, default: Duration, max: Duration) -> 
 /// Reads at most `limit` bytes; a larger body is refused without reading it all.
 async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>, Problem> {
     let too_large = || {
-        Problem::new(413, "body-too-large", format!("the body is larger than the {limit}-byte limit"))
+        Problem::new(
+            413,
+            "body-too-large",
+            format!("the body is larger than the {limit}-byte limit"),
+        )
     };
     if req.len().is_some_and(|len| len > limit) {
         return Err(too_large());
@@ -167,7 +203,13 @@ async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>, Pr
         .take(limit as u64 + 1)
         .read_to_end(&mut body)
         .await
-        .map_err(|e| Problem::new(400, "unreadable-body", format!("the body could not be read: {e}")))?;
+        .map_err(|e| {
+            Problem::new(
+                400,
+                "unreadable-body",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
     if body.len() > limit {
         return Err(too_large());
     }
@@ -175,16 +217,34 @@ async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>, Pr
 }
 
 /// The send did not succeed: dead-letter it and say whether a retry is safe.
-fn send_failed(gateway: &Gateway, record: &OutgoingRecord, id: &CorrelationId, failure: SendFailure) -> Problem {
+fn send_failed(
+    gateway: &Gateway,
+    record: &OutgoingRecord,
+    id: &CorrelationId,
+    failure: SendFailure,
+) -> Problem {
     dead_letter(gateway, record, None, Cause::SendFailed, &failure.message);
     let (outcome, advice) = if failure.possibly_written {
-        (Outcome::Unknown, "it may still be processed: check the order's status before trying again")
+        (
+            Outcome::Unknown,
+            "it may still be processed: check the order's status before trying again",
+        )
     } else {
-        (Outcome::NotSent, "nothing was written, so it is safe to try again")
+        (
+            Outcome::NotSent,
+            "nothing was written, so it is safe to try again",
+        )
     };
-    Problem::new(503, "send-failed", format!("the request could not be sent to Kafka ({}); {advice}", failure.message))
-        .with_correlation_id(id)
-        .with_outcome(outcome)
+    Problem::new(
+        503,
+        "send-failed",
+        format!(
+            "the request could not be sent to Kafka ({}); {advice}",
+            failure.message
+        ),
+    )
+    .with_correlation_id(id)
+    .with_outcome(outcome)
 }
 
 /// No reply (or no acknowledgement) in time: the payment's fate is unknown.
@@ -205,7 +265,13 @@ fn timed_out(
     .with_outcome(Outcome::Unknown)
 }
 
-fn dead_letter(gateway: &Gateway, record: &OutgoingRecord, placement: Option<Placement>, cause: Cause, why: &str) {
+fn dead_letter(
+    gateway: &Gateway,
+    record: &OutgoingRecord,
+    placement: Option<Placement>,
+    cause: Cause,
+    why: &str,
+) {
     let letter = dead_letter::record(&gateway.config.dlq_topic, record, placement, cause, why);
     gateway.sender.send_and_forget(letter);
 }

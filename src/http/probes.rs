@@ -5,13 +5,20 @@ use crate::problem::Problem;
 use tide::{Request, Response, StatusCode};
 
 pub async fn healthz(_req: Request<State>) -> tide::Result {
-    Ok(json(StatusCode::Ok, serde_json::json!({ "status": "alive" })))
+    Ok(json(
+        StatusCode::Ok,
+        serde_json::json!({ "status": "alive" }),
+    ))
 }
 
 pub async fn readyz(req: Request<State>) -> tide::Result {
     let gateway = req.state();
     if !gateway.readiness.is_ready() {
-        let problem = Problem::new(503, "not-ready", "the reply consumer is not reading replies; see the gateway log");
+        let problem = Problem::new(
+            503,
+            "not-ready",
+            "the reply consumer is not reading replies; see the gateway log",
+        );
         return Ok(super::problem_response::respond(&problem));
     }
     Ok(json(

@@ -18,7 +18,9 @@ pub fn respond(problem: &Problem) -> Response {
 }
 
 fn problem_mime() -> Mime {
-    problem::CONTENT_TYPE.parse().unwrap_or(tide::http::mime::JSON)
+    problem::CONTENT_TYPE
+        .parse()
+        .unwrap_or(tide::http::mime::JSON)
 }
 
 fn is_problem(response: &Response) -> bool {
@@ -37,10 +39,22 @@ pub async fn fallback(response: Response) -> tide::Result<Response> {
         log::error!("request failed: {error}");
     }
     let problem = match status {
-        StatusCode::NotFound => Problem::new(404, "unknown-route", "no such endpoint; payments are POST /v1/payments/{operation}"),
-        StatusCode::MethodNotAllowed => Problem::new(405, "method-not-allowed", "this endpoint does not take that method"),
+        StatusCode::NotFound => Problem::new(
+            404,
+            "unknown-route",
+            "no such endpoint; payments are POST /v1/payments/{operation}",
+        ),
+        StatusCode::MethodNotAllowed => Problem::new(
+            405,
+            "method-not-allowed",
+            "this endpoint does not take that method",
+        ),
         s if s.is_client_error() => Problem::new(s as u16, "bad-request", s.canonical_reason()),
-        s => Problem::new(s as u16, "internal-error", "the gateway failed; see its log"),
+        s => Problem::new(
+            s as u16,
+            "internal-error",
+            "the gateway failed; see its log",
+        ),
     };
     Ok(respond(&problem))
 }

@@ -46,9 +46,9 @@ pub fn start(setup: KafkaSetup) -> Result<SendHandle, StartupError> {
         .name("kreply-kafka".into())
         .spawn(move || runtime.block_on(serve(setup, started_tx)))
         .map_err(|e| StartupError::new(format!("cannot start the Kafka thread: {e}")))?;
-    started_rx.recv().unwrap_or_else(|_| {
-        Err(StartupError::new("the Kafka thread stopped during startup"))
-    })
+    started_rx
+        .recv()
+        .unwrap_or_else(|_| Err(StartupError::new("the Kafka thread stopped during startup")))
 }
 
 /// Connects, checks, positions, reports back, then serves sends and replies forever.
@@ -90,15 +90,28 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
     log::info!("startup: connected to {brokers}");
 
     let needed = [
-        NeededTopic { name: &config.request_topic, role: "request" },
-        NeededTopic { name: &setup.route.topic, role: "reply" },
-        NeededTopic { name: &config.dlq_topic, role: "dead-letter" },
+        NeededTopic {
+            name: &config.request_topic,
+            role: "request",
+        },
+        NeededTopic {
+            name: &setup.route.topic,
+            role: "reply",
+        },
+        NeededTopic {
+            name: &config.dlq_topic,
+            role: "dead-letter",
+        },
     ];
     let admin = kafka.admin();
     let partitions = topics::ensure(&admin, config, &setup.config_path, &needed).await;
     let _ = admin.close().await;
     let reply_partitions = &partitions?[1];
-    log::info!("startup: topics present; reply topic {} has {} partition(s)", setup.route.topic, reply_partitions.len());
+    log::info!(
+        "startup: topics present; reply topic {} has {} partition(s)",
+        setup.route.topic,
+        reply_partitions.len()
+    );
 
     let producer = kafka
         .producer()
@@ -107,7 +120,11 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
         .linger(Duration::from_millis(config.producer_linger_ms))
         .build()
         .await
-        .map_err(|e| StartupError::new(format!("cannot start the idempotent acks=all producer: {e}")))?;
+        .map_err(|e| {
+            StartupError::new(format!(
+                "cannot start the idempotent acks=all producer: {e}"
+            ))
+        })?;
 
     let consumer = kafka
         .consumer_without_group()

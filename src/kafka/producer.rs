@@ -40,7 +40,10 @@ impl SendHandle {
     /// Sends a record and waits for the broker's acknowledgement.
     pub async fn send(&self, record: OutgoingRecord) -> Ack {
         let (ack, acked) = oneshot::channel();
-        self.submit(SendJob { record, ack: Some(ack) })?;
+        self.submit(SendJob {
+            record,
+            ack: Some(ack),
+        })?;
         acked.await.unwrap_or_else(|_| Err(stopped(true)))
     }
 
@@ -98,7 +101,11 @@ pub async fn run(producer: Producer, mut queue: SendQueue) {
 }
 
 fn label(record: &OutgoingRecord) -> String {
-    format!("{} (key {})", record.topic, String::from_utf8_lossy(&record.key))
+    format!(
+        "{} (key {})",
+        record.topic,
+        String::from_utf8_lossy(&record.key)
+    )
 }
 
 fn finish(ack: Option<oneshot::Sender<Ack>>, label: Option<String>, result: Ack) {
@@ -119,7 +126,9 @@ fn finish(ack: Option<oneshot::Sender<Ack>>, label: Option<String>, result: Ack)
 /// that the broker appended it.
 fn failure(queued: bool, error: KrafkaError) -> SendFailure {
     let possibly_written = match &error {
-        KrafkaError::DeliveryTimeout { possibly_written, .. } => *possibly_written,
+        KrafkaError::DeliveryTimeout {
+            possibly_written, ..
+        } => *possibly_written,
         KrafkaError::Broker { .. } => false,
         _ => queued,
     };

@@ -33,9 +33,15 @@ pub async fn position_at_latest(
     let failed = |e: krafka::KrafkaError| {
         StartupError::new(format!("could not assign the reply topic \"{topic}\": {e}"))
     };
-    consumer.assign(topic, partitions.to_vec()).await.map_err(failed)?;
+    consumer
+        .assign(topic, partitions.to_vec())
+        .await
+        .map_err(failed)?;
     for &partition in partitions {
-        consumer.seek_to_end(topic, partition).await.map_err(failed)?;
+        consumer
+            .seek_to_end(topic, partition)
+            .await
+            .map_err(failed)?;
         let offset = consumer.position(topic, partition).await.ok_or_else(|| {
             StartupError::new(format!(
                 "could not find the latest offset of reply topic \"{topic}\" partition {partition}; check the partition's leader on the brokers"
@@ -71,7 +77,10 @@ pub async fn run(consumer: Consumer, registry: Registry, readiness: Readiness) {
 fn dispatch(registry: &Registry, record: ConsumerRecord) {
     let at = format!("{}/{}@{}", record.topic, record.partition, record.offset);
     let Some(Some(id)) = record.header(headers::CORRELATION_ID) else {
-        log::warn!("reply at {at} has no {} header; ignored", headers::CORRELATION_ID);
+        log::warn!(
+            "reply at {at} has no {} header; ignored",
+            headers::CORRELATION_ID
+        );
         return;
     };
     let id = id.clone();

@@ -63,9 +63,17 @@ async fn describe(admin: &AdminClient, name: &str) -> Result<Option<Vec<i32>>, S
     }
 }
 
-async fn create(admin: &AdminClient, config: &Config, name: &str) -> Result<Vec<i32>, StartupError> {
-    let spec = NewTopic::new(name, config.topics.partitions, config.topics.replication_factor)
-        .map_err(|e| broker_failed("create topic", name, e))?;
+async fn create(
+    admin: &AdminClient,
+    config: &Config,
+    name: &str,
+) -> Result<Vec<i32>, StartupError> {
+    let spec = NewTopic::new(
+        name,
+        config.topics.partitions,
+        config.topics.replication_factor,
+    )
+    .map_err(|e| broker_failed("create topic", name, e))?;
     let mut answers = admin
         .create_topics([spec], CreateTopicsOptions::default())
         .await
@@ -79,7 +87,10 @@ async fn create(admin: &AdminClient, config: &Config, name: &str) -> Result<Vec<
         })) => {}
         Some(Err(e)) => return Err(broker_failed("create topic", name, e)),
     }
-    log::info!("startup: created topic {name} with {} partition(s)", config.topics.partitions);
+    log::info!(
+        "startup: created topic {name} with {} partition(s)",
+        config.topics.partitions
+    );
     // Metadata follows creation with a short delay; wait for the partitions to show.
     for _ in 0..50 {
         if let Some(partitions) = describe(admin, name).await? {

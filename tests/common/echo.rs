@@ -1,0 +1,53 @@
+//! A Spring-style echo worker: answers each request the way `@KafkaListener` + `@SendTo`
+//! would, with the correlation id bytes echoed, to the topic named in `kafka_replyTopic`,
+//! keyed by the request key. Shared by the tests and `examples/echo_worker.rs`.
+
+use krafka::consumer::{AutoOffsetReset, Consumer};
+use krafka::{ConsumerRecord, Kafka, Record};
+use std::time::Duration;
+
+/// A group-less consumer on every partition of `topic`, positioned at its end. (A group
+/// join takes ~10 s on tansu; a test responder needs none.)
+pub async fn request_consumer(kafka: &Kafka, topic: &str) -> krafka::Result<Consumer> {
+    let consumer = kafka
+        .consumer_without_group()
+        .auto_offset_reset(AutoOffsetReset::Latest)
+        .fetch_max_wait(Duration::from_millis(10))
+        .build()
+        .await?;
+    let meta = consumer.fetch_metadata(Some(topic)).await?;
+    let partitions: Vec<i32> = meta
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions_iter().map(|p| p.partition))
+        .collect();
+    consumer.assign(topic, partitions.clone()).await?;
+    for partition in partitions {
+        consumer.seek_to_end(topic, partition).await?;
+        consumer.position(topic, partition).await;
+    }
+    Ok(consumer)
+}
+
+/// The reply to one request, or why the request cannot be answered.
+pub fn reply_to(request: &ConsumerRecord) -> Result<Record, String> {
+    let reply_topic = request
+        .header_str("kafka_replyTopic")
+        .ok_or("no kafka_replyTopic header")?;
+    let id = request
+        .header("kafka_correlationId")
+        .flatten()
+        .ok_or("no kafka_correlationId header")?;
+    let envelope: serde_json::Value =
+        serde_json::from_slice(request.value.as_deref().unwrap_or_default())
+            .map_err(|e| format!("value is not JSON: {e}"))?;
+    let body = serde_json::json!({
+        "status": "APPROVED",
+        "operation": envelope["operation"],
+        "order_id": envelope["body"]["order_id"],
+        "amount": envelope["body"]["amount"],
+    });
+    Ok(Record::new(reply_topic, body.to_string())
+        .key(request.key.clone().unwrap_or_default())
+        .header("kafka_correlationId", id.clone()))
+}

@@ -1,0 +1,407 @@
+//! Test harness: a real tansu broker, real gateway processes, a plain HTTP client, and a
+//! Spring-style responder built on krafka. Nothing here imitates Kafka.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+pub mod echo;
+
+use krafka::admin::{CreateTopicsOptions, NewTopic};
+use krafka::consumer::{AutoOffsetReset, Consumer};
+use krafka::{ConsumerRecord, Kafka};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const REQUEST_TOPIC: &str = "payment_request";
+pub const DLQ_TOPIC: &str = "payment_request-dlt";
+pub const REPLY_LOCAL2: &str = "payment_response_local2";
+pub const REPLY_LOCAL3: &str = "payment_response_local3";
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn log_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A tansu broker on a free port, in memory; killed on drop.
+pub struct Broker {
+    pub addr: String,
+    child: Child,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(log_dir().join(format!("tansu-{port}.log"))).unwrap();
+        let child = Command::new(std::env::var("TANSU").unwrap_or_else(|_| "tansu".into()))
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tansu must be installed (see .ci/run)");
+        let addr = format!("127.0.0.1:{port}");
+        wait_until("tansu to listen", Duration::from_secs(10), || {
+            TcpStream::connect(&addr).is_ok()
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Broker {
+            addr,
+            child,
+            runtime,
+        }
+    }
+
+    pub fn kafka(&self) -> Kafka {
+        self.runtime
+            .block_on(Kafka::builder(self.addr.as_str()).connect())
+            .unwrap()
+    }
+
+    /// Creates the topics, each with `partitions` partitions.
+    pub fn create_topics(&self, names: &[&str], partitions: i32) {
+        let admin = self.kafka().admin();
+        self.runtime.block_on(async {
+            let specs = names
+                .iter()
+                .map(|n| NewTopic::new(*n, partitions, 1).unwrap());
+            for (name, result) in admin
+                .create_topics(specs, CreateTopicsOptions::default())
+                .await
+                .unwrap()
+            {
+                result.unwrap_or_else(|e| panic!("create {name}: {e}"));
+            }
+        });
+    }
+
+    /// The standard request, reply (both hosts) and DLQ topics.
+    pub fn create_standard_topics(&self) {
+        self.create_topics(&[REQUEST_TOPIC, REPLY_LOCAL2, REPLY_LOCAL3, DLQ_TOPIC], 3);
+    }
+
+    /// A consumer on every partition of `topic`, from the start.
+    async fn from_start(kafka: &Kafka, topic: &str) -> Consumer {
+        let consumer = kafka
+            .consumer_without_group()
+            .auto_offset_reset(AutoOffsetReset::Earliest)
+            .fetch_max_wait(Duration::from_millis(10))
+            .build()
+            .await
+            .unwrap();
+        let meta = consumer.fetch_metadata(Some(topic)).await.unwrap();
+        let partitions: Vec<i32> = meta.topics[0]
+            .partitions_iter()
+            .map(|p| p.partition)
+            .collect();
+        consumer.assign(topic, partitions).await.unwrap();
+        consumer
+    }
+
+    /// Every record of `topic`: waits for `expected`, then a quiet second for any extra.
+    pub fn read_topic(&self, topic: &str, expected: usize) -> Vec<ConsumerRecord> {
+        let kafka = self.kafka();
+        self.runtime.block_on(async {
+            let consumer = Self::from_start(&kafka, topic).await;
+            let mut records = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while records.len() < expected && Instant::now() < deadline {
+                records.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+            }
+            let quiet = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < quiet {
+                records.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+            }
+            records
+        })
+    }
+
+    /// The sum of the high watermarks of every partition of `topic`.
+    pub fn end_offset(&self, topic: &str) -> i64 {
+        let kafka = self.kafka();
+        self.runtime.block_on(async {
+            let consumer = Self::from_start(&kafka, topic).await;
+            let mut total = 0;
+            for partitions in consumer.assignment().await.values() {
+                for p in partitions {
+                    total += consumer.fetch_watermarks(topic, *p).await.unwrap().1;
+                }
+            }
+            total
+        })
+    }
+
+    /// Starts a Spring-style responder on the request topic (see [`Responder`]).
+    pub fn responder(&self) -> Responder {
+        let kafka = self.kafka();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let task = self.runtime.block_on(async {
+            let consumer = echo::request_consumer(&kafka, REQUEST_TOPIC).await.unwrap();
+            let producer = kafka.producer().build().await.unwrap();
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                loop {
+                    for request in consumer.poll(Duration::from_millis(100)).await.unwrap() {
+                        let reply = echo::reply_to(&request).unwrap();
+                        seen.lock().unwrap().push(request);
+                        let _ack = producer.send(reply).await.unwrap();
+                    }
+                }
+            })
+        });
+        Responder { seen, task }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Answers every request; remembers each request it saw. Stops on drop.
+pub struct Responder {
+    pub seen: Arc<Mutex<Vec<ConsumerRecord>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A `kreply gateway` process; killed on drop.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Gateway {
+    /// Starts a gateway as host `host_ip` against `broker` and waits until it is ready.
+    pub fn start(broker: &str, host_ip: &str) -> Gateway {
+        let gateway = Gateway::spawn(broker, host_ip, &shipped_config());
+        gateway.wait_ready();
+        gateway
+    }
+
+    /// Starts a gateway process with the config file `config`, without waiting.
+    pub fn spawn(broker: &str, host_ip: &str, config: &Path) -> Gateway {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let log = log_dir().join(format!("gateway-{}.log", addr.port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_kreply"))
+            .args(["gateway", "--config", config.to_str().unwrap()])
+            .env("KREPLY_BROKERS", broker)
+            .env("KREPLY_LISTEN", addr.to_string())
+            .env("KREPLY_HOST_IP", host_ip)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Gateway { addr, child, log }
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = get(self.addr, "/readyz") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 30 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+        request(self.addr, "POST", path, headers, body).unwrap()
+    }
+
+    pub fn pay(&self, operation: &str, body: &serde_json::Value) -> HttpResponse {
+        let headers = [("content-type", "application/json")];
+        self.post(
+            &format!("/v1/payments/{operation}"),
+            &headers,
+            body.to_string().as_bytes(),
+        )
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn shipped_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/kreply.json")
+}
+
+/// A copy of the shipped config with `change` applied, in a file of its own.
+pub fn config_with(change: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped_config()).unwrap()).unwrap();
+    json["host_table"] = serde_json::json!(shipped_config().with_file_name("reply-hosts.txt"));
+    change(&mut json);
+    let path = log_dir().join(format!("kreply-{}.json", free_port()));
+    std::fs::write(&path, json.to_string()).unwrap();
+    path
+}
+
+/// Runs `kreply` with `args` and `env` to completion; returns (success, stderr).
+pub fn run_kreply(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kreply"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    request(addr, "GET", path, &[], b"")
+}
+
+/// One request on a fresh connection (`connection: close`), read to the end.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    Ok(parse_response(&raw))
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size_text = std::str::from_utf8(&data[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[line_end + 2..line_end + 2 + size]);
+        data = &data[line_end + 2 + size + 2..];
+    }
+}
