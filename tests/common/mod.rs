@@ -169,19 +169,19 @@ impl Broker {
     pub fn responder(&self) -> Responder {
         let kafka = self.kafka();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let task = self.runtime.block_on(async {
+        let (consumer, producer) = self.runtime.block_on(async {
             let consumer = echo::request_consumer(&kafka, REQUEST_TOPIC).await.unwrap();
-            let producer = kafka.producer().build().await.unwrap();
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                loop {
-                    for request in consumer.poll(Duration::from_millis(100)).await.unwrap() {
-                        let reply = echo::reply_to(&request).unwrap();
-                        seen.lock().unwrap().push(request);
-                        let _ack = producer.send(reply).await.unwrap();
-                    }
+            (consumer, kafka.producer().build().await.unwrap())
+        });
+        let recorded = Arc::clone(&seen);
+        let task = self.runtime.spawn(async move {
+            loop {
+                for request in consumer.poll(Duration::from_millis(100)).await.unwrap() {
+                    let reply = echo::reply_to(&request).unwrap();
+                    recorded.lock().unwrap().push(request);
+                    let _ack = producer.send(reply).await.unwrap();
                 }
-            })
+            }
         });
         Responder { seen, task }
     }
@@ -241,10 +241,8 @@ impl Gateway {
     pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = get(self.addr, "/readyz") {
-                if r.status == 200 {
-                    return;
-                }
+            if get(self.addr, "/readyz").is_ok_and(|r| r.status == 200) {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
