@@ -52,6 +52,38 @@ pub struct Config {
     pub producer_linger_ms: u64,
     /// Checking and creating the topics at startup.
     pub topics: TopicsConfig,
+    /// `kreply worker` only.
+    pub worker: WorkerConfig,
+}
+
+/// The reference worker's settings (`kreply worker`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// The consumer group the workers share the request topic in.
+    pub group_id: String,
+    /// The payment provider's base URL (`http://host:port`); payments are POSTed to `/charge`.
+    pub pg_url: String,
+    /// How long one PG call may take before its outcome counts as unknown.
+    pub pg_timeout_ms: u64,
+    /// How many PG calls one worker makes at once.
+    pub concurrency: usize,
+    /// The compacted topic of payment results, keyed by idempotency key.
+    pub results_topic: String,
+    /// How long the group waits for a silent worker before giving its partitions away.
+    pub session_timeout_ms: u64,
+    /// Where a group with no committed offsets starts: "latest" or "earliest".
+    pub start_from: StartFrom,
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// Only requests produced from now on (the safe choice against an old topic).
+    Latest,
+    /// Everything still in the topic.
+    Earliest,
 }
 
 /// Whether startup may create missing topics, and how.
@@ -85,6 +117,21 @@ impl Default for Config {
             connect_timeout_ms: 3_000,
             producer_linger_ms: 0,
             topics: TopicsConfig::default(),
+            worker: WorkerConfig::default(),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            group_id: "kreply-workers".to_string(),
+            pg_url: "http://127.0.0.1:9300".to_string(),
+            pg_timeout_ms: 3_000,
+            concurrency: 32,
+            results_topic: "payment_results".to_string(),
+            session_timeout_ms: 10_000,
+            start_from: StartFrom::Latest,
         }
     }
 }
@@ -129,7 +176,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `KREPLY_BROKERS`, `KREPLY_LISTEN` and `KREPLY_HOST_IP` from `env`.
+    /// Applies `KREPLY_BROKERS`, `KREPLY_LISTEN`, `KREPLY_HOST_IP` and `KREPLY_PG_URL`.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), StartupError> {
         if let Some(brokers) = env("KREPLY_BROKERS") {
             self.brokers = brokers
@@ -145,6 +192,9 @@ impl Config {
                 &listen,
                 "an ip:port such as 127.0.0.1:8080",
             )?;
+        }
+        if let Some(url) = env("KREPLY_PG_URL") {
+            self.worker.pg_url = url;
         }
         if let Some(ip) = env("KREPLY_HOST_IP") {
             self.host_ip = Some(parse_env("KREPLY_HOST_IP", &ip, "an IP address")?);
@@ -180,6 +230,14 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return fail("\"max_body_bytes\" must be above 0".into());
+        }
+        if let Err(why) = topic_name::check(&self.worker.results_topic) {
+            return fail(format!("\"worker.results_topic\": {why}"));
+        }
+        if self.worker.concurrency == 0 || self.worker.pg_timeout_ms == 0 {
+            return fail(
+                "\"worker.concurrency\" and \"worker.pg_timeout_ms\" must be above 0".into(),
+            );
         }
         if self.topics.partitions < 1 || self.topics.replication_factor < 1 {
             return fail(

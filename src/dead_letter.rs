@@ -66,6 +66,7 @@ pub fn record(
         key: original.key.clone(),
         value: original.value.clone(),
         headers: dlt_headers,
+        partition: None,
         timestamp_ms: now_ms(),
     }
 }
@@ -80,6 +81,7 @@ mod tests {
             key: b"A-1".to_vec(),
             value: b"{\"operation\":\"approve\"}".to_vec(),
             headers: vec![("kafka_correlationId".into(), vec![7; 16])],
+            partition: Some(1),
             timestamp_ms: 1_700_000_000_123,
         }
     }

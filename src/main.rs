@@ -2,7 +2,8 @@
 
 use kreply::config::{Config, DEFAULT_CONFIG_PATH};
 use kreply::error::StartupError;
-use kreply::gateway;
+use kreply::mock_pg::{self, MockPgOptions};
+use kreply::{gateway, worker};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,10 +12,16 @@ kreply: HTTP payment calls answered through Kafka request-reply, one reply topic
 
 Usage:
   kreply gateway [--config PATH] [--print-route]
+  kreply worker [--config PATH]
+  kreply mock-pg [--listen ADDR] [--latency-ms N] [--jitter-ms N] [--failure-rate F]
+                 [--decline-over AMOUNT] [--slow-ms N]
   kreply --help | --version
 
 Commands:
   gateway        Serve POST /v1/payments/{operation}, /healthz and /readyz.
+  worker         Consume payment requests in a group, charge the PG once, reply.
+  mock-pg        A payment provider simulator (orders named DECLINE*, FAIL*, SLOW*
+                 are declined, fail, or are slow); GET /charges counts charges by key.
 
 Options:
   --config PATH  The JSON config file (default: $KREPLY_CONFIG, else etc/kreply.json).
@@ -23,6 +30,7 @@ Options:
 Environment:
   KREPLY_CONFIG   config file path      KREPLY_BROKERS  host:port[,host:port...]
   KREPLY_LISTEN   HTTP ip:port          KREPLY_HOST_IP  IP to look up in the host table
+  KREPLY_PG_URL   the worker's PG URL
   RUST_LOG        log filter (default: info)
 ";
 
@@ -31,16 +39,24 @@ enum Command {
     Help,
     Version,
     Gateway { config: PathBuf, print_route: bool },
+    Worker { config: PathBuf },
+    MockPg(MockPgOptions),
 }
 
 fn parse(args: &[String]) -> Result<Command, String> {
     let mut args = args.iter();
     match args.next().map(String::as_str) {
-        None | Some("-h" | "--help" | "help") => return Ok(Command::Help),
-        Some("-V" | "--version") => return Ok(Command::Version),
-        Some("gateway") => {}
-        Some(other) => return Err(format!("unknown command \"{other}\"")),
+        None | Some("-h" | "--help" | "help") => Ok(Command::Help),
+        Some("-V" | "--version") => Ok(Command::Version),
+        Some("mock-pg") => MockPgOptions::parse(args.as_slice()).map(Command::MockPg),
+        Some(command @ ("gateway" | "worker")) => parse_daemon(command, args.as_slice()),
+        Some(other) => Err(format!("unknown command \"{other}\"")),
     }
+}
+
+/// `gateway` and `worker` options: `--config PATH`, and `--print-route` for the gateway.
+fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
+    let mut args = args.iter();
     let mut config = std::env::var_os("KREPLY_CONFIG").map(PathBuf::from);
     let mut print_route = false;
     while let Some(arg) = args.next() {
@@ -49,15 +65,18 @@ fn parse(args: &[String]) -> Result<Command, String> {
                 let path = args.next().ok_or("--config needs a path")?;
                 config = Some(PathBuf::from(path));
             }
-            "--print-route" => print_route = true,
+            "--print-route" if command == "gateway" => print_route = true,
             "-h" | "--help" => return Ok(Command::Help),
             other => return Err(format!("unknown option \"{other}\"")),
         }
     }
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
-    Ok(Command::Gateway {
-        config,
-        print_route,
+    Ok(match command {
+        "worker" => Command::Worker { config },
+        _ => Command::Gateway {
+            config,
+            print_route,
+        },
     })
 }
 
@@ -92,6 +111,8 @@ fn main() -> ExitCode {
             print_route: true,
         }) => print_route(&config),
         Ok(Command::Gateway { config, .. }) => gateway::run(&config),
+        Ok(Command::Worker { config }) => worker::run(&config),
+        Ok(Command::MockPg(options)) => mock_pg::run(options),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,6 +16,8 @@ use serde_json::{Map, Value};
 pub struct PaymentRequest {
     pub operation: String,
     pub order_id: String,
+    /// The caller's `Idempotency-Key`, passed to the worker as `kreply_idempotencyKey`.
+    pub idempotency_key: Option<String>,
     pub body: Map<String, Value>,
 }
 
@@ -33,6 +35,11 @@ impl PaymentRequest {
             code: "invalid-json",
             detail: format!("the body is not valid JSON: {e}"),
         })?;
+        PaymentRequest::from_value(operation, value)
+    }
+
+    /// The same checks on a body already decoded (the worker reads it from the envelope).
+    pub fn from_value(operation: &str, value: Value) -> Result<PaymentRequest, InvalidBody> {
         let Value::Object(body) = value else {
             return Err(InvalidBody {
                 code: "invalid-body",
@@ -59,6 +66,7 @@ impl PaymentRequest {
         Ok(PaymentRequest {
             operation: operation.to_string(),
             order_id,
+            idempotency_key: None,
             body,
         })
     }
@@ -69,17 +77,25 @@ impl PaymentRequest {
             "operation": self.operation,
             "body": self.body,
         });
+        let mut record_headers = vec![
+            (headers::CORRELATION_ID.to_string(), id.as_bytes().to_vec()),
+            (
+                headers::REPLY_TOPIC.to_string(),
+                route.topic.as_bytes().to_vec(),
+            ),
+        ];
+        if let Some(key) = &self.idempotency_key {
+            record_headers.push((
+                headers::IDEMPOTENCY_KEY.to_string(),
+                key.as_bytes().to_vec(),
+            ));
+        }
         OutgoingRecord {
             topic: topic.to_string(),
             key: self.order_id.as_bytes().to_vec(),
             value: envelope.to_string().into_bytes(),
-            headers: vec![
-                (headers::CORRELATION_ID.to_string(), id.as_bytes().to_vec()),
-                (
-                    headers::REPLY_TOPIC.to_string(),
-                    route.topic.as_bytes().to_vec(),
-                ),
-            ],
+            headers: record_headers,
+            partition: None,
             timestamp_ms: now_ms(),
         }
     }
@@ -114,6 +130,14 @@ mod tests {
         let value: Value = serde_json::from_slice(&record.value).unwrap();
         assert_eq!(value["operation"], "refund");
         assert_eq!(value["body"]["amount"], 15000);
+    }
+
+    #[test]
+    fn an_idempotency_key_travels_as_a_third_header() {
+        let mut request = PaymentRequest::parse("approve", br#"{"order_id":"A"}"#).unwrap();
+        request.idempotency_key = Some("k-1".into());
+        let record = request.to_record("t", &CorrelationId::new_spring(), &route());
+        assert_eq!(record.header("kreply_idempotencyKey"), Some(&b"k-1"[..]));
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct Problem {
     pub correlation_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// The worker's reply value, when a worker answered with an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Boxed: it is rare, and keeps `Result<_, Problem>` small.
+    pub reply: Option<Box<serde_json::Value>>,
 }
 
 /// What the caller may conclude about the payment.
@@ -32,6 +36,10 @@ pub enum Outcome {
     NotSent,
     /// It may have been, or may yet be, processed: check before trying again.
     Unknown,
+    /// The payment provider declined it: nothing was charged.
+    Declined,
+    /// Processed and failed: nothing was charged, a new attempt may succeed.
+    Failed,
 }
 
 impl Problem {
@@ -44,6 +52,7 @@ impl Problem {
             detail: detail.into(),
             correlation_id: None,
             outcome: None,
+            reply: None,
         }
     }
 
@@ -57,6 +66,11 @@ impl Problem {
         self
     }
 
+    pub fn with_reply(mut self, reply: serde_json::Value) -> Problem {
+        self.reply = Some(Box::new(reply));
+        self
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
@@ -65,10 +79,13 @@ impl Problem {
 fn title(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        402 => "Payment Required",
         404 => "Not Found",
         405 => "Method Not Allowed",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         s if s >= 500 => "Server Error",

@@ -7,6 +7,12 @@
 pub mod headers {
     pub const CORRELATION_ID: &str = "kafka_correlationId";
     pub const REPLY_TOPIC: &str = "kafka_replyTopic";
+    /// 4-byte big-endian partition for the reply (partition-per-host routing).
+    pub const REPLY_PARTITION: &str = "kafka_replyPartition";
+    /// The caller's `Idempotency-Key`, carried from the gateway to the worker (UTF-8).
+    pub const IDEMPOTENCY_KEY: &str = "kreply_idempotencyKey";
+    /// On a reply: the agreed error code (UTF-8); see `reply_error.rs`.
+    pub const ERROR: &str = "kreply_error";
     pub const DLT_ORIGINAL_TOPIC: &str = "kafka_dlt-original-topic";
     pub const DLT_ORIGINAL_PARTITION: &str = "kafka_dlt-original-partition";
     pub const DLT_ORIGINAL_OFFSET: &str = "kafka_dlt-original-offset";
@@ -23,6 +29,8 @@ pub struct OutgoingRecord {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// A fixed partition, else the producer's murmur2 hash of the key decides.
+    pub partition: Option<i32>,
     /// When the record was made, in ms since the epoch; also its Kafka timestamp.
     pub timestamp_ms: i64,
 }

@@ -16,8 +16,9 @@ use crate::http::Gateway;
 use crate::kafka::SendFailure;
 use crate::payment::PaymentRequest;
 use crate::problem::{Outcome, Problem};
-use crate::record::{OutgoingRecord, Placement};
+use crate::record::{OutgoingRecord, Placement, headers};
 use crate::registry::Reply;
+use crate::reply_error::ReplyError;
 use async_std::future::timeout;
 use async_std::io::ReadExt;
 use std::time::{Duration, Instant};
@@ -29,6 +30,10 @@ const TIMEOUT_HEADER: &str = "request-timeout";
 const TIMEOUT_QUERY: &str = "timeout_ms";
 /// Every payment answer carries its correlation id here, for support tickets.
 const CORRELATION_HEADER: &str = "x-correlation-id";
+/// The caller's key for "the same payment again"; forwarded to the worker.
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// What the outcome log line reports besides status and latency.
 #[derive(Default)]
@@ -42,8 +47,11 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     let gateway = req.state().clone();
     let operation = req.param("operation").unwrap_or_default().to_string();
     let mut trail = Trail::default();
-    let mut response = match exchange(&gateway, &mut req, &operation, &mut trail).await {
-        Ok(reply) => reply_response(reply),
+    let answer = exchange(&gateway, &mut req, &operation, &mut trail)
+        .await
+        .and_then(|reply| worker_answer(reply, trail.correlation_id.as_ref()));
+    let mut response = match answer {
+        Ok(body) => ok_response(body),
         Err(problem) => problem_response::respond(&problem),
     };
     if let Some(id) = &trail.correlation_id {
@@ -83,9 +91,11 @@ async fn exchange(
     }
     check_content_type(req)?;
     let wait = requested_timeout(req, config.default_timeout(), config.max_timeout())?;
+    let idempotency_key = idempotency_key(req)?;
     let body = read_body(req, config.max_body_bytes).await?;
-    let payment = PaymentRequest::parse(operation, &body)
+    let mut payment = PaymentRequest::parse(operation, &body)
         .map_err(|invalid| Problem::new(400, invalid.code, invalid.detail))?;
+    payment.idempotency_key = idempotency_key;
     trail.order_id = Some(payment.order_id.clone());
     if !gateway.readiness.is_ready() {
         return Err(Problem::new(
@@ -131,11 +141,60 @@ async fn exchange(
     }
 }
 
-fn reply_response(reply: Reply) -> Response {
+/// The worker's answer: its reply value, or the problem its `kreply_error` header names.
+fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Problem> {
+    let error = reply
+        .headers
+        .iter()
+        .find(|(name, _)| name == headers::ERROR)
+        .map(|(_, code)| ReplyError::from_code(code.as_deref().unwrap_or_default()));
+    let value = reply.value.unwrap_or_default();
+    let Some(error) = error else {
+        return Ok(value);
+    };
+    let reply_json: serde_json::Value = serde_json::from_slice(&value).unwrap_or_else(|_| {
+        serde_json::Value::String(String::from_utf8_lossy(&value).into_owned())
+    });
+    let detail = reply_json
+        .get("detail")
+        .and_then(|d| d.as_str())
+        .map_or_else(
+            || format!("the worker answered with error \"{}\"", error.code()),
+            str::to_string,
+        );
+    let mut problem = Problem::new(error.status(), error.code(), detail)
+        .with_outcome(error.outcome())
+        .with_reply(reply_json);
+    if let Some(id) = id {
+        problem = problem.with_correlation_id(id);
+    }
+    Err(problem)
+}
+
+fn ok_response(body: Vec<u8>) -> Response {
     let mut response = Response::new(StatusCode::Ok);
-    response.set_body(reply.value.unwrap_or_default());
+    response.set_body(body);
     response.set_content_type(tide::http::mime::JSON);
     response
+}
+
+/// The optional `Idempotency-Key`: visible ASCII, at most 255 characters.
+fn idempotency_key(req: &Request<State>) -> Result<Option<String>, Problem> {
+    let Some(values) = req.header(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = values.last().as_str().trim();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(Problem::new(
+            400,
+            "invalid-idempotency-key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_string()))
 }
 
 /// JSON bodies only; a missing content type is taken as JSON, as curl users often omit it.

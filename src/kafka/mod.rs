@@ -10,9 +10,9 @@
 
 mod producer;
 mod reply_consumer;
-mod topics;
+pub mod topics;
 
-pub use producer::{SendFailure, SendHandle};
+pub use producer::{SendFailure, SendHandle, to_krafka};
 
 use crate::config::Config;
 use crate::error::StartupError;
@@ -72,36 +72,54 @@ struct Connected {
     consumer: krafka::consumer::Consumer,
 }
 
-async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
-    let config = &setup.config;
+/// Connects to the brokers named in `config`, as `client_id`.
+pub async fn connect_brokers(
+    config: &Config,
+    config_path: &str,
+    client_id: &str,
+) -> Result<Kafka, StartupError> {
     let brokers = config.brokers.join(",");
     let kafka = Kafka::builder(brokers.as_str())
-        .client_id(config.client_id.as_str())
+        .client_id(client_id)
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .allow_auto_create_topics(false)
         .connect()
         .await
         .map_err(|e| {
             StartupError::new(format!(
-                "cannot reach the Kafka brokers {brokers}: {e}; check \"brokers\" in {} or KREPLY_BROKERS",
-                setup.config_path
+                "cannot reach the Kafka brokers {brokers}: {e}; check \"brokers\" in {config_path} or KREPLY_BROKERS"
             ))
         })?;
     log::info!("startup: connected to {brokers}");
+    Ok(kafka)
+}
 
+/// The idempotent acks=all producer every payment record goes through.
+pub async fn payment_producer(
+    kafka: &Kafka,
+    linger_ms: u64,
+) -> Result<krafka::producer::Producer, StartupError> {
+    kafka
+        .producer()
+        .acks(krafka::producer::Acks::All)
+        .idempotent(true)
+        .linger(Duration::from_millis(linger_ms))
+        .build()
+        .await
+        .map_err(|e| {
+            StartupError::new(format!(
+                "cannot start the idempotent acks=all producer: {e}"
+            ))
+        })
+}
+
+async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
+    let config = &setup.config;
+    let kafka = connect_brokers(config, &setup.config_path, &config.client_id).await?;
     let needed = [
-        NeededTopic {
-            name: &config.request_topic,
-            role: "request",
-        },
-        NeededTopic {
-            name: &setup.route.topic,
-            role: "reply",
-        },
-        NeededTopic {
-            name: &config.dlq_topic,
-            role: "dead-letter",
-        },
+        NeededTopic::plain(&config.request_topic, "request"),
+        NeededTopic::plain(&setup.route.topic, "reply"),
+        NeededTopic::plain(&config.dlq_topic, "dead-letter"),
     ];
     let admin = kafka.admin();
     let partitions = topics::ensure(&admin, config, &setup.config_path, &needed).await;
@@ -112,19 +130,7 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
         setup.route.topic,
         reply_partitions.len()
     );
-
-    let producer = kafka
-        .producer()
-        .acks(krafka::producer::Acks::All)
-        .idempotent(true)
-        .linger(Duration::from_millis(config.producer_linger_ms))
-        .build()
-        .await
-        .map_err(|e| {
-            StartupError::new(format!(
-                "cannot start the idempotent acks=all producer: {e}"
-            ))
-        })?;
+    let producer = payment_producer(&kafka, config.producer_linger_ms).await?;
 
     let consumer = kafka
         .consumer_without_group()

@@ -138,10 +138,14 @@ fn failure(queued: bool, error: KrafkaError) -> SendFailure {
     }
 }
 
-fn to_krafka(record: OutgoingRecord) -> Record {
+/// The client library's record for one of ours.
+pub fn to_krafka(record: OutgoingRecord) -> Record {
     let mut out = Record::new(record.topic, record.value)
         .key(record.key)
         .timestamp(record.timestamp_ms);
+    if let Some(partition) = record.partition {
+        out = out.partition(partition);
+    }
     for (name, value) in record.headers {
         out = out.header(name, value);
     }

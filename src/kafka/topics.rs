@@ -16,6 +16,26 @@ use std::time::Duration;
 pub struct NeededTopic<'a> {
     pub name: &'a str,
     pub role: &'a str,
+    /// Created with `cleanup.policy=compact`: only the latest record per key matters.
+    pub compacted: bool,
+}
+
+impl<'a> NeededTopic<'a> {
+    pub fn plain(name: &'a str, role: &'a str) -> Self {
+        NeededTopic {
+            name,
+            role,
+            compacted: false,
+        }
+    }
+
+    pub fn compacted(name: &'a str, role: &'a str) -> Self {
+        NeededTopic {
+            name,
+            role,
+            compacted: true,
+        }
+    }
 }
 
 /// Makes sure every topic exists and returns the partition ids of each, in order.
@@ -29,7 +49,7 @@ pub async fn ensure(
     for topic in needed {
         let found = match describe(admin, topic.name).await? {
             Some(found) => found,
-            None if config.topics.auto_create => create(admin, config, topic.name).await?,
+            None if config.topics.auto_create => create(admin, config, topic).await?,
             None => {
                 return Err(StartupError::new(format!(
                     "the {} topic \"{}\" does not exist on brokers {}; create it, or set \"topics\": {{\"auto_create\": true}} in {config_path}",
@@ -66,14 +86,18 @@ async fn describe(admin: &AdminClient, name: &str) -> Result<Option<Vec<i32>>, S
 async fn create(
     admin: &AdminClient,
     config: &Config,
-    name: &str,
+    topic: &NeededTopic<'_>,
 ) -> Result<Vec<i32>, StartupError> {
-    let spec = NewTopic::new(
+    let name = topic.name;
+    let mut spec = NewTopic::new(
         name,
         config.topics.partitions,
         config.topics.replication_factor,
     )
     .map_err(|e| broker_failed("create topic", name, e))?;
+    if topic.compacted {
+        spec = spec.with_config("cleanup.policy", "compact");
+    }
     let mut answers = admin
         .create_topics([spec], CreateTopicsOptions::default())
         .await

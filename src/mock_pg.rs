@@ -1,0 +1,243 @@
+//! `kreply mock-pg`: a payment provider simulator for the local stack and the tests.
+//!
+//! `POST /charge` approves, declines or fails a payment after a configurable latency, and
+//! counts every approval by idempotency key, so a test can prove "charged exactly once" by
+//! asking `GET /charges`. Deterministic rules by order id make each path easy to reach:
+//! `DECLINE…` is declined (402), `FAIL…` fails (500), `SLOW…` takes `--slow-ms` longer.
+//! Random failures (`--failure-rate`) and latency jitter are for load runs.
+
+use crate::error::StartupError;
+use async_std::task;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tide::{Request, Response, StatusCode};
+
+/// The simulator's behaviour, from the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MockPgOptions {
+    pub listen: SocketAddr,
+    /// Fixed latency of every call.
+    pub latency_ms: u64,
+    /// Extra latency, uniform in 0..=jitter_ms.
+    pub jitter_ms: u64,
+    /// Share of calls that fail with 500, from 0.0 to 1.0.
+    pub failure_rate: f64,
+    /// Amounts above this are declined.
+    pub decline_over: Option<i64>,
+    /// Extra latency of `SLOW…` orders.
+    pub slow_ms: u64,
+}
+
+impl Default for MockPgOptions {
+    fn default() -> Self {
+        MockPgOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
+            latency_ms: 0,
+            jitter_ms: 0,
+            failure_rate: 0.0,
+            decline_over: None,
+            slow_ms: 10_000,
+        }
+    }
+}
+
+impl MockPgOptions {
+    /// Applies `--name value` pairs.
+    pub fn parse(args: &[String]) -> Result<MockPgOptions, String> {
+        let mut options = MockPgOptions::default();
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            let bad = || format!("{flag} {value:?} is not valid");
+            match flag.as_str() {
+                "--listen" => options.listen = value.parse().map_err(|_| bad())?,
+                "--latency-ms" => options.latency_ms = value.parse().map_err(|_| bad())?,
+                "--jitter-ms" => options.jitter_ms = value.parse().map_err(|_| bad())?,
+                "--slow-ms" => options.slow_ms = value.parse().map_err(|_| bad())?,
+                "--decline-over" => options.decline_over = Some(value.parse().map_err(|_| bad())?),
+                "--failure-rate" => {
+                    options.failure_rate = value
+                        .parse()
+                        .ok()
+                        .filter(|r| (0.0..=1.0).contains(r))
+                        .ok_or_else(bad)?;
+                }
+                other => return Err(format!("unknown option \"{other}\"")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// The simulator's state: its options, a small random source, and what it charged.
+struct Pg {
+    options: MockPgOptions,
+    random: Mutex<u64>,
+    calls: AtomicU64,
+    charges: Mutex<BTreeMap<String, u64>>,
+}
+
+type State = Arc<Pg>;
+
+impl Pg {
+    /// xorshift64: enough randomness for jitter and failure draws, no extra crate.
+    fn next_random(&self) -> u64 {
+        let mut x = self.random.lock().unwrap_or_else(|p| p.into_inner());
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    fn chance(&self) -> f64 {
+        (self.next_random() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Serves the simulator until the process ends.
+pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
+    let listen = options.listen;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64 | 1);
+    let pg = Arc::new(Pg {
+        options,
+        random: Mutex::new(seed),
+        calls: AtomicU64::new(0),
+        charges: Mutex::new(BTreeMap::new()),
+    });
+    let mut app = tide::with_state(pg);
+    app.at("/charge").post(charge);
+    app.at("/charges").get(charges);
+    task::block_on(async move {
+        let listener = async_std::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| {
+                StartupError::new(format!(
+                    "mock-pg cannot listen on {listen}: {e}; pass --listen to a free address"
+                ))
+            })?;
+        log::info!("ready: mock PG on http://{listen}");
+        crate::http::serve(app, listener).await;
+        Ok(())
+    })
+}
+
+async fn charge(mut req: Request<State>) -> tide::Result {
+    let pg = Arc::clone(req.state());
+    pg.calls.fetch_add(1, Ordering::Relaxed);
+    let payment: Value = req.body_json().await.unwrap_or(Value::Null);
+    let order_id = payment["order_id"].as_str().unwrap_or_default().to_string();
+    let key = payment["idempotency_key"]
+        .as_str()
+        .unwrap_or(&order_id)
+        .to_string();
+    let amount = payment["amount"].as_i64().unwrap_or(0);
+
+    let options = &pg.options;
+    let jitter = if options.jitter_ms > 0 {
+        pg.next_random() % (options.jitter_ms + 1)
+    } else {
+        0
+    };
+    let slow = if order_id.starts_with("SLOW") {
+        options.slow_ms
+    } else {
+        0
+    };
+    task::sleep(Duration::from_millis(options.latency_ms + jitter + slow)).await;
+
+    if order_id.starts_with("FAIL") || pg.chance() < options.failure_rate {
+        log::info!("mock-pg: {key} failed (500)");
+        return Ok(answer(
+            StatusCode::InternalServerError,
+            json!({"status": "ERROR", "detail": "simulated PG failure"}),
+        ));
+    }
+    if order_id.starts_with("DECLINE") || options.decline_over.is_some_and(|limit| amount > limit) {
+        log::info!("mock-pg: {key} declined (402)");
+        let body = json!({"status": "DECLINED", "order_id": order_id, "detail": "declined by the PG simulator"});
+        return Ok(answer(StatusCode::PaymentRequired, body));
+    }
+    let times = {
+        let mut charges = pg.charges.lock().unwrap_or_else(|p| p.into_inner());
+        let count = charges.entry(key.clone()).or_insert(0);
+        *count += 1;
+        *count
+    };
+    log::info!("mock-pg: {key} approved (charge #{times} for this key)");
+    Ok(answer(
+        StatusCode::Ok,
+        json!({
+            "status": "APPROVED",
+            "approval_id": format!("pg-{}", uuid::Uuid::new_v4()),
+            "order_id": order_id,
+            "operation": payment["operation"],
+            "amount": amount,
+        }),
+    ))
+}
+
+/// `{"calls": N, "charges": {"<idempotency key>": times charged}}`.
+async fn charges(req: Request<State>) -> tide::Result {
+    let pg = req.state();
+    let charges = pg.charges.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(answer(
+        StatusCode::Ok,
+        json!({"calls": pg.calls.load(Ordering::Relaxed), "charges": charges}),
+    ))
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    let mut response = Response::new(status);
+    response.set_body(body);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let options = MockPgOptions::parse(&args(&[
+            "--listen",
+            "127.0.0.1:9999",
+            "--latency-ms",
+            "20",
+            "--jitter-ms",
+            "5",
+            "--failure-rate",
+            "0.25",
+            "--decline-over",
+            "1000",
+            "--slow-ms",
+            "300",
+        ]))
+        .unwrap();
+        assert_eq!(options.listen.port(), 9999);
+        assert_eq!(
+            (options.latency_ms, options.jitter_ms, options.slow_ms),
+            (20, 5, 300)
+        );
+        assert_eq!(
+            (options.failure_rate, options.decline_over),
+            (0.25, Some(1000))
+        );
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(MockPgOptions::parse(&args(&["--failure-rate", "2"])).is_err());
+        assert!(MockPgOptions::parse(&args(&["--latency-ms"])).is_err());
+        assert!(MockPgOptions::parse(&args(&["--colour", "red"])).is_err());
+    }
+}

@@ -1,0 +1,93 @@
+//! The agreed error convention on replies: a `kreply_error` header with a code.
+//!
+//! A Spring listener that throws sends no reply at all, so the caller would wait for a
+//! timeout. Instead a worker that cannot complete a payment *replies* with this header,
+//! and the gateway maps the code to an HTTP status here, in one place. The reply value
+//! (JSON) travels to the caller inside the problem body. Any worker, in any language, only
+//! needs to set one UTF-8 header.
+//!
+//! | code | HTTP | outcome | meaning |
+//! |---|---|---|---|
+//! | `declined` | 402 | `declined` | the PG declined; nothing was charged |
+//! | `invalid-request` | 422 | `failed` | the worker could not read the request; nothing was charged |
+//! | `pg-error` | 502 | `failed` | the PG refused or failed (5xx, unreachable); nothing was charged |
+//! | `pg-unknown` | 504 | `unknown` | the PG did not answer in time, or an earlier attempt died mid-call |
+//! | anything else | 502 | `unknown` | a code this gateway does not know |
+
+use crate::problem::Outcome;
+
+/// The error codes a reply may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyError {
+    Declined,
+    InvalidRequest,
+    PgError,
+    PgUnknown,
+    /// A code from a newer or foreign worker.
+    Unrecognised,
+}
+
+impl ReplyError {
+    /// Reads the header value.
+    pub fn from_code(code: &[u8]) -> ReplyError {
+        match code {
+            b"declined" => ReplyError::Declined,
+            b"invalid-request" => ReplyError::InvalidRequest,
+            b"pg-error" => ReplyError::PgError,
+            b"pg-unknown" => ReplyError::PgUnknown,
+            _ => ReplyError::Unrecognised,
+        }
+    }
+
+    /// The header value, and the problem `code` the caller sees.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReplyError::Declined => "declined",
+            ReplyError::InvalidRequest => "invalid-request",
+            ReplyError::PgError => "pg-error",
+            ReplyError::PgUnknown => "pg-unknown",
+            ReplyError::Unrecognised => "worker-error",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            ReplyError::Declined => 402,
+            ReplyError::InvalidRequest => 422,
+            ReplyError::PgError | ReplyError::Unrecognised => 502,
+            ReplyError::PgUnknown => 504,
+        }
+    }
+
+    pub fn outcome(self) -> Outcome {
+        match self {
+            ReplyError::Declined => Outcome::Declined,
+            ReplyError::InvalidRequest | ReplyError::PgError => Outcome::Failed,
+            ReplyError::PgUnknown | ReplyError::Unrecognised => Outcome::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_code_round_trips_and_maps_to_its_status() {
+        for (error, status) in [
+            (ReplyError::Declined, 402),
+            (ReplyError::InvalidRequest, 422),
+            (ReplyError::PgError, 502),
+            (ReplyError::PgUnknown, 504),
+        ] {
+            assert_eq!(ReplyError::from_code(error.code().as_bytes()), error);
+            assert_eq!(error.status(), status);
+        }
+    }
+
+    #[test]
+    fn an_unknown_code_is_a_502_with_unknown_outcome() {
+        let error = ReplyError::from_code(b"out-of-cheese");
+        assert_eq!((error.status(), error.outcome()), (502, Outcome::Unknown));
+    }
+}

@@ -1,0 +1,135 @@
+//! What the worker answers, what it records, and the reply record that carries it.
+//!
+//! The record kept per idempotency key is what makes a repeat safe:
+//! - `Pending` is written *before* the PG is called. Finding it later means an attempt
+//!   started and never finished (the worker died, or the PG never answered), so the charge
+//!   may have happened: the repeat is answered `pg-unknown` and the PG is not called again.
+//! - `Final` holds the answer to give every time (approved or declined).
+//! - `Retryable` means the PG said no without charging (5xx, unreachable): a new attempt
+//!   may call it again.
+
+use crate::record::{OutgoingRecord, headers, now_ms};
+use crate::reply_error::ReplyError;
+use crate::worker::request::ReplyTo;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The state of one payment, as kept in the results topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Recorded {
+    Pending,
+    Final { error: Option<String>, reply: Value },
+    Retryable,
+}
+
+/// The reply to send: a body, and an error code when it is not a success.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub error: Option<ReplyError>,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn invalid(detail: &str) -> Answer {
+        Answer::failure(ReplyError::InvalidRequest, "INVALID", detail)
+    }
+
+    /// An attempt is in doubt: it may have charged.
+    pub fn in_doubt(detail: &str) -> Answer {
+        Answer::failure(ReplyError::PgUnknown, "UNKNOWN", detail)
+    }
+
+    pub fn failure(error: ReplyError, status: &str, detail: &str) -> Answer {
+        Answer {
+            error: Some(error),
+            body: json!({ "status": status, "detail": detail }),
+        }
+    }
+
+    /// The answer a final record gives.
+    pub fn from_final(error: Option<&str>, reply: &Value) -> Answer {
+        Answer {
+            error: error.map(|code| ReplyError::from_code(code.as_bytes())),
+            body: reply.clone(),
+        }
+    }
+
+    /// The record that makes this answer the answer for every repeat.
+    pub fn to_final(&self) -> Recorded {
+        Recorded::Final {
+            error: self.error.map(|e| e.code().to_string()),
+            reply: self.body.clone(),
+        }
+    }
+
+    /// The reply record: correlation id echoed, request key copied, partition honoured.
+    pub fn to_reply(&self, to: &ReplyTo, key: &[u8]) -> OutgoingRecord {
+        let mut reply_headers = vec![(
+            headers::CORRELATION_ID.to_string(),
+            to.correlation_id.clone(),
+        )];
+        if let Some(error) = self.error {
+            reply_headers.push((headers::ERROR.to_string(), error.code().as_bytes().to_vec()));
+        }
+        OutgoingRecord {
+            topic: to.topic.clone(),
+            key: key.to_vec(),
+            value: self.body.to_string().into_bytes(),
+            headers: reply_headers,
+            partition: to.partition,
+            timestamp_ms: now_ms(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to() -> ReplyTo {
+        ReplyTo {
+            topic: "payment_response_a".into(),
+            partition: Some(1),
+            correlation_id: vec![5; 16],
+        }
+    }
+
+    #[test]
+    fn a_success_reply_echoes_the_id_and_carries_no_error_header() {
+        let answer = Answer {
+            error: None,
+            body: json!({"status": "APPROVED"}),
+        };
+        let reply = answer.to_reply(&to(), b"A-1");
+        assert_eq!(
+            (reply.topic.as_str(), reply.partition, reply.key.as_slice()),
+            ("payment_response_a", Some(1), &b"A-1"[..])
+        );
+        assert_eq!(reply.header("kafka_correlationId"), Some(&[5u8; 16][..]));
+        assert_eq!(reply.header("kreply_error"), None);
+    }
+
+    #[test]
+    fn a_decline_survives_the_round_trip_through_the_results_record() {
+        let answer = Answer::failure(ReplyError::Declined, "DECLINED", "limit");
+        let Recorded::Final { error, reply } = answer.to_final() else {
+            panic!("not final")
+        };
+        assert_eq!(Answer::from_final(error.as_deref(), &reply), answer);
+        assert_eq!(
+            answer.to_reply(&to(), b"").header("kreply_error"),
+            Some(&b"declined"[..])
+        );
+    }
+
+    #[test]
+    fn records_serialize_with_a_state_tag() {
+        assert_eq!(
+            serde_json::to_string(&Recorded::Pending).unwrap(),
+            r#"{"state":"pending"}"#
+        );
+        let back: Recorded = serde_json::from_str(r#"{"state":"retryable"}"#).unwrap();
+        assert_eq!(back, Recorded::Retryable);
+    }
+}

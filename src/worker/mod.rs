@@ -1,0 +1,321 @@
+//! `kreply worker`: the reference worker. It consumes payment requests in a consumer
+//! group, charges the PG at most once per idempotency key, and replies to the topic each
+//! request names.
+//!
+//! Delivery is at-least-once: a request's offset is committed only after its reply is
+//! acknowledged, so a worker that dies leaves its uncommitted requests to the next owner.
+//! That owner reads the results store first ([`results`]), which turns every redelivery
+//! into an answer from the record instead of a second charge.
+//!
+//! Records of one order (same key, same partition) are settled in order; different orders
+//! run concurrently, up to `worker.concurrency` PG calls at once. Everything runs on one
+//! Tokio thread: the work is waiting on the PG and the brokers, not computing.
+
+mod answer;
+mod pg_client;
+mod request;
+mod results;
+mod settle;
+
+use crate::config::{Config, StartFrom};
+use crate::error::StartupError;
+use crate::kafka::{self, topics, topics::NeededTopic};
+use crate::record::OutgoingRecord;
+use krafka::ConsumerRecord;
+use krafka::consumer::{AutoOffsetReset, Consumer, OffsetAndMetadata, TopicPartition};
+use krafka::producer::Producer;
+use pg_client::PgClient;
+use results::ResultsStore;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What every request task shares.
+pub struct Worker {
+    producer: Arc<Producer>,
+    results: ResultsStore,
+    pg: PgClient,
+    pg_calls: Semaphore,
+}
+
+impl Worker {
+    async fn send(&self, record: OutgoingRecord) -> krafka::Result<()> {
+        self.producer.send(kafka::to_krafka(record)).await.map(drop)
+    }
+}
+
+/// Runs the worker until SIGTERM or SIGINT; returns early only on a startup failure.
+pub fn run(config_path: &Path) -> Result<(), StartupError> {
+    let config = Config::load(config_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartupError::new(format!("cannot start the worker runtime: {e}")))?;
+    runtime.block_on(async {
+        let mut stop = Stop::listen()?;
+        let (worker, consumer) = start(&config, &config_path.display().to_string()).await?;
+        serve(
+            Arc::new(worker),
+            &consumer,
+            &config.request_topic,
+            &mut stop,
+        )
+        .await;
+        log::info!("worker: stopping: leaving the group");
+        if let Err(e) = consumer.close().await {
+            log::warn!("worker: leaving the group: {e}");
+        }
+        Ok(())
+    })
+}
+
+async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer), StartupError> {
+    let settings = &config.worker;
+    let kafka = kafka::connect_brokers(config, config_path, "kreply-worker").await?;
+    let admin = kafka.admin();
+    let needed = [
+        NeededTopic::plain(&config.request_topic, "request"),
+        NeededTopic::compacted(&settings.results_topic, "results"),
+    ];
+    let partitions = topics::ensure(&admin, config, config_path, &needed).await;
+    let _ = admin.close().await;
+    let results_partitions = partitions?.swap_remove(1);
+    let pg = PgClient::new(
+        &settings.pg_url,
+        Duration::from_millis(settings.pg_timeout_ms),
+    )?;
+    let producer = Arc::new(kafka::payment_producer(&kafka, 0).await?);
+    let fetch_wait = Duration::from_millis(config.fetch_max_wait_ms);
+    let results = ResultsStore::open(
+        &kafka,
+        &settings.results_topic,
+        results_partitions,
+        producer.clone(),
+        fetch_wait,
+    )
+    .await
+    .map_err(|e| {
+        StartupError::new(format!(
+            "cannot read the results topic \"{}\": {e}",
+            settings.results_topic
+        ))
+    })?;
+    let session = Duration::from_millis(settings.session_timeout_ms);
+    let consumer = kafka
+        .consumer(settings.group_id.as_str())
+        .enable_auto_commit(false)
+        .session_timeout(session)
+        .heartbeat_interval(session / 3)
+        .fetch_max_wait(fetch_wait)
+        .auto_offset_reset(match settings.start_from {
+            StartFrom::Latest => AutoOffsetReset::Latest,
+            StartFrom::Earliest => AutoOffsetReset::Earliest,
+        })
+        .build()
+        .await
+        .map_err(|e| StartupError::new(format!("cannot start the request consumer: {e}")))?;
+    consumer
+        .subscribe([config.request_topic.as_str()])
+        .await
+        .map_err(|e| {
+            StartupError::new(format!(
+                "cannot subscribe to \"{}\": {e}",
+                config.request_topic
+            ))
+        })?;
+    log::info!(
+        "startup: worker in group {} on {}, PG {}",
+        settings.group_id,
+        config.request_topic,
+        settings.pg_url
+    );
+    let pg_calls = Semaphore::new(settings.concurrency);
+    Ok((
+        Worker {
+            producer,
+            results,
+            pg,
+            pg_calls,
+        },
+        consumer,
+    ))
+}
+
+/// Polls, settles and commits, batch by batch, until a stop is requested. A stop is only
+/// taken between batches, so requests in progress are finished and committed first.
+async fn serve(worker: Arc<Worker>, consumer: &Consumer, topic: &str, stop: &mut Stop) {
+    let mut owned: HashSet<i32> = HashSet::new();
+    loop {
+        let polled = tokio::select! {
+            _ = stop.requested() => return,
+            polled = consumer.poll(POLL_TIMEOUT) => polled,
+        };
+        let records = match polled {
+            Ok(records) => records,
+            Err(e) => {
+                log::warn!("worker: polling {topic}: {e}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        let assigned: HashSet<i32> = consumer
+            .assignment()
+            .await
+            .remove(topic)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if assigned != owned {
+            // New partitions may carry repeats of what their previous owner recorded.
+            if let Err(e) = worker.results.catch_up().await {
+                log::error!("worker: cannot read the results store, will retry: {e}");
+                rewind(consumer, topic, &records).await;
+                continue;
+            }
+            let mut sorted: Vec<_> = assigned.iter().copied().collect();
+            sorted.sort_unstable();
+            log::info!("worker: assigned partitions {sorted:?} of {topic}");
+            owned = assigned;
+        }
+        if !records.is_empty() {
+            let settled = settle_batch(&worker, records).await;
+            commit(consumer, topic, settled).await;
+        }
+    }
+}
+
+/// Per partition: every offset of the batch, and whether it was settled.
+type Settled = BTreeMap<i32, BTreeMap<i64, bool>>;
+
+/// Settles a batch: one task per (partition, key), each in offset order, stopping at its
+/// first failure so a later request of the same order never overtakes an earlier one.
+async fn settle_batch(worker: &Arc<Worker>, records: Vec<ConsumerRecord>) -> Settled {
+    let mut settled: Settled = BTreeMap::new();
+    let mut chains: HashMap<(i32, Vec<u8>), Vec<ConsumerRecord>> = HashMap::new();
+    for record in records {
+        settled
+            .entry(record.partition)
+            .or_default()
+            .insert(record.offset, false);
+        let key = (
+            record.partition,
+            record.key.as_deref().unwrap_or_default().to_vec(),
+        );
+        chains.entry(key).or_default().push(record);
+    }
+    let mut tasks = JoinSet::new();
+    for chain in chains.into_values() {
+        let worker = Arc::clone(worker);
+        tasks.spawn(async move {
+            let mut done = Vec::new();
+            for record in chain {
+                let ok = settle_record(&worker, &record).await;
+                done.push((record.partition, record.offset, ok));
+                if !ok {
+                    break;
+                }
+            }
+            done
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        for (partition, offset, ok) in done.unwrap_or_default() {
+            settled.entry(partition).or_default().insert(offset, ok);
+        }
+    }
+    settled
+}
+
+/// `true` when the record needs no further work (answered, or unanswerable and skipped).
+async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
+    let at = format!("{}/{}@{}", record.topic, record.partition, record.offset);
+    let header = |name: &str| record.header(name).flatten().map(|bytes| bytes.as_ref());
+    let item = match request::read(
+        header,
+        record.key.as_deref().unwrap_or_default(),
+        record.value.as_deref(),
+    ) {
+        Ok(item) => item,
+        Err(why) => {
+            log::warn!("worker: request at {at} cannot be answered ({why}); skipped");
+            return true;
+        }
+    };
+    let _permit = worker.pg_calls.acquire().await;
+    match settle::settle_and_reply(worker, item).await {
+        Ok(()) => true,
+        Err(why) => {
+            log::error!("worker: request at {at}: {why}; it will be read again");
+            false
+        }
+    }
+}
+
+/// Commits each partition up to its first unsettled offset and re-reads from there.
+async fn commit(consumer: &Consumer, topic: &str, settled: Settled) {
+    for (partition, offsets) in settled {
+        let first_unsettled = offsets
+            .iter()
+            .find(|(_, ok)| !**ok)
+            .map(|(offset, _)| *offset);
+        let next =
+            first_unsettled.unwrap_or_else(|| offsets.keys().last().map_or(0, |last| last + 1));
+        let position = (
+            TopicPartition::new(topic, partition),
+            OffsetAndMetadata::new(next),
+        );
+        if let Err(e) = consumer.commit_offsets([position]).await {
+            log::warn!(
+                "worker: committing {topic}/{partition} at {next}: {e} (the next owner may repeat; the record answers)"
+            );
+        }
+        if first_unsettled.is_some() {
+            let _ = consumer.seek(topic, partition, next).await;
+        }
+    }
+}
+
+/// Reads a batch again later, e.g. when the results store could not be read first.
+async fn rewind(consumer: &Consumer, topic: &str, records: &[ConsumerRecord]) {
+    let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+    for record in records {
+        let offset = first.entry(record.partition).or_insert(record.offset);
+        *offset = (*offset).min(record.offset);
+    }
+    for (partition, offset) in first {
+        let _ = consumer.seek(topic, partition, offset).await;
+    }
+    tokio::time::sleep(RETRY_PAUSE).await;
+}
+
+/// SIGTERM (systemd) or SIGINT (Ctrl-C).
+struct Stop {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stop {
+    fn listen() -> Result<Stop, StartupError> {
+        let listen = |kind| {
+            signal(kind).map_err(|e| StartupError::new(format!("cannot listen for signals: {e}")))
+        };
+        Ok(Stop {
+            term: listen(SignalKind::terminate())?,
+            int: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn requested(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => log::info!("worker: SIGTERM: finishing the requests in progress"),
+            _ = self.int.recv() => log::info!("worker: SIGINT: finishing the requests in progress"),
+        }
+    }
+}

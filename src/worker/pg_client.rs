@@ -1,0 +1,125 @@
+//! The call to the payment provider (PG): `POST {pg_url}/charge` with a JSON body.
+//!
+//! Built on async-h1's client (already here for the server), so the worker needs no HTTP
+//! client crate. What matters is telling "not charged" from "maybe charged":
+//! - the connection could not be made, or the PG answered 5xx or another 4xx: not charged;
+//! - 402: declined, not charged;
+//! - the request was sent and no answer came in time: the outcome is unknown.
+
+use crate::error::StartupError;
+use crate::payment::PaymentRequest;
+use async_std::net::TcpStream;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tide::http::{Method, Request, Url};
+
+/// What the PG said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PgAnswer {
+    Approved(Value),
+    Declined(Value),
+    /// Not charged; a new attempt may succeed.
+    Failed(String),
+    /// Maybe charged.
+    Unknown(String),
+}
+
+pub struct PgClient {
+    charge_url: Url,
+    address: String,
+    timeout: Duration,
+}
+
+/// How far a call got before it failed.
+enum CallError {
+    NotSent(String),
+    Broken(String),
+}
+
+impl PgClient {
+    pub fn new(pg_url: &str, timeout: Duration) -> Result<PgClient, StartupError> {
+        let bad = |why: &str| {
+            StartupError::new(format!(
+                "\"worker.pg_url\" {pg_url:?} {why}; use http://host:port"
+            ))
+        };
+        let base = Url::parse(pg_url).map_err(|_| bad("is not a URL"))?;
+        if base.scheme() != "http" {
+            return Err(bad("is not an http:// URL"));
+        }
+        let host = base.host_str().ok_or_else(|| bad("has no host"))?;
+        let address = format!("{host}:{}", base.port_or_known_default().unwrap_or(80));
+        let charge_url = base
+            .join("charge")
+            .map_err(|_| bad("cannot take a /charge path"))?;
+        Ok(PgClient {
+            charge_url,
+            address,
+            timeout,
+        })
+    }
+
+    /// Charges one payment.
+    pub async fn charge(&self, payment: &PaymentRequest) -> PgAnswer {
+        match tokio::time::timeout(self.timeout, self.call(payment)).await {
+            Err(_) => PgAnswer::Unknown(format!(
+                "the PG did not answer within {} ms",
+                self.timeout.as_millis()
+            )),
+            Ok(Err(CallError::NotSent(why))) => {
+                PgAnswer::Failed(format!("the PG could not be reached: {why}"))
+            }
+            Ok(Err(CallError::Broken(why))) => {
+                PgAnswer::Unknown(format!("the PG call broke off: {why}"))
+            }
+            Ok(Ok((status, body))) => match status {
+                200..=299 => PgAnswer::Approved(body),
+                402 => PgAnswer::Declined(body),
+                _ => PgAnswer::Failed(format!("the PG answered {status}: {body}")),
+            },
+        }
+    }
+
+    async fn call(&self, payment: &PaymentRequest) -> Result<(u16, Value), CallError> {
+        let stream = TcpStream::connect(&self.address)
+            .await
+            .map_err(|e| CallError::NotSent(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| CallError::NotSent(e.to_string()))?;
+        let idempotency_key = payment.idempotency_key.clone().unwrap_or_default();
+        let mut request = Request::new(Method::Post, self.charge_url.clone());
+        request.insert_header("idempotency-key", idempotency_key.as_str());
+        request.set_body(json!({
+            "order_id": payment.order_id,
+            "operation": payment.operation,
+            "idempotency_key": idempotency_key,
+            "amount": payment.body.get("amount"),
+            "currency": payment.body.get("currency"),
+        }));
+        let mut response = async_h1::connect(stream, request)
+            .await
+            .map_err(|e| CallError::Broken(e.to_string()))?;
+        let bytes = response
+            .body_bytes()
+            .await
+            .map_err(|e| CallError::Broken(e.to_string()))?;
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok((response.status() as u16, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_http_urls_only() {
+        let client = PgClient::new("http://127.0.0.1:9300", Duration::from_secs(1)).unwrap();
+        assert_eq!(client.address, "127.0.0.1:9300");
+        assert_eq!(client.charge_url.as_str(), "http://127.0.0.1:9300/charge");
+        assert!(PgClient::new("https://pg", Duration::from_secs(1)).is_err());
+        assert!(PgClient::new("nowhere", Duration::from_secs(1)).is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! A request record as the worker reads it: where to reply, and the payment (or why not).
+//!
+//! Where to reply comes first: without `kafka_replyTopic` and `kafka_correlationId` no
+//! answer can reach anyone, so such a record is skipped (and logged). With them, even a
+//! malformed payment gets an `invalid-request` reply, so its caller is not left to time out.
+
+use crate::payment::PaymentRequest;
+use crate::record::headers;
+use serde_json::Value;
+
+/// Where and how the reply must go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub topic: String,
+    /// From `kafka_replyPartition` (4-byte big-endian), when the gateway asked for one.
+    pub partition: Option<i32>,
+    pub correlation_id: Vec<u8>,
+}
+
+/// One request to work on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkItem {
+    pub reply_to: ReplyTo,
+    /// The request key (the order id), copied onto the reply as Spring does.
+    pub key: Vec<u8>,
+    /// The payment, or why it cannot be processed.
+    pub payment: Result<PaymentRequest, String>,
+}
+
+/// Reads a request record; `Err` when no reply can be addressed.
+pub fn read<'a>(
+    header: impl Fn(&str) -> Option<&'a [u8]>,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<WorkItem, String> {
+    let topic = header(headers::REPLY_TOPIC).ok_or("no kafka_replyTopic header")?;
+    let topic = std::str::from_utf8(topic).map_err(|_| "kafka_replyTopic is not UTF-8")?;
+    let correlation_id = header(headers::CORRELATION_ID).ok_or("no kafka_correlationId header")?;
+    let partition = match header(headers::REPLY_PARTITION) {
+        None => None,
+        Some(bytes) => Some(i32::from_be_bytes(
+            bytes
+                .try_into()
+                .map_err(|_| "kafka_replyPartition is not 4 bytes")?,
+        )),
+    };
+    let idempotency_key =
+        header(headers::IDEMPOTENCY_KEY).map(|k| String::from_utf8_lossy(k).into_owned());
+    Ok(WorkItem {
+        reply_to: ReplyTo {
+            topic: topic.to_string(),
+            partition,
+            correlation_id: correlation_id.to_vec(),
+        },
+        key: key.to_vec(),
+        payment: payment(value.unwrap_or_default(), idempotency_key),
+    })
+}
+
+/// The envelope `{"operation": ..., "body": {...}}`, checked like the gateway checks it.
+fn payment(value: &[u8], idempotency_key: Option<String>) -> Result<PaymentRequest, String> {
+    let envelope: Value =
+        serde_json::from_slice(value).map_err(|e| format!("the request is not JSON: {e}"))?;
+    let operation = envelope
+        .get("operation")
+        .and_then(Value::as_str)
+        .ok_or("the request has no \"operation\"")?;
+    let body = envelope.get("body").cloned().unwrap_or(Value::Null);
+    let mut payment =
+        PaymentRequest::from_value(operation, body).map_err(|invalid| invalid.detail)?;
+    // Without the caller's key, "this operation on this order" is the payment's identity.
+    payment.idempotency_key = Some(
+        idempotency_key.unwrap_or_else(|| format!("{}:{}", payment.order_id, payment.operation)),
+    );
+    Ok(payment)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers_of<'a>(list: &'a [(&'a str, &'a [u8])]) -> impl Fn(&str) -> Option<&'a [u8]> {
+        move |name| list.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    const ID: &[u8] = &[9; 16];
+
+    #[test]
+    fn reads_route_partition_and_payment_with_the_default_idempotency_key() {
+        let partition = 2i32.to_be_bytes();
+        let list = [
+            ("kafka_replyTopic", &b"payment_response_p1"[..]),
+            ("kafka_correlationId", ID),
+            ("kafka_replyPartition", &partition[..]),
+        ];
+        let value = br#"{"operation":"approve","body":{"order_id":"A-1","amount":5}}"#;
+        let item = read(headers_of(&list), b"A-1", Some(value)).unwrap();
+        assert_eq!(
+            item.reply_to,
+            ReplyTo {
+                topic: "payment_response_p1".into(),
+                partition: Some(2),
+                correlation_id: ID.to_vec()
+            }
+        );
+        let payment = item.payment.unwrap();
+        assert_eq!(payment.idempotency_key.as_deref(), Some("A-1:approve"));
+        assert_eq!(payment.body["amount"], 5);
+    }
+
+    #[test]
+    fn the_callers_idempotency_key_wins() {
+        let list = [
+            ("kafka_replyTopic", &b"r"[..]),
+            ("kafka_correlationId", ID),
+            ("kreply_idempotencyKey", &b"k-7"[..]),
+        ];
+        let item = read(
+            headers_of(&list),
+            b"",
+            Some(br#"{"operation":"refund","body":{"order_id":"B"}}"#),
+        )
+        .unwrap();
+        assert_eq!(
+            item.payment.unwrap().idempotency_key.as_deref(),
+            Some("k-7")
+        );
+    }
+
+    #[test]
+    fn a_malformed_payment_is_still_answerable() {
+        let list = [("kafka_replyTopic", &b"r"[..]), ("kafka_correlationId", ID)];
+        let item = read(headers_of(&list), b"", Some(b"not json")).unwrap();
+        assert!(item.payment.unwrap_err().contains("not JSON"));
+        let item = read(
+            headers_of(&list),
+            b"",
+            Some(br#"{"operation":"approve","body":{}}"#),
+        )
+        .unwrap();
+        assert!(item.payment.unwrap_err().contains("order_id"));
+    }
+
+    #[test]
+    fn no_reply_topic_or_a_bad_partition_is_unanswerable() {
+        assert!(read(headers_of(&[("kafka_correlationId", ID)]), b"", None).is_err());
+        let list = [
+            ("kafka_replyTopic", &b"r"[..]),
+            ("kafka_correlationId", ID),
+            ("kafka_replyPartition", &b"2"[..]),
+        ];
+        assert!(
+            read(headers_of(&list), b"", None)
+                .unwrap_err()
+                .contains("4 bytes")
+        );
+    }
+}
