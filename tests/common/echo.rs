@@ -1,6 +1,6 @@
 //! A Spring-style echo worker: answers each request the way `@KafkaListener` + `@SendTo`
 //! would, with the correlation id bytes echoed, to the topic named in `kafka_replyTopic`,
-//! keyed by the request key. Shared by the tests and `examples/echo_worker.rs`.
+//! keyed by the request key. The gateway tests use it to answer without a real worker.
 
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, Record};

@@ -206,11 +206,84 @@ impl Drop for Responder {
     }
 }
 
-/// A `kreply gateway` process; killed on drop.
-pub struct Gateway {
-    pub addr: SocketAddr,
+/// A `kreply` process with its log file; killed on drop.
+pub struct Daemon {
     child: Child,
     log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `kreply args...` with `env`, logging to `<name>.log`.
+    pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let log = log_dir().join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_kreply"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{name}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits for the process to end; `Some(code)` if it exited, `None` if a signal ended it.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the log has a line containing `text`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log_text().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no \"{text}\" in {limit:?}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `kreply gateway` process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub daemon: Daemon,
 }
 
 impl Gateway {
@@ -224,18 +297,17 @@ impl Gateway {
     /// Starts a gateway process with the config file `config`, without waiting.
     pub fn spawn(broker: &str, host_ip: &str, config: &Path) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = log_dir().join(format!("gateway-{}.log", addr.port()));
-        let child = Command::new(env!("CARGO_BIN_EXE_kreply"))
-            .args(["gateway", "--config", config.to_str().unwrap()])
-            .env("KREPLY_BROKERS", broker)
-            .env("KREPLY_LISTEN", addr.to_string())
-            .env("KREPLY_HOST_IP", host_ip)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Gateway { addr, child, log }
+        let listen = addr.to_string();
+        let daemon = Daemon::spawn(
+            &format!("gateway-{}", addr.port()),
+            &["gateway", "--config", config.to_str().unwrap()],
+            &[
+                ("KREPLY_BROKERS", broker),
+                ("KREPLY_LISTEN", &listen),
+                ("KREPLY_HOST_IP", host_ip),
+            ],
+        );
+        Gateway { addr, daemon }
     }
 
     pub fn wait_ready(&self) {
@@ -254,7 +326,7 @@ impl Gateway {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.daemon.log_text()
     }
 
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
@@ -262,20 +334,93 @@ impl Gateway {
     }
 
     pub fn pay(&self, operation: &str, body: &serde_json::Value) -> HttpResponse {
-        let headers = [("content-type", "application/json")];
+        self.pay_with(operation, &[], body)
+    }
+
+    /// A payment with extra headers.
+    pub fn pay_with(
+        &self,
+        operation: &str,
+        headers: &[(&str, &str)],
+        body: &serde_json::Value,
+    ) -> HttpResponse {
+        let mut all = vec![("content-type", "application/json")];
+        all.extend_from_slice(headers);
         self.post(
             &format!("/v1/payments/{operation}"),
-            &headers,
+            &all,
             body.to_string().as_bytes(),
         )
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A `kreply mock-pg` process on a free port.
+pub struct MockPg {
+    pub url: String,
+    addr: SocketAddr,
+    pub daemon: Daemon,
+}
+
+impl MockPg {
+    pub fn start(options: &[&str]) -> MockPg {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listen = addr.to_string();
+        let mut args = vec!["mock-pg", "--listen", &listen];
+        args.extend_from_slice(options);
+        let daemon = Daemon::spawn(&format!("mock-pg-{}", addr.port()), &args, &[]);
+        wait_until("mock-pg to listen", Duration::from_secs(10), || {
+            TcpStream::connect(addr).is_ok()
+        });
+        MockPg {
+            url: format!("http://{addr}"),
+            addr,
+            daemon,
+        }
     }
+
+    /// `{"calls": N, "charges": {key: times}}`.
+    pub fn charges(&self) -> serde_json::Value {
+        get(self.addr, "/charges").unwrap().json()
+    }
+}
+
+/// A `kreply worker` process.
+pub struct Worker {
+    pub daemon: Daemon,
+}
+
+impl Worker {
+    pub fn spawn(name: &str, broker: &str, pg: &MockPg, config: &Path) -> Worker {
+        let daemon = Daemon::spawn(
+            name,
+            &["worker", "--config", config.to_str().unwrap()],
+            &[("KREPLY_BROKERS", broker), ("KREPLY_PG_URL", &pg.url)],
+        );
+        Worker { daemon }
+    }
+
+    /// The partitions the worker last logged as its own.
+    pub fn assigned(&self) -> Vec<i32> {
+        const MARK: &str = "assigned partitions [";
+        let log = self.daemon.log_text();
+        let Some(line) = log.lines().rev().find(|l| l.contains(MARK)) else {
+            return vec![];
+        };
+        let after = &line[line.find(MARK).unwrap() + MARK.len()..];
+        let list = &after[..after.find(']').unwrap()];
+        list.split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
+}
+
+/// Waits until `workers` each own some partitions and together own all `partitions`.
+pub fn wait_assigned(workers: &[&Worker], partitions: usize) {
+    wait_until("the workers' assignment", Duration::from_secs(60), || {
+        let owned: Vec<Vec<i32>> = workers.iter().map(|w| w.assigned()).collect();
+        owned.iter().all(|o| !o.is_empty())
+            && owned.iter().map(Vec::len).sum::<usize>() == partitions
+    });
 }
 
 pub fn shipped_config() -> PathBuf {

@@ -1,0 +1,301 @@
+//! The whole seed system: gateways, workers and the PG simulator on a real tansu broker.
+
+mod common;
+
+use common::*;
+use krafka::Record;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The local-stack config (topics created on demand) with the worker's timings for tests.
+fn system_config(pg_timeout_ms: u64) -> PathBuf {
+    config_with(|c| {
+        c["topics"]["auto_create"] = json!(true);
+        c["worker"]["session_timeout_ms"] = json!(6000);
+        c["worker"]["pg_timeout_ms"] = json!(pg_timeout_ms);
+    })
+}
+
+/// A broker, one gateway host (127.0.0.2) and `workers` workers, all assigned.
+struct System {
+    broker: Broker,
+    pg: MockPg,
+    config: PathBuf,
+    gateway: Gateway,
+    workers: Vec<Worker>,
+}
+
+impl System {
+    fn start(workers: usize, pg_options: &[&str], pg_timeout_ms: u64) -> System {
+        let broker = Broker::start();
+        let pg = MockPg::start(pg_options);
+        let config = system_config(pg_timeout_ms);
+        // The gateway creates request, reply and DLQ topics; the workers the results topic.
+        let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
+        gateway.wait_ready();
+        let workers: Vec<Worker> = (0..workers)
+            .map(|_| {
+                Worker::spawn(
+                    &format!("worker-{}", free_port()),
+                    &broker.addr,
+                    &pg,
+                    &config,
+                )
+            })
+            .collect();
+        wait_assigned(&workers.iter().collect::<Vec<_>>(), 3);
+        System {
+            broker,
+            pg,
+            config,
+            gateway,
+            workers,
+        }
+    }
+
+    fn second_gateway(&self) -> Gateway {
+        let gateway = Gateway::spawn(&self.broker.addr, "127.0.0.3", &self.config);
+        gateway.wait_ready();
+        gateway
+    }
+}
+
+#[test]
+fn a_payment_goes_through_gateway_worker_and_pg_and_back() {
+    let system = System::start(1, &["--latency-ms", "20"], 3000);
+
+    let response = system.gateway.pay(
+        "approve",
+        &json!({"order_id": "S-1", "amount": 1200, "currency": "KRW"}),
+    );
+
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    let reply = response.json();
+    assert_eq!(reply["status"], "APPROVED");
+    assert_eq!(reply["order_id"], "S-1");
+    assert_eq!(reply["amount"], 1200);
+    assert!(
+        reply["approval_id"].as_str().unwrap().starts_with("pg-"),
+        "{reply}"
+    );
+    assert_eq!(system.pg.charges()["charges"], json!({"S-1:approve": 1}));
+}
+
+#[test]
+fn the_same_idempotency_key_through_both_hosts_charges_once() {
+    let system = System::start(2, &["--latency-ms", "50"], 3000);
+    let other_host = system.second_gateway();
+    let hosts = [&system.gateway, &other_host, &system.gateway];
+
+    let bodies: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let calls: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                s.spawn(move || {
+                    let response = host.pay_with(
+                        "approve",
+                        &[("idempotency-key", "pay-777")],
+                        &json!({"order_id": "E-1", "amount": 5000}),
+                    );
+                    assert_eq!(
+                        response.status,
+                        200,
+                        "{}",
+                        String::from_utf8_lossy(&response.body)
+                    );
+                    response.json()
+                })
+            })
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+
+    assert!(
+        bodies.iter().all(|b| *b == bodies[0]),
+        "answers differ: {bodies:?}"
+    );
+    let charges = system.pg.charges();
+    assert_eq!(charges["charges"], json!({"pay-777": 1}), "{charges}");
+    assert_eq!(
+        charges["calls"], 1,
+        "the PG was called again for a repeat: {charges}"
+    );
+}
+
+/// A worker killed mid-flight: no caller hangs and nothing is charged twice.
+///
+/// Partition takeover after a SIGKILL is not asserted here: on tansu 0.6.0 the rebalance
+/// that follows the session expiry leaves the dead member's partitions unassigned (see
+/// README, "Known limits"); takeover on a graceful stop is tested below.
+#[test]
+fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice() {
+    let system = System::start(2, &["--latency-ms", "300"], 3000);
+    let victim = &system.workers[0];
+
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..10)
+            .map(|caller| {
+                let gateway = &system.gateway;
+                s.spawn(move || {
+                    (0..3)
+                        .map(|i| {
+                            let body = json!({"order_id": format!("C-{caller}-{i}"), "amount": 10});
+                            gateway
+                                .pay_with("approve", &[("request-timeout", "10000")], &body)
+                                .status
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        // Kill one worker while its PG calls are in flight.
+        victim
+            .daemon
+            .wait_for_log("result=approved", Duration::from_secs(20));
+        victim.daemon.signal("KILL");
+        callers
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+
+    assert_eq!(statuses.len(), 30);
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 504),
+        "a caller got neither a reply nor a timeout: {statuses:?}"
+    );
+    let charges = system.pg.charges();
+    let charged = charges["charges"].as_object().unwrap();
+    for (key, times) in charged {
+        assert_eq!(times, 1, "{key} was charged {times} times");
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        ok > 0,
+        "the surviving worker answered nothing: {statuses:?}"
+    );
+    assert!(charged.len() >= ok, "a 200 without a charge: {charges}");
+}
+
+/// A worker stopped with SIGTERM finishes, leaves the group, and the other takes over.
+#[test]
+fn a_stopped_workers_partitions_move_to_the_other_worker() {
+    let mut system = System::start(2, &[], 3000);
+    let leaving = &mut system.workers[0];
+    leaving.daemon.signal("TERM");
+    assert_eq!(leaving.daemon.wait_exit(Duration::from_secs(30)), Some(0));
+    assert!(
+        leaving
+            .daemon
+            .log_text()
+            .contains("stopping: leaving the group")
+    );
+    wait_assigned(&[&system.workers[1]], 3);
+
+    // Enough orders to land on every partition.
+    for i in 0..9 {
+        let response = system.gateway.pay(
+            "approve",
+            &json!({"order_id": format!("M-{i}"), "amount": 1}),
+        );
+        assert_eq!(
+            response.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&response.body)
+        );
+    }
+    assert_eq!(system.pg.charges()["charges"].as_object().unwrap().len(), 9);
+    let partitions: std::collections::HashSet<i32> = system
+        .broker
+        .read_topic(REQUEST_TOPIC, 9)
+        .iter()
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(
+        partitions.len(),
+        3,
+        "the orders did not reach every partition"
+    );
+}
+
+#[test]
+fn pg_failures_and_declines_map_to_statuses_and_poison_does_not_block() {
+    let system = System::start(1, &["--slow-ms", "2000"], 500);
+    let gateway = &system.gateway;
+
+    let declined = gateway.pay("approve", &json!({"order_id": "DECLINE-1", "amount": 10}));
+    assert_eq!(declined.status, 402);
+    let problem = declined.json();
+    assert_eq!(
+        (problem["code"].as_str(), problem["outcome"].as_str()),
+        (Some("declined"), Some("declined"))
+    );
+    assert_eq!(problem["reply"]["status"], "DECLINED");
+
+    let failed = gateway.pay("approve", &json!({"order_id": "FAIL-1", "amount": 10}));
+    assert_eq!(failed.status, 502);
+    assert_eq!(
+        (
+            failed.json()["code"].as_str(),
+            failed.json()["outcome"].as_str()
+        ),
+        (Some("pg-error"), Some("failed"))
+    );
+
+    let slow = gateway.pay("approve", &json!({"order_id": "SLOW-1", "amount": 10}));
+    assert_eq!(slow.status, 504);
+    assert_eq!(
+        (
+            slow.json()["code"].as_str(),
+            slow.json()["outcome"].as_str()
+        ),
+        (Some("pg-unknown"), Some("unknown"))
+    );
+
+    // Poison on every partition: not JSON, and with or without a reply route.
+    let kafka = system.broker.kafka();
+    system.broker.runtime.block_on(async {
+        let producer = kafka.producer().build().await.unwrap();
+        for partition in 0..3 {
+            let bare = Record::new(REQUEST_TOPIC, "{not json").partition(partition);
+            let _ack = producer.send(bare).await.unwrap();
+            let routed = Record::new(REQUEST_TOPIC, "\u{0}garbage")
+                .partition(partition)
+                .header("kafka_replyTopic", REPLY_LOCAL2)
+                .header("kafka_correlationId", vec![1u8; 16]);
+            let _ack = producer.send(routed).await.unwrap();
+        }
+    });
+    for i in 0..3 {
+        let after = gateway.pay(
+            "approve",
+            &json!({"order_id": format!("AFTER-{i}"), "amount": 10}),
+        );
+        assert_eq!(
+            after.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&after.body)
+        );
+    }
+    let worker_log = system.workers[0].daemon.log_text();
+    assert_eq!(
+        worker_log
+            .matches("cannot be answered (no kafka_replyTopic header); skipped")
+            .count(),
+        3
+    );
+    // The routed poison got an invalid-request reply, which no caller waited for.
+    system
+        .gateway
+        .daemon
+        .wait_for_log("reply with no waiter", Duration::from_secs(5));
+    assert_eq!(system.pg.charges()["calls"], 6, "poison reached the PG");
+}
