@@ -230,34 +230,27 @@ fn pg_failures_and_declines_map_to_statuses_and_poison_does_not_block() {
     let system = System::start(1, &["--slow-ms", "2000"], 500);
     let gateway = &system.gateway;
 
-    let declined = gateway.pay("approve", &json!({"order_id": "DECLINE-1", "amount": 10}));
-    assert_eq!(declined.status, 402);
-    let problem = declined.json();
-    assert_eq!(
-        (problem["code"].as_str(), problem["outcome"].as_str()),
-        (Some("declined"), Some("declined"))
-    );
-    assert_eq!(problem["reply"]["status"], "DECLINED");
-
-    let failed = gateway.pay("approve", &json!({"order_id": "FAIL-1", "amount": 10}));
-    assert_eq!(failed.status, 502);
-    assert_eq!(
-        (
-            failed.json()["code"].as_str(),
-            failed.json()["outcome"].as_str()
-        ),
-        (Some("pg-error"), Some("failed"))
-    );
-
-    let slow = gateway.pay("approve", &json!({"order_id": "SLOW-1", "amount": 10}));
-    assert_eq!(slow.status, 504);
-    assert_eq!(
-        (
-            slow.json()["code"].as_str(),
-            slow.json()["outcome"].as_str()
-        ),
-        (Some("pg-unknown"), Some("unknown"))
-    );
+    // Each order id prefix steers the PG simulator down one path.
+    let answer = |order: &str, status: u16, code: &str, outcome: &str| {
+        let response = gateway.pay("approve", &json!({"order_id": order, "amount": 10}));
+        assert_eq!(
+            response.status,
+            status,
+            "{order}: {}",
+            String::from_utf8_lossy(&response.body)
+        );
+        let problem = response.json();
+        assert_eq!(
+            (problem["code"].as_str(), problem["outcome"].as_str()),
+            (Some(code), Some(outcome)),
+            "{problem}"
+        );
+        problem
+    };
+    let declined = answer("DECLINE-1", 402, "declined", "declined");
+    assert_eq!(declined["reply"]["status"], "DECLINED");
+    answer("FAIL-1", 502, "pg-error", "failed");
+    answer("SLOW-1", 504, "pg-unknown", "unknown");
 
     // Poison on every partition: not JSON, and with or without a reply route.
     let kafka = system.broker.kafka();
