@@ -74,6 +74,8 @@ pub struct WorkerConfig {
     pub session_timeout_ms: u64,
     /// Where a group with no committed offsets starts: "latest" or "earliest".
     pub start_from: StartFrom,
+    /// Where the worker serves `/metrics` and `/healthz`.
+    pub metrics_listen: SocketAddr,
 }
 
 /// Where a new consumer group starts reading.
@@ -132,6 +134,7 @@ impl Default for WorkerConfig {
             results_topic: "payment_results".to_string(),
             session_timeout_ms: 10_000,
             start_from: StartFrom::Latest,
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9310)),
         }
     }
 }
@@ -191,6 +194,13 @@ impl Config {
                 "KREPLY_LISTEN",
                 &listen,
                 "an ip:port such as 127.0.0.1:8080",
+            )?;
+        }
+        if let Some(listen) = env("KREPLY_METRICS_LISTEN") {
+            self.worker.metrics_listen = parse_env(
+                "KREPLY_METRICS_LISTEN",
+                &listen,
+                "an ip:port such as 127.0.0.1:9310",
             )?;
         }
         if let Some(url) = env("KREPLY_PG_URL") {

@@ -1,20 +1,35 @@
-//! `kreply gateway`: resolve this host's route, start the Kafka side, then serve HTTP.
+//! `kreply gateway`: resolve this host's route, start the Kafka side, serve HTTP, and stop
+//! gracefully.
 //!
-//! Each step either succeeds or ends startup with one sentence. The HTTP port opens only
-//! after the reply consumer is positioned, so the first request ever accepted can already
-//! receive its reply.
+//! Each startup step either succeeds or ends startup with one sentence. The HTTP port opens
+//! only after the reply consumer is positioned, and only then is systemd told `READY=1`, so
+//! the first request ever accepted can already receive its reply.
+//!
+//! On SIGTERM or SIGINT: `/readyz` turns 503 and systemd hears `STOPPING=1`; the listener
+//! closes (new connections are refused); payments in flight are answered, up to their
+//! timeouts; queued records (dead letters) are flushed; exit 0. A second signal exits at once.
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::gateway_metrics::GatewayMetrics;
 use crate::host_ips;
 use crate::host_table::HostTable;
 use crate::http::{self, Gateway};
 use crate::kafka::{self, KafkaSetup};
+use crate::ops::notify::{self, notify};
+use crate::ops::signals::{self, StopSignal};
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::reply_route::{self, ReplyRoute};
+use async_std::channel::Receiver;
+use async_std::task;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest a stop waits for queued records to be acknowledged.
+const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// The host-table lookup: `host_ip` (or `KREPLY_HOST_IP`) if set, else the detected IPs.
 pub fn resolve_route(config: &Config) -> Result<ReplyRoute, StartupError> {
@@ -26,40 +41,107 @@ pub fn resolve_route(config: &Config) -> Result<ReplyRoute, StartupError> {
     reply_route::resolve(&table, &config.reply_topic_base, &candidates)
 }
 
-/// Runs the gateway until the process is stopped; returns only on a startup failure.
+/// Runs the gateway until it is stopped by a signal.
 pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let config = Config::load(config_path)?;
     let route = resolve_route(&config)?;
     log::info!("startup: config {}; {route}", config_path.display());
+    let stop_signals = signals::listen()?;
     let registry = Registry::new();
     let readiness = Readiness::default();
+    let metrics = Arc::new(GatewayMetrics::default());
     let sender = kafka::start(KafkaSetup {
         config: config.clone(),
         config_path: config_path.display().to_string(),
         route: route.clone(),
         registry: registry.clone(),
         readiness: readiness.clone(),
+        metrics: Arc::clone(&metrics),
     })?;
     let listen = config.listen;
     let gateway = Arc::new(Gateway {
         config,
+        metrics,
         route,
         registry,
         sender,
         readiness,
     });
-    async_std::task::block_on(async move {
+    task::block_on(async move {
         let listener = async_std::net::TcpListener::bind(listen).await.map_err(|e| {
             StartupError::new(format!(
                 "cannot listen on {listen}: {e}; set \"listen\" in {} or KREPLY_LISTEN to a free address",
                 config_path.display()
             ))
         })?;
+        let accepting = Arc::new(AtomicBool::new(true));
+        let server = task::spawn(http::serve(
+            http::app(Arc::clone(&gateway)),
+            listener,
+            Arc::clone(&accepting),
+        ));
         log::info!(
             "ready: listening on http://{listen}, replies on {}",
             gateway.route.topic
         );
-        http::serve(http::app(gateway), listener).await;
+        notify("READY=1");
+        if let Some(every) = notify::watchdog_interval() {
+            task::spawn(watchdog(every));
+        }
+        let first = stop_signals
+            .recv()
+            .await
+            .unwrap_or("the signal listener ending");
+        stop(&gateway, first, &accepting, stop_signals).await;
+        server.await;
         Ok(())
     })
+}
+
+/// Tells systemd the process is alive; from an async-std task, so a stuck executor stops it.
+async fn watchdog(every: Duration) {
+    loop {
+        notify("WATCHDOG=1");
+        task::sleep(every).await;
+    }
+}
+
+/// The graceful stop, step by step.
+async fn stop(
+    gateway: &Gateway,
+    signal: StopSignal,
+    accepting: &AtomicBool,
+    more: Receiver<StopSignal>,
+) {
+    log::info!(
+        "{signal}: stopping: /readyz is 503, new connections are refused, in-flight payments finish"
+    );
+    notify("STOPPING=1");
+    gateway.readiness.stop();
+    task::spawn(async move {
+        if let Ok(again) = more.recv().await {
+            log::warn!("{again} again: exiting now, without waiting for in-flight payments");
+            std::process::exit(1);
+        }
+    });
+    accepting.store(false, Ordering::Release);
+
+    let deadline = Instant::now() + gateway.config.max_timeout() + Duration::from_secs(1);
+    while gateway.metrics.in_flight_now() > 0 && Instant::now() < deadline {
+        task::sleep(Duration::from_millis(10)).await;
+    }
+    let left = gateway.metrics.in_flight_now();
+    if left > 0 {
+        log::warn!("stopping with {left} payment(s) still in flight past the longest timeout");
+    }
+    if async_std::future::timeout(FLUSH_LIMIT, gateway.sender.flush())
+        .await
+        .is_err()
+    {
+        log::warn!(
+            "stopping before every queued record was acknowledged ({} s limit)",
+            FLUSH_LIMIT.as_secs()
+        );
+    }
+    log::info!("stopped");
 }

@@ -4,16 +4,19 @@
 //! The core (config, host table, reply route, correlation registry, records) knows no
 //! async runtime; `http` runs on async-std, `kafka` on a Tokio thread of its own.
 
+pub mod check_config;
 pub mod config;
 pub mod correlation_id;
 pub mod dead_letter;
 pub mod error;
 pub mod gateway;
+pub mod gateway_metrics;
 pub mod host_ips;
 pub mod host_table;
 pub mod http;
 pub mod kafka;
 pub mod mock_pg;
+pub mod ops;
 pub mod payment;
 pub mod problem;
 pub mod readiness;

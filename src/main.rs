@@ -3,7 +3,7 @@
 use kreply::config::{Config, DEFAULT_CONFIG_PATH};
 use kreply::error::StartupError;
 use kreply::mock_pg::{self, MockPgOptions};
-use kreply::{gateway, worker};
+use kreply::{check_config, gateway, worker};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,6 +13,7 @@ kreply: HTTP payment calls answered through Kafka request-reply, one reply topic
 Usage:
   kreply gateway [--config PATH] [--print-route]
   kreply worker [--config PATH]
+  kreply check-config [--config PATH]
   kreply mock-pg [--listen ADDR] [--latency-ms N] [--jitter-ms N] [--failure-rate F]
                  [--decline-over AMOUNT] [--slow-ms N]
   kreply --help | --version
@@ -20,6 +21,8 @@ Usage:
 Commands:
   gateway        Serve POST /v1/payments/{operation}, /healthz and /readyz.
   worker         Consume payment requests in a group, charge the PG once, reply.
+  check-config   Check the config, this host's route, the brokers and the topics;
+                 print a report and exit non-zero on the first problem.
   mock-pg        A payment provider simulator (orders named DECLINE*, FAIL*, SLOW*
                  are declined, fail, or are slow); GET /charges counts charges by key.
 
@@ -30,7 +33,7 @@ Options:
 Environment:
   KREPLY_CONFIG   config file path      KREPLY_BROKERS  host:port[,host:port...]
   KREPLY_LISTEN   HTTP ip:port          KREPLY_HOST_IP  IP to look up in the host table
-  KREPLY_PG_URL   the worker's PG URL
+  KREPLY_PG_URL   the worker's PG URL   KREPLY_METRICS_LISTEN  the worker's /metrics ip:port
   RUST_LOG        log filter (default: info)
 ";
 
@@ -40,6 +43,7 @@ enum Command {
     Version,
     Gateway { config: PathBuf, print_route: bool },
     Worker { config: PathBuf },
+    CheckConfig { config: PathBuf },
     MockPg(MockPgOptions),
 }
 
@@ -49,7 +53,9 @@ fn parse(args: &[String]) -> Result<Command, String> {
         None | Some("-h" | "--help" | "help") => Ok(Command::Help),
         Some("-V" | "--version") => Ok(Command::Version),
         Some("mock-pg") => MockPgOptions::parse(args.as_slice()).map(Command::MockPg),
-        Some(command @ ("gateway" | "worker")) => parse_daemon(command, args.as_slice()),
+        Some(command @ ("gateway" | "worker" | "check-config")) => {
+            parse_daemon(command, args.as_slice())
+        }
         Some(other) => Err(format!("unknown command \"{other}\"")),
     }
 }
@@ -73,6 +79,7 @@ fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     Ok(match command {
         "worker" => Command::Worker { config },
+        "check-config" => Command::CheckConfig { config },
         _ => Command::Gateway {
             config,
             print_route,
@@ -112,6 +119,7 @@ fn main() -> ExitCode {
         }) => print_route(&config),
         Ok(Command::Gateway { config, .. }) => gateway::run(&config),
         Ok(Command::Worker { config }) => worker::run(&config),
+        Ok(Command::CheckConfig { config }) => check_config::run(&config),
         Ok(Command::MockPg(options)) => mock_pg::run(options),
     };
     match result {

@@ -122,7 +122,8 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
                 ))
             })?;
         log::info!("ready: mock PG on http://{listen}");
-        crate::http::serve(app, listener).await;
+        let forever = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        crate::http::serve(app, listener, forever).await;
         Ok(())
     })
 }

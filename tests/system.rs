@@ -85,6 +85,24 @@ fn a_payment_goes_through_gateway_worker_and_pg_and_back() {
         "{reply}"
     );
     assert_eq!(system.pg.charges()["charges"], json!({"S-1:approve": 1}));
+    let metrics = String::from_utf8(
+        get(system.workers[0].metrics_addr, "/metrics")
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert!(
+        metrics.contains("kreply_worker_requests_total{result=\"approved\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kreply_worker_pg_call_duration_seconds_count{result=\"approved\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kreply_worker_partitions_assigned 3\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -7,16 +7,26 @@
 
 use async_std::net::TcpListener;
 use async_std::task;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Serves `app` on `listener` until the process ends.
-pub async fn serve<State>(app: tide::Server<State>, listener: TcpListener)
-where
+/// How often the loop looks at `accepting` while no connection arrives.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// Serves `app` on `listener` while `accepting` is true; then drops the listener, so new
+/// connections are refused while those already open finish their requests.
+pub async fn serve<State>(
+    app: tide::Server<State>,
+    listener: TcpListener,
+    accepting: Arc<AtomicBool>,
+) where
     State: Clone + Send + Sync + 'static,
 {
-    loop {
-        let (stream, peer) = match listener.accept().await {
+    while accepting.load(Ordering::Acquire) {
+        let (stream, peer) = match async_std::io::timeout(STOP_CHECK, listener.accept()).await {
             Ok(accepted) => accepted,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Err(e) => {
                 // Usually out of file descriptors: back off instead of spinning.
                 log::warn!("accept failed: {e}");

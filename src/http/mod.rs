@@ -1,6 +1,6 @@
 //! The HTTP side: tide on async-std.
 //!
-//! Routes: `POST /v1/payments/{operation}`, `GET /healthz`, `GET /readyz`. Everything the
+//! Routes: `POST /v1/payments/{operation}`, `GET /healthz`, `GET /readyz`, `GET /metrics`. Everything the
 //! handlers need is in one shared [`Gateway`]; the Kafka side is reached only through its
 //! [`SendHandle`] and the correlation registry.
 
@@ -12,6 +12,7 @@ mod problem_response;
 pub use listener::serve;
 
 use crate::config::Config;
+use crate::gateway_metrics::GatewayMetrics;
 use crate::kafka::SendHandle;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 /// What every request handler shares.
 pub struct Gateway {
     pub config: Config,
+    pub metrics: Arc<GatewayMetrics>,
     pub route: ReplyRoute,
     pub registry: Registry,
     pub sender: SendHandle,
@@ -36,5 +38,6 @@ pub fn app(gateway: State) -> tide::Server<State> {
     app.at("/v1/payments/:operation").post(payments::handle);
     app.at("/healthz").get(probes::healthz);
     app.at("/readyz").get(probes::readyz);
+    app.at("/metrics").get(probes::metrics);
     app
 }

@@ -12,6 +12,7 @@ use super::State;
 use super::problem_response;
 use crate::correlation_id::CorrelationId;
 use crate::dead_letter::{self, Cause};
+use crate::gateway_metrics::RequestOutcome;
 use crate::http::Gateway;
 use crate::kafka::SendFailure;
 use crate::payment::PaymentRequest;
@@ -46,10 +47,21 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     let started = Instant::now();
     let gateway = req.state().clone();
     let operation = req.param("operation").unwrap_or_default().to_string();
+    let _in_flight = gateway.metrics.in_flight();
     let mut trail = Trail::default();
     let answer = exchange(&gateway, &mut req, &operation, &mut trail)
         .await
         .and_then(|reply| worker_answer(reply, trail.correlation_id.as_ref()));
+    let outcome = match &answer {
+        Ok(_) => RequestOutcome::Ok,
+        Err(problem) => outcome_of(problem),
+    };
+    let label = if gateway.config.accepts_operation(&operation) {
+        operation.as_str()
+    } else {
+        "unknown"
+    };
+    gateway.metrics.record(label, outcome, started.elapsed());
     let mut response = match answer {
         Ok(body) => ok_response(body),
         Err(problem) => problem_response::respond(&problem),
@@ -97,7 +109,7 @@ async fn exchange(
         .map_err(|invalid| Problem::new(400, invalid.code, invalid.detail))?;
     payment.idempotency_key = idempotency_key;
     trail.order_id = Some(payment.order_id.clone());
-    if !gateway.readiness.is_ready() {
+    if !gateway.readiness.reads_replies() {
         return Err(Problem::new(
             503,
             "not-ready",
@@ -169,6 +181,16 @@ fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Pr
         problem = problem.with_correlation_id(id);
     }
     Err(problem)
+}
+
+/// The metrics outcome of a failed request: refused before sending, timed out, or failed after.
+fn outcome_of(problem: &Problem) -> RequestOutcome {
+    match (problem.status, problem.code) {
+        (_, "reply-timeout") => RequestOutcome::Timeout,
+        (_, "not-ready") => RequestOutcome::Rejected,
+        (status, _) if problem.correlation_id.is_none() && status < 500 => RequestOutcome::Rejected,
+        _ => RequestOutcome::Error,
+    }
 }
 
 fn ok_response(body: Vec<u8>) -> Response {
@@ -332,5 +354,6 @@ fn dead_letter(
     why: &str,
 ) {
     let letter = dead_letter::record(&gateway.config.dlq_topic, record, placement, cause, why);
+    gateway.metrics.dlq_writes.inc();
     gateway.sender.send_and_forget(letter);
 }

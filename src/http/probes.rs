@@ -1,4 +1,4 @@
-//! `/healthz` (the process answers) and `/readyz` (it can take payments now).
+//! `/healthz` (the process answers), `/readyz` (it takes payments now), `/metrics`.
 
 use super::State;
 use crate::problem::Problem;
@@ -29,6 +29,18 @@ pub async fn readyz(req: Request<State>) -> tide::Result {
             "in_flight": gateway.registry.in_flight(),
         }),
     ))
+}
+
+/// Prometheus text format 0.0.4.
+pub async fn metrics(req: Request<State>) -> tide::Result {
+    let gateway = req.state();
+    let text = gateway
+        .metrics
+        .render(&gateway.registry, gateway.readiness.is_ready());
+    let mut response = Response::new(StatusCode::Ok);
+    response.set_body(text);
+    response.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+    Ok(response)
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response {

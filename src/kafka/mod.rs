@@ -16,11 +16,13 @@ pub use producer::{SendFailure, SendHandle, to_krafka};
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::gateway_metrics::GatewayMetrics;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::reply_route::ReplyRoute;
 use krafka::Kafka;
 use krafka::consumer::AutoOffsetReset;
+use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 use topics::NeededTopic;
@@ -33,6 +35,7 @@ pub struct KafkaSetup {
     pub route: ReplyRoute,
     pub registry: Registry,
     pub readiness: Readiness,
+    pub metrics: Arc<GatewayMetrics>,
 }
 
 /// Starts the Kafka thread and waits until it is ready or has failed.
@@ -63,8 +66,18 @@ async fn serve(setup: KafkaSetup, started: mpsc::Sender<Result<SendHandle, Start
     let (handle, queue) = producer::channel();
     setup.readiness.set(true);
     let _ = started.send(Ok(handle));
-    tokio::spawn(producer::run(parts.producer, queue));
-    reply_consumer::run(parts.consumer, setup.registry, setup.readiness).await;
+    tokio::spawn(producer::run(
+        parts.producer,
+        queue,
+        Arc::clone(&setup.metrics),
+    ));
+    reply_consumer::run(
+        parts.consumer,
+        setup.registry,
+        setup.readiness,
+        setup.metrics,
+    )
+    .await;
 }
 
 struct Connected {

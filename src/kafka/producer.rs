@@ -10,9 +10,11 @@
 //! record. The gateway itself never re-sends: a send whose outcome is unknown is reported
 //! as unknown, never tried again, because a second copy could charge twice.
 
+use crate::gateway_metrics::GatewayMetrics;
 use crate::record::{OutgoingRecord, Placement};
 use krafka::producer::Producer;
 use krafka::{KrafkaError, Record};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a send did not succeed, and whether the record may be in the log anyway.
@@ -24,10 +26,14 @@ pub struct SendFailure {
 
 type Ack = Result<Placement, SendFailure>;
 
-struct SendJob {
-    record: OutgoingRecord,
-    /// `None` for fire-and-forget records (dead letters): failures are logged.
-    ack: Option<oneshot::Sender<Ack>>,
+enum SendJob {
+    Send {
+        record: OutgoingRecord,
+        /// `None` for fire-and-forget records (dead letters): failures are logged.
+        ack: Option<oneshot::Sender<Ack>>,
+    },
+    /// Sends everything queued so far, then answers.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The HTTP side's handle: cheap to clone, usable from any thread or runtime.
@@ -40,7 +46,7 @@ impl SendHandle {
     /// Sends a record and waits for the broker's acknowledgement.
     pub async fn send(&self, record: OutgoingRecord) -> Ack {
         let (ack, acked) = oneshot::channel();
-        self.submit(SendJob {
+        self.submit(SendJob::Send {
             record,
             ack: Some(ack),
         })?;
@@ -50,8 +56,16 @@ impl SendHandle {
     /// Sends a record without waiting; a failure is logged with the record's topic and key.
     pub fn send_and_forget(&self, record: OutgoingRecord) {
         let topic = record.topic.clone();
-        if let Err(e) = self.submit(SendJob { record, ack: None }) {
+        if let Err(e) = self.submit(SendJob::Send { record, ack: None }) {
             log::error!("cannot send to {topic}: {}", e.message);
+        }
+    }
+
+    /// Waits until every record handed over before this call is acknowledged or failed.
+    pub async fn flush(&self) {
+        let (done, flushed) = oneshot::channel();
+        if self.submit(SendJob::Flush(done)).is_ok() {
+            let _ = flushed.await;
         }
     }
 
@@ -77,20 +91,31 @@ pub fn channel() -> (SendHandle, SendQueue) {
 pub struct SendQueue(mpsc::UnboundedReceiver<SendJob>);
 
 /// Feeds queued records to the producer until every handle is dropped.
-pub async fn run(producer: Producer, mut queue: SendQueue) {
-    while let Some(SendJob { record, ack }) = queue.0.recv().await {
+pub async fn run(producer: Producer, mut queue: SendQueue, metrics: Arc<GatewayMetrics>) {
+    while let Some(job) = queue.0.recv().await {
+        let (record, ack) = match job {
+            SendJob::Send { record, ack } => (record, ack),
+            SendJob::Flush(done) => {
+                if let Err(e) = producer.flush().await {
+                    log::warn!("flushing the Kafka producer: {e}");
+                }
+                let _ = done.send(());
+                continue;
+            }
+        };
         // Fire-and-forget records have nobody to report to, so remember what to log.
         let label = ack.is_none().then(|| label(&record));
+        let metrics = Arc::clone(&metrics);
         match producer.enqueue(to_krafka(record)).await {
             // Not queued: it never left this process.
-            Err(e) => finish(ack, label, Err(failure(false, e))),
+            Err(e) => finish(ack, label, Err(failure(false, e)), &metrics),
             Ok(delivery) => {
                 tokio::spawn(async move {
                     let result = delivery.await.map(|m| Placement {
                         partition: m.partition,
                         offset: m.offset,
                     });
-                    finish(ack, label, result.map_err(|e| failure(true, e)));
+                    finish(ack, label, result.map_err(|e| failure(true, e)), &metrics);
                 });
             }
         }
@@ -108,7 +133,15 @@ fn label(record: &OutgoingRecord) -> String {
     )
 }
 
-fn finish(ack: Option<oneshot::Sender<Ack>>, label: Option<String>, result: Ack) {
+fn finish(
+    ack: Option<oneshot::Sender<Ack>>,
+    label: Option<String>,
+    result: Ack,
+    metrics: &GatewayMetrics,
+) {
+    if result.is_err() {
+        metrics.produce_errors.inc();
+    }
     match (ack, result) {
         // The waiter may have given up (timeout); its own path reports that.
         (Some(ack), result) => drop(ack.send(result)),

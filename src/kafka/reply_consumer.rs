@@ -9,11 +9,13 @@
 
 use crate::correlation_id::CorrelationId;
 use crate::error::StartupError;
+use crate::gateway_metrics::GatewayMetrics;
 use crate::readiness::Readiness;
 use crate::record::headers;
 use crate::registry::{Delivery, Registry, Reply};
 use krafka::ConsumerRecord;
 use krafka::consumer::Consumer;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one `poll` may wait before the loop checks back in.
@@ -53,7 +55,12 @@ pub async fn position_at_latest(
 }
 
 /// Polls forever, delivering replies; readiness follows whether polling works.
-pub async fn run(consumer: Consumer, registry: Registry, readiness: Readiness) {
+pub async fn run(
+    consumer: Consumer,
+    registry: Registry,
+    readiness: Readiness,
+    metrics: Arc<GatewayMetrics>,
+) {
     loop {
         match consumer.poll(POLL_TIMEOUT).await {
             Ok(records) => {
@@ -61,9 +68,14 @@ pub async fn run(consumer: Consumer, registry: Registry, readiness: Readiness) {
                 for record in records {
                     dispatch(&registry, record);
                 }
+                let lag = consumer.lag().await;
+                metrics.set_reply_lag(
+                    lag.into_iter()
+                        .filter_map(|(tp, l)| Some((tp.partition, l.lag?))),
+                );
             }
             Err(e) => {
-                if readiness.is_ready() {
+                if readiness.reads_replies() {
                     log::error!("reply consumer failed, not ready until it recovers: {e}");
                 }
                 readiness.set(false);

@@ -65,7 +65,7 @@ pub async fn ensure(
 }
 
 /// The topic's partition ids, or `None` when the broker does not know the topic.
-async fn describe(admin: &AdminClient, name: &str) -> Result<Option<Vec<i32>>, StartupError> {
+pub async fn describe(admin: &AdminClient, name: &str) -> Result<Option<Vec<i32>>, StartupError> {
     let mut answers = admin
         .describe_topics([name], DescribeTopicsOptions::default())
         .await

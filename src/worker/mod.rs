@@ -12,6 +12,7 @@
 //! Tokio thread: the work is waiting on the PG and the brokers, not computing.
 
 mod answer;
+mod metrics;
 mod pg_client;
 mod request;
 mod results;
@@ -20,10 +21,12 @@ mod settle;
 use crate::config::{Config, StartFrom};
 use crate::error::StartupError;
 use crate::kafka::{self, topics, topics::NeededTopic};
+use crate::ops::notify::notify;
 use crate::record::OutgoingRecord;
 use krafka::ConsumerRecord;
 use krafka::consumer::{AutoOffsetReset, Consumer, OffsetAndMetadata, TopicPartition};
 use krafka::producer::Producer;
+use metrics::WorkerMetrics;
 use pg_client::PgClient;
 use results::ResultsStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,6 +42,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// What every request task shares.
 pub struct Worker {
+    metrics: Arc<WorkerMetrics>,
     producer: Arc<Producer>,
     results: ResultsStore,
     pg: PgClient,
@@ -61,6 +65,14 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     runtime.block_on(async {
         let mut stop = Stop::listen()?;
         let (worker, consumer) = start(&config, &config_path.display().to_string()).await?;
+        let listen = config.worker.metrics_listen;
+        metrics::serve(Arc::clone(&worker.metrics), listen).await.map_err(|e| {
+            StartupError::new(format!(
+                "the worker cannot serve /metrics on {listen}: {e}; set \"worker.metrics_listen\" or KREPLY_METRICS_LISTEN to a free address"
+            ))
+        })?;
+        log::info!("ready: worker metrics on http://{listen}/metrics");
+        notify("READY=1");
         serve(
             Arc::new(worker),
             &consumer,
@@ -68,6 +80,8 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
             &mut stop,
         )
         .await;
+        notify("STOPPING=1");
+        stop.exit_on_next();
         log::info!("worker: stopping: leaving the group");
         if let Err(e) = consumer.close().await {
             log::warn!("worker: leaving the group: {e}");
@@ -139,6 +153,7 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
     let pg_calls = Semaphore::new(settings.concurrency);
     Ok((
         Worker {
+            metrics: Arc::new(WorkerMetrics::default()),
             producer,
             results,
             pg,
@@ -182,11 +197,15 @@ async fn serve(worker: Arc<Worker>, consumer: &Consumer, topic: &str, stop: &mut
             let mut sorted: Vec<_> = assigned.iter().copied().collect();
             sorted.sort_unstable();
             log::info!("worker: assigned partitions {sorted:?} of {topic}");
+            worker
+                .metrics
+                .partitions
+                .store(assigned.len(), std::sync::atomic::Ordering::Relaxed);
             owned = assigned;
         }
         if !records.is_empty() {
             let settled = settle_batch(&worker, records).await;
-            commit(consumer, topic, settled).await;
+            commit(consumer, topic, settled, &worker.metrics).await;
         }
     }
 }
@@ -245,6 +264,7 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
         Ok(item) => item,
         Err(why) => {
             log::warn!("worker: request at {at} cannot be answered ({why}); skipped");
+            worker.metrics.request("skipped");
             return true;
         }
     };
@@ -259,7 +279,7 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
 }
 
 /// Commits each partition up to its first unsettled offset and re-reads from there.
-async fn commit(consumer: &Consumer, topic: &str, settled: Settled) {
+async fn commit(consumer: &Consumer, topic: &str, settled: Settled, metrics: &WorkerMetrics) {
     for (partition, offsets) in settled {
         let first_unsettled = offsets
             .iter()
@@ -272,6 +292,7 @@ async fn commit(consumer: &Consumer, topic: &str, settled: Settled) {
             OffsetAndMetadata::new(next),
         );
         if let Err(e) = consumer.commit_offsets([position]).await {
+            metrics.commit_errors.inc();
             log::warn!(
                 "worker: committing {topic}/{partition} at {next}: {e} (the next owner may repeat; the record answers)"
             );
@@ -310,6 +331,15 @@ impl Stop {
             term: listen(SignalKind::terminate())?,
             int: listen(SignalKind::interrupt())?,
         })
+    }
+
+    /// After the first signal: a second one ends the process at once.
+    fn exit_on_next(mut self) {
+        tokio::spawn(async move {
+            self.requested().await;
+            log::warn!("worker: signalled again: exiting now, without finishing");
+            std::process::exit(1);
+        });
     }
 
     async fn requested(&mut self) {

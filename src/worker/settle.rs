@@ -4,14 +4,20 @@ use crate::payment::PaymentRequest;
 use crate::reply_error::ReplyError;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
+use crate::worker::metrics::WorkerMetrics;
 use crate::worker::pg_client::PgAnswer;
 use crate::worker::request::WorkItem;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Settles `item` and sends its reply; `Err` when the reply was not acknowledged, so the
 /// request must be read again (the record then answers the repeat).
 pub async fn settle_and_reply(worker: &Worker, item: WorkItem) -> Result<(), String> {
     let answer = match &item.payment {
-        Err(why) => Answer::invalid(why),
+        Err(why) => {
+            worker.metrics.request("invalid-request");
+            Answer::invalid(why)
+        }
         Ok(payment) => settle(worker, payment).await?,
     };
     let reply = answer.to_reply(&item.reply_to, &item.key);
@@ -24,7 +30,11 @@ pub async fn settle_and_reply(worker: &Worker, item: WorkItem) -> Result<(), Str
 /// The answer for `payment`, calling the PG only if no attempt is on record.
 async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, String> {
     let key = payment.idempotency_key.as_deref().unwrap_or_default();
-    match worker.results.get(key) {
+    let on_record = worker.results.get(key);
+    if matches!(on_record, Some(Recorded::Final { .. } | Recorded::Pending)) {
+        worker.metrics.request("repeat");
+    }
+    match on_record {
         Some(Recorded::Final { error, reply }) => {
             log::info!("repeat of {key}: answered from the record, PG not called");
             return Ok(Answer::from_final(error.as_deref(), &reply));
@@ -45,7 +55,12 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
         .put(key, &Recorded::Pending)
         .await
         .map_err(|e| format!("cannot record the attempt for {key}, PG not called: {e}"))?;
-    let (answer, recorded) = match worker.pg.charge(payment).await {
+    let started = Instant::now();
+    let pg_answer = {
+        let _calling = InFlightCall::start(&worker.metrics);
+        worker.pg.charge(payment).await
+    };
+    let (answer, recorded) = match pg_answer {
         PgAnswer::Approved(body) => with_final(Answer { error: None, body }),
         PgAnswer::Declined(body) => with_final(Answer {
             error: Some(ReplyError::Declined),
@@ -64,11 +79,13 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
         // The caller still gets the real answer; a repeat will be answered "unknown".
         log::error!("cannot record the result for {key} (it stays pending): {e}");
     }
+    let result = answer.error.map_or("approved", ReplyError::code);
+    worker.metrics.request(result);
+    worker.metrics.pg_call(result, started.elapsed());
     log::info!(
-        "payment {key} order_id={} operation={} result={}",
+        "payment {key} order_id={} operation={} result={result}",
         payment.order_id,
         payment.operation,
-        answer.error.map_or("approved", ReplyError::code)
     );
     Ok(answer)
 }
@@ -76,4 +93,20 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
 fn with_final(answer: Answer) -> (Answer, Option<Recorded>) {
     let recorded = answer.to_final();
     (answer, Some(recorded))
+}
+
+/// Counts a PG call as under way until dropped.
+struct InFlightCall<'a>(&'a WorkerMetrics);
+
+impl<'a> InFlightCall<'a> {
+    fn start(metrics: &'a WorkerMetrics) -> Self {
+        metrics.pg_calls_in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightCall(metrics)
+    }
+}
+
+impl Drop for InFlightCall<'_> {
+    fn drop(&mut self) {
+        self.0.pg_calls_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }

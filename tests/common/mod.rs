@@ -167,11 +167,16 @@ impl Broker {
 
     /// Starts a Spring-style responder on the request topic (see [`Responder`]).
     pub fn responder(&self) -> Responder {
+        self.slow_responder(Duration::ZERO)
+    }
+
+    /// A responder that answers each request `delay` after reading it.
+    pub fn slow_responder(&self, delay: Duration) -> Responder {
         let kafka = self.kafka();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (consumer, producer) = self.runtime.block_on(async {
             let consumer = echo::request_consumer(&kafka, REQUEST_TOPIC).await.unwrap();
-            (consumer, kafka.producer().build().await.unwrap())
+            (consumer, Arc::new(kafka.producer().build().await.unwrap()))
         });
         let recorded = Arc::clone(&seen);
         let task = self.runtime.spawn(async move {
@@ -179,7 +184,11 @@ impl Broker {
                 for request in consumer.poll(Duration::from_millis(100)).await.unwrap() {
                     let reply = echo::reply_to(&request).unwrap();
                     recorded.lock().unwrap().push(request);
-                    let _ack = producer.send(reply).await.unwrap();
+                    let producer = Arc::clone(&producer);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ack = producer.send(reply).await.unwrap();
+                    });
                 }
             }
         });
@@ -387,16 +396,27 @@ impl MockPg {
 /// A `kreply worker` process.
 pub struct Worker {
     pub daemon: Daemon,
+    /// Where its `/metrics` is served.
+    pub metrics_addr: SocketAddr,
 }
 
 impl Worker {
     pub fn spawn(name: &str, broker: &str, pg: &MockPg, config: &Path) -> Worker {
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let listen = metrics_addr.to_string();
         let daemon = Daemon::spawn(
             name,
             &["worker", "--config", config.to_str().unwrap()],
-            &[("KREPLY_BROKERS", broker), ("KREPLY_PG_URL", &pg.url)],
+            &[
+                ("KREPLY_BROKERS", broker),
+                ("KREPLY_PG_URL", &pg.url),
+                ("KREPLY_METRICS_LISTEN", &listen),
+            ],
         );
-        Worker { daemon }
+        Worker {
+            daemon,
+            metrics_addr,
+        }
     }
 
     /// The partitions the worker last logged as its own.
@@ -499,6 +519,12 @@ pub fn request(
     stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
+    if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
+    }
     Ok(parse_response(&raw))
 }
 

@@ -1,0 +1,64 @@
+//! `kreply check-config`: everything startup checks, as a report, without serving.
+//!
+//! For a deploy pipeline or an operator before a restart: parse the config and the host
+//! table, resolve this host's reply route, reach the brokers and look up every topic the
+//! gateway and the worker use. Nothing is created or changed. Each line says what was
+//! checked; the first failure ends the report with the same one sentence startup would give.
+
+use crate::config::Config;
+use crate::error::StartupError;
+use crate::gateway::resolve_route;
+use crate::kafka::{self, topics};
+use std::path::Path;
+
+/// Prints the report; `Err` on the first problem.
+pub fn run(config_path: &Path) -> Result<(), StartupError> {
+    let config = Config::load(config_path)?;
+    println!("ok  config {}", config_path.display());
+    let route = resolve_route(&config)?;
+    println!("ok  host table {}: {route}", config.host_table.display());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StartupError::new(format!("cannot start the check's runtime: {e}")))?;
+    runtime.block_on(check_kafka(
+        &config,
+        &config_path.display().to_string(),
+        &route.topic,
+    ))
+}
+
+async fn check_kafka(
+    config: &Config,
+    config_path: &str,
+    reply_topic: &str,
+) -> Result<(), StartupError> {
+    let kafka = kafka::connect_brokers(config, config_path, "kreply-check-config").await?;
+    println!("ok  brokers {}", config.brokers.join(","));
+    let admin = kafka.admin();
+    let needed = [
+        ("request", config.request_topic.as_str()),
+        ("reply", reply_topic),
+        ("dead-letter", config.dlq_topic.as_str()),
+        ("results (worker)", config.worker.results_topic.as_str()),
+    ];
+    for (role, name) in needed {
+        match topics::describe(&admin, name).await? {
+            Some(partitions) => {
+                println!("ok  {role} topic {name}: {} partition(s)", partitions.len())
+            }
+            None if config.topics.auto_create => println!(
+                "--  {role} topic {name}: missing; startup will create it (topics.auto_create)"
+            ),
+            None => {
+                return Err(StartupError::new(format!(
+                    "the {role} topic \"{name}\" does not exist on brokers {}; create it, or set \"topics\": {{\"auto_create\": true}} in {config_path}",
+                    config.brokers.join(",")
+                )));
+            }
+        }
+    }
+    let _ = admin.close().await;
+    println!("all checks passed");
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The gateway's metrics, filled by the HTTP side and the Kafka side, read by `/metrics`.
+//!
+//! Operation labels are limited to the configured operations (anything else counts as
+//! `unknown`), so a client cannot grow the series without bound by inventing operations.
+
+use crate::ops::metrics::{Counter, CounterVec, Exposition, HistogramVec, LATENCY_BUCKETS};
+use crate::registry::Registry;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How a payment request ended, for `kreply_requests_total{outcome}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// 200 with the worker's reply.
+    Ok,
+    /// No reply (or acknowledgement) in time.
+    Timeout,
+    /// Produced, but the send failed or the worker answered with an error.
+    Error,
+    /// Refused before anything was produced (4xx, not ready).
+    Rejected,
+}
+
+impl RequestOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            RequestOutcome::Ok => "ok",
+            RequestOutcome::Timeout => "timeout",
+            RequestOutcome::Error => "error",
+            RequestOutcome::Rejected => "rejected",
+        }
+    }
+}
+
+pub struct GatewayMetrics {
+    requests: CounterVec,
+    latency: HistogramVec,
+    in_flight: AtomicI64,
+    pub dlq_writes: Counter,
+    pub produce_errors: Counter,
+    reply_lag: Mutex<BTreeMap<i32, u64>>,
+}
+
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        GatewayMetrics {
+            requests: CounterVec::default(),
+            latency: HistogramVec::new(LATENCY_BUCKETS),
+            in_flight: AtomicI64::new(0),
+            dlq_writes: Counter::default(),
+            produce_errors: Counter::default(),
+            reply_lag: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// Counts one finished request; `operation` must already be a known label.
+    pub fn record(&self, operation: &str, outcome: RequestOutcome, elapsed: std::time::Duration) {
+        self.requests.inc(&[operation, outcome.label()]);
+        self.latency.observe(operation, elapsed);
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    pub fn in_flight_now(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The reply consumer's lag per partition, as of its last poll.
+    pub fn set_reply_lag(&self, lag: impl IntoIterator<Item = (i32, u64)>) {
+        let mut current = self.reply_lag.lock().unwrap_or_else(|p| p.into_inner());
+        current.extend(lag);
+    }
+
+    /// The whole exposition.
+    pub fn render(&self, registry: &Registry, ready: bool) -> String {
+        let mut out = Exposition::default();
+        out.counter_vec(
+            "kreply_requests_total",
+            "Payment requests by operation and outcome (ok, timeout, error, rejected).",
+            &["operation", "outcome"],
+            &self.requests,
+        );
+        out.histogram_vec(
+            "kreply_request_duration_seconds",
+            "Time from request to answer, by operation.",
+            "operation",
+            &self.latency,
+        );
+        out.gauge(
+            "kreply_in_flight_requests",
+            "Payment requests being answered now.",
+            self.in_flight_now() as f64,
+        );
+        out.gauge(
+            "kreply_waiting_replies",
+            "Correlation ids waiting for a reply now.",
+            registry.in_flight() as f64,
+        );
+        out.counter(
+            "kreply_replies_without_waiter_total",
+            "Replies that found no waiting request.",
+            registry.unmatched(),
+        );
+        out.counter(
+            "kreply_dlq_writes_total",
+            "Dead-letter records sent.",
+            self.dlq_writes.get(),
+        );
+        out.counter(
+            "kreply_produce_errors_total",
+            "Records the brokers did not acknowledge.",
+            self.produce_errors.get(),
+        );
+        let lag: Vec<(String, f64)> = self
+            .reply_lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, l)| (p.to_string(), *l as f64))
+            .collect();
+        out.gauge_vec(
+            "kreply_reply_consumer_lag",
+            "Replies not yet read, per reply-topic partition.",
+            "partition",
+            &lag,
+        );
+        out.gauge(
+            "kreply_ready",
+            "1 while the gateway takes payments.",
+            if ready { 1.0 } else { 0.0 },
+        );
+        out.finish()
+    }
+
+    pub fn requests(&self, operation: &str, outcome: RequestOutcome) -> u64 {
+        self.requests.get(&[operation, outcome.label()])
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+pub struct InFlight(Arc<GatewayMetrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn known_traffic_shows_up_in_the_text() {
+        let metrics = Arc::new(GatewayMetrics::default());
+        let guard = metrics.in_flight();
+        metrics.record("approve", RequestOutcome::Ok, Duration::from_millis(3));
+        metrics.record("approve", RequestOutcome::Timeout, Duration::from_secs(5));
+        metrics.dlq_writes.inc();
+        metrics.set_reply_lag([(0, 2), (1, 0)]);
+        let text = metrics.render(&Registry::new(), true);
+        assert!(
+            text.contains("kreply_requests_total{operation=\"approve\",outcome=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kreply_requests_total{operation=\"approve\",outcome=\"timeout\"} 1\n")
+        );
+        assert!(text.contains("kreply_request_duration_seconds_count{operation=\"approve\"} 2\n"));
+        assert!(text.contains("kreply_in_flight_requests 1\n"));
+        assert!(text.contains("kreply_dlq_writes_total 1\n"));
+        assert!(text.contains("kreply_reply_consumer_lag{partition=\"0\"} 2\n"));
+        assert!(text.contains("kreply_ready 1\n"));
+        drop(guard);
+        assert_eq!(metrics.in_flight_now(), 0);
+    }
+}

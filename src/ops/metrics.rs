@@ -1,0 +1,296 @@
+//! Prometheus metrics: a few atomic primitives and the text exposition format, by hand.
+//!
+//! kreply needs counters, gauges and one kind of histogram, labelled by a handful of known
+//! values. That is less code than the dependency it would replace, and it stays free of any
+//! runtime. The format rules kept here: one `# HELP` and `# TYPE` per family, label values
+//! escaped (`\\`, `\"`, `\n`), histogram buckets cumulative and ending in `le="+Inf"`
+//! equal to `_count`, plus `_sum`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Latency buckets in seconds: a few ms of gateway overhead up to the longest timeout.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A counter per combination of label values.
+#[derive(Default)]
+pub struct CounterVec(Mutex<BTreeMap<Vec<String>, u64>>);
+
+impl CounterVec {
+    pub fn inc(&self, labels: &[&str]) {
+        let mut values = lock(&self.0);
+        *values
+            .entry(labels.iter().map(|l| l.to_string()).collect())
+            .or_insert(0) += 1;
+    }
+
+    pub fn get(&self, labels: &[&str]) -> u64 {
+        let key: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        lock(&self.0).get(&key).copied().unwrap_or(0)
+    }
+
+    fn samples(&self) -> Vec<(Vec<String>, u64)> {
+        lock(&self.0).iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+}
+
+/// A plain counter.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Observations of durations, per label value.
+pub struct HistogramVec {
+    buckets: &'static [f64],
+    series: Mutex<BTreeMap<String, Series>>,
+}
+
+#[derive(Clone)]
+struct Series {
+    /// Observations at or below each bucket's bound (not yet cumulative).
+    in_bucket: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl HistogramVec {
+    pub fn new(buckets: &'static [f64]) -> HistogramVec {
+        HistogramVec {
+            buckets,
+            series: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn observe(&self, label: &str, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let mut series = lock(&self.series);
+        let entry = series.entry(label.to_string()).or_insert_with(|| Series {
+            in_bucket: vec![0; self.buckets.len()],
+            sum: 0.0,
+            count: 0,
+        });
+        if let Some(i) = self.buckets.iter().position(|bound| seconds <= *bound) {
+            entry.in_bucket[i] += 1;
+        }
+        entry.sum += seconds;
+        entry.count += 1;
+    }
+}
+
+/// A text exposition being written, one metric family at a time.
+#[derive(Default)]
+pub struct Exposition(String);
+
+impl Exposition {
+    pub fn counter_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        label_names: &[&str],
+        counters: &CounterVec,
+    ) {
+        self.family(name, help, "counter");
+        for (values, count) in counters.samples() {
+            self.sample(name, &pairs(label_names, &values), count as f64);
+        }
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, help, "counter");
+        self.sample(name, &[], value as f64);
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.family(name, help, "gauge");
+        self.sample(name, &[], value);
+    }
+
+    /// One gauge sample per label value.
+    pub fn gauge_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        label_name: &str,
+        samples: &[(String, f64)],
+    ) {
+        self.family(name, help, "gauge");
+        for (label, value) in samples {
+            self.sample(name, &[(label_name.to_string(), label.clone())], *value);
+        }
+    }
+
+    pub fn histogram_vec(
+        &mut self,
+        name: &str,
+        help: &str,
+        label_name: &str,
+        histograms: &HistogramVec,
+    ) {
+        self.family(name, help, "histogram");
+        let series: Vec<(String, Series)> = lock(&histograms.series)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (label, series) in series {
+            let mut cumulative = 0;
+            for (bound, count) in histograms.buckets.iter().zip(&series.in_bucket) {
+                cumulative += count;
+                let labels = [
+                    (label_name.to_string(), label.clone()),
+                    ("le".to_string(), bound.to_string()),
+                ];
+                self.sample(&format!("{name}_bucket"), &labels, cumulative as f64);
+            }
+            let inf = [
+                (label_name.to_string(), label.clone()),
+                ("le".to_string(), "+Inf".to_string()),
+            ];
+            self.sample(&format!("{name}_bucket"), &inf, series.count as f64);
+            let own = [(label_name.to_string(), label)];
+            self.sample(&format!("{name}_sum"), &own, series.sum);
+            self.sample(&format!("{name}_count"), &own, series.count as f64);
+        }
+    }
+
+    pub fn finish(self) -> String {
+        self.0
+    }
+
+    fn family(&mut self, name: &str, help: &str, kind: &str) {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(String, String)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let rendered: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", rendered.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+fn pairs(names: &[&str], values: &[String]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .map(|n| n.to_string())
+        .zip(values.iter().cloned())
+        .collect()
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_with_help_type_and_escaped_labels() {
+        let requests = CounterVec::default();
+        requests.inc(&["approve", "ok"]);
+        requests.inc(&["approve", "ok"]);
+        requests.inc(&["a\"b\\c\nd", "rejected"]);
+        let mut out = Exposition::default();
+        out.counter_vec(
+            "kreply_requests_total",
+            "Payment requests.",
+            &["operation", "outcome"],
+            &requests,
+        );
+        let text = out.finish();
+        assert!(text.starts_with(
+            "# HELP kreply_requests_total Payment requests.\n# TYPE kreply_requests_total counter\n"
+        ));
+        assert!(
+            text.contains("kreply_requests_total{operation=\"approve\",outcome=\"ok\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains(r#"operation="a\"b\\c\nd""#), "{text}");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_in_inf_equal_to_count() {
+        let latency = HistogramVec::new(&[0.01, 0.1]);
+        latency.observe("refund", Duration::from_millis(5));
+        latency.observe("refund", Duration::from_millis(50));
+        latency.observe("refund", Duration::from_secs(3));
+        let mut out = Exposition::default();
+        out.histogram_vec(
+            "kreply_request_duration_seconds",
+            "Latency.",
+            "operation",
+            &latency,
+        );
+        let text = out.finish();
+        let line = |suffix: &str| {
+            text.lines()
+                .find(|l| l.contains(suffix))
+                .unwrap_or_else(|| panic!("{suffix} in {text}"))
+                .to_string()
+        };
+        assert!(line("le=\"0.01\"").ends_with(" 1"));
+        assert!(line("le=\"0.1\"").ends_with(" 2"));
+        assert!(line("le=\"+Inf\"").ends_with(" 3"));
+        assert!(line("_count{").ends_with(" 3"));
+        assert!(
+            line("_sum{")
+                .starts_with("kreply_request_duration_seconds_sum{operation=\"refund\"} 3.05")
+        );
+        assert_eq!(
+            text.matches("# TYPE kreply_request_duration_seconds histogram")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn every_sample_line_is_name_labels_value() {
+        let mut out = Exposition::default();
+        out.counter("kreply_dlq_writes_total", "Dead letters.", 4);
+        out.gauge("kreply_ready", "1 when ready.", 1.0);
+        out.gauge_vec(
+            "kreply_reply_lag",
+            "Lag.",
+            "partition",
+            &[("0".into(), 3.0)],
+        );
+        for line in out.finish().lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The worker's metrics and its small HTTP listener for `/metrics` and `/healthz`.
+
+use crate::ops::metrics::{Counter, CounterVec, Exposition, HistogramVec, LATENCY_BUCKETS};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tide::{Request, Response, StatusCode};
+
+pub struct WorkerMetrics {
+    /// By result: approved, declined, pg-error, pg-unknown, invalid-request, repeat, skipped.
+    requests: CounterVec,
+    pg_calls: HistogramVec,
+    pub pg_calls_in_flight: AtomicUsize,
+    pub partitions: AtomicUsize,
+    pub commit_errors: Counter,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        WorkerMetrics {
+            requests: CounterVec::default(),
+            pg_calls: HistogramVec::new(LATENCY_BUCKETS),
+            pg_calls_in_flight: AtomicUsize::new(0),
+            partitions: AtomicUsize::new(0),
+            commit_errors: Counter::default(),
+        }
+    }
+}
+
+impl WorkerMetrics {
+    pub fn request(&self, result: &str) {
+        self.requests.inc(&[result]);
+    }
+
+    pub fn pg_call(&self, result: &str, elapsed: Duration) {
+        self.pg_calls.observe(result, elapsed);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Exposition::default();
+        out.counter_vec(
+            "kreply_worker_requests_total",
+            "Requests settled, by result (approved, declined, pg-error, pg-unknown, invalid-request, repeat, skipped).",
+            &["result"],
+            &self.requests,
+        );
+        out.histogram_vec(
+            "kreply_worker_pg_call_duration_seconds",
+            "PG call time, by result.",
+            "result",
+            &self.pg_calls,
+        );
+        out.gauge(
+            "kreply_worker_pg_calls_in_flight",
+            "PG calls under way.",
+            self.pg_calls_in_flight.load(Ordering::Relaxed) as f64,
+        );
+        out.gauge(
+            "kreply_worker_partitions_assigned",
+            "Request partitions this worker owns.",
+            self.partitions.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "kreply_worker_commit_errors_total",
+            "Offset commits that failed.",
+            self.commit_errors.get(),
+        );
+        out.finish()
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listen`, on async-std threads of their own.
+pub async fn serve(metrics: Arc<WorkerMetrics>, listen: SocketAddr) -> std::io::Result<()> {
+    let listener = async_std::net::TcpListener::bind(listen).await?;
+    let mut app = tide::with_state(metrics);
+    app.at("/metrics")
+        .get(|req: Request<Arc<WorkerMetrics>>| async move {
+            let mut response = Response::new(StatusCode::Ok);
+            response.set_body(req.state().render());
+            response.insert_header("content-type", "text/plain; version=0.0.4; charset=utf-8");
+            Ok(response)
+        });
+    app.at("/healthz")
+        .get(|_| async { Ok(serde_json::json!({"status": "alive"})) });
+    async_std::task::spawn(crate::http::serve(
+        app,
+        listener,
+        Arc::new(AtomicBool::new(true)),
+    ));
+    Ok(())
+}

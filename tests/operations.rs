@@ -1,0 +1,282 @@
+//! Running kreply as an operator does: metrics, graceful stop, check-config.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// The value of one sample line, e.g. `kreply_ready` or `x{a="b"}`.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// How many payments wait for a reply, from `/metrics`.
+fn waiting_replies(gateway: &Gateway) -> usize {
+    let text = String::from_utf8(get(gateway.addr, "/metrics").unwrap().body).unwrap();
+    sample(&text, "kreply_waiting_replies") as usize
+}
+
+#[test]
+fn gateway_metrics_count_known_traffic() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    let _responder = broker.responder();
+    let gateway = Gateway::start(&broker.addr, "127.0.0.2");
+
+    assert_eq!(
+        gateway.pay("approve", &json!({"order_id": "M-1"})).status,
+        200
+    );
+    assert_eq!(
+        gateway.pay("approve", &json!({"order_id": "M-2"})).status,
+        200
+    );
+    assert_eq!(gateway.pay("refund", &json!({"amount": 1})).status, 400);
+    assert_eq!(
+        gateway.pay("teleport", &json!({"order_id": "M-3"})).status,
+        404
+    );
+    drop(_responder);
+    let timed_out = gateway.pay_with(
+        "cancel",
+        &[("request-timeout", "300")],
+        &json!({"order_id": "M-4"}),
+    );
+    assert_eq!(timed_out.status, 504);
+
+    let response = get(gateway.addr, "/metrics").unwrap();
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(response.body).unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"kreply_requests_total{operation="approve",outcome="ok"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kreply_requests_total{operation="refund",outcome="rejected"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kreply_requests_total{operation="unknown",outcome="rejected"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kreply_requests_total{operation="cancel",outcome="timeout"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kreply_request_duration_seconds_count{operation="approve"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"kreply_request_duration_seconds_bucket{operation="approve",le="+Inf"}"#
+        ),
+        2.0
+    );
+    assert_eq!(sample(&text, "kreply_dlq_writes_total"), 1.0);
+    assert_eq!(sample(&text, "kreply_in_flight_requests"), 0.0);
+    assert_eq!(sample(&text, "kreply_ready"), 1.0);
+    assert_eq!(sample(&text, "kreply_produce_errors_total"), 0.0);
+    for partition in 0..3 {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"kreply_reply_consumer_lag{{partition="{partition}"}}"#)
+            ),
+            0.0
+        );
+    }
+    assert!(
+        !text.contains("teleport"),
+        "an unknown operation became a label"
+    );
+}
+
+#[test]
+fn sigterm_lets_in_flight_payments_finish_refuses_new_ones_and_exits_0() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    let _responder = broker.slow_responder(Duration::from_millis(1500));
+    let mut gateway = Gateway::start(&broker.addr, "127.0.0.2");
+
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..5)
+            .map(|i| {
+                let gateway = &gateway;
+                s.spawn(move || {
+                    gateway
+                        .pay("approve", &json!({"order_id": format!("G-{i}")}))
+                        .status
+                })
+            })
+            .collect();
+        while waiting_replies(&gateway) < 5 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gateway.daemon.signal("TERM");
+        gateway
+            .daemon
+            .wait_for_log("stopping: /readyz is 503", Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            TcpStream::connect(gateway.addr).is_err(),
+            "a new connection was accepted while stopping"
+        );
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+
+    assert_eq!(
+        statuses,
+        vec![200; 5],
+        "in-flight callers did not get their replies"
+    );
+    assert_eq!(gateway.daemon.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(gateway.log_text().contains("stopped"));
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    let mut gateway = Gateway::start(&broker.addr, "127.0.0.2");
+    // A payment nobody answers keeps the first stop waiting for up to 30 s.
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let addr = gateway.addr;
+        let body = json!({"order_id": "W-1"}).to_string();
+        // Ends with an error when the process exits under it.
+        s.spawn(move || {
+            let headers = [
+                ("content-type", "application/json"),
+                ("request-timeout", "30000"),
+            ];
+            let _ = request(
+                addr,
+                "POST",
+                "/v1/payments/approve",
+                &headers,
+                body.as_bytes(),
+            );
+        });
+        while waiting_replies(&gateway) < 1 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        gateway.daemon.signal("TERM");
+        gateway
+            .daemon
+            .wait_for_log("stopping:", Duration::from_secs(5));
+        gateway.daemon.signal("INT");
+    });
+    assert_eq!(gateway.daemon.wait_exit(Duration::from_secs(5)), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second signal did not cut the wait short"
+    );
+    assert!(gateway.log_text().contains("again: exiting now"));
+}
+
+#[test]
+fn check_config_reports_a_good_setup() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    broker.create_topics(&["payment_results"], 3);
+    let config = shipped_config();
+    let (ok, out) = run_kreply(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &[
+            ("KREPLY_BROKERS", &broker.addr),
+            ("KREPLY_HOST_IP", "127.0.0.2"),
+        ],
+    );
+    assert!(ok, "{out}");
+    for line in [
+        "ok  host table",
+        "-> reply topic payment_response_local2",
+        &format!("ok  brokers {}", broker.addr),
+        "ok  request topic payment_request: 3 partition(s)",
+        "ok  reply topic payment_response_local2: 3 partition(s)",
+        "ok  dead-letter topic payment_request-dlt: 3 partition(s)",
+        "ok  results (worker) topic payment_results: 3 partition(s)",
+        "all checks passed",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn check_config_fails_with_one_sentence_on_each_broken_case() {
+    let broker = Broker::start();
+    broker.create_topics(&[REQUEST_TOPIC, REPLY_LOCAL2], 3); // no DLQ topic
+    let bad_json = config_with(|_| {});
+    std::fs::write(&bad_json, "{\"brokers\": [").unwrap();
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let shipped = shipped_config();
+    let cases: [(&std::path::Path, &str, &str, &str); 4] = [
+        (
+            &bad_json,
+            &broker.addr,
+            "127.0.0.2",
+            "is not a valid kreply config",
+        ),
+        (
+            &shipped,
+            &broker.addr,
+            "10.9.9.9",
+            "none of this host's IPs (10.9.9.9) is in the host table",
+        ),
+        (
+            &shipped,
+            &nobody,
+            "127.0.0.2",
+            "cannot reach the Kafka brokers",
+        ),
+        (
+            &shipped,
+            &broker.addr,
+            "127.0.0.2",
+            "the dead-letter topic \"payment_request-dlt\" does not exist",
+        ),
+    ];
+    for (config, brokers, host, expected) in cases {
+        let (ok, out) = run_kreply(
+            &["check-config", "--config", config.to_str().unwrap()],
+            &[("KREPLY_BROKERS", brokers), ("KREPLY_HOST_IP", host)],
+        );
+        assert!(!ok, "check-config passed: {out}");
+        let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("kreply: ")).collect();
+        assert_eq!(errors.len(), 1, "{out}");
+        assert!(
+            errors[0].contains(expected),
+            "expected {expected:?}, got:\n{out}"
+        );
+    }
+}
