@@ -7,6 +7,11 @@ use kreply::{check_config, gateway, worker};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The static (musl) build's allocator: musl's malloc is slow under many threads.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 kreply: HTTP payment calls answered through Kafka request-reply, one reply topic per host.
 
@@ -98,8 +103,11 @@ fn print_route(path: &std::path::Path) -> Result<(), StartupError> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // A report reads better without the startup log lines; RUST_LOG still wins.
+    let quiet = args.first().is_some_and(|a| a == "check-config");
+    let level = if quiet { "warn" } else { "info" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     let result = match parse(&args) {
         Err(why) => {
             eprintln!("kreply: {why}; run \"kreply --help\" for usage");

@@ -19,6 +19,14 @@ pub const DLQ_TOPIC: &str = "payment_request-dlt";
 pub const REPLY_LOCAL2: &str = "payment_response_local2";
 pub const REPLY_LOCAL3: &str = "payment_response_local3";
 
+/// The binary under test: `KREPLY_BIN` (e.g. the static musl build), else this build's.
+pub fn kreply_binary() -> PathBuf {
+    std::env::var_os("KREPLY_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_kreply")),
+        PathBuf::from,
+    )
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -225,7 +233,7 @@ impl Daemon {
     /// Starts `kreply args...` with `env`, logging to `<name>.log`.
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = log_dir().join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_kreply"))
+        let child = Command::new(kreply_binary())
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -460,7 +468,7 @@ pub fn config_with(change: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
 
 /// Runs `kreply` with `args` and `env` to completion; returns (success, stderr).
 pub fn run_kreply(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kreply"))
+    let out = Command::new(kreply_binary())
         .args(args)
         .envs(env.iter().copied())
         .env("RUST_LOG", "off")
