@@ -60,52 +60,39 @@ fn gateway_metrics_count_known_traffic() {
             .starts_with("text/plain; version=0.0.4")
     );
     let text = String::from_utf8(response.body).unwrap();
-    assert_eq!(
-        sample(
-            &text,
-            r#"kreply_requests_total{operation="approve",outcome="ok"}"#
+    let expected = [
+        (
+            r#"kreply_requests_total{operation="approve",outcome="ok"}"#,
+            2.0,
         ),
-        2.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"kreply_requests_total{operation="refund",outcome="rejected"}"#
+        (
+            r#"kreply_requests_total{operation="refund",outcome="rejected"}"#,
+            1.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"kreply_requests_total{operation="unknown",outcome="rejected"}"#
+        (
+            r#"kreply_requests_total{operation="unknown",outcome="rejected"}"#,
+            1.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"kreply_requests_total{operation="cancel",outcome="timeout"}"#
+        (
+            r#"kreply_requests_total{operation="cancel",outcome="timeout"}"#,
+            1.0,
         ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"kreply_request_duration_seconds_count{operation="approve"}"#
+        (
+            r#"kreply_request_duration_seconds_count{operation="approve"}"#,
+            2.0,
         ),
-        2.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"kreply_request_duration_seconds_bucket{operation="approve",le="+Inf"}"#
+        (
+            r#"kreply_request_duration_seconds_bucket{operation="approve",le="+Inf"}"#,
+            2.0,
         ),
-        2.0
-    );
-    assert_eq!(sample(&text, "kreply_dlq_writes_total"), 1.0);
-    assert_eq!(sample(&text, "kreply_in_flight_requests"), 0.0);
-    assert_eq!(sample(&text, "kreply_ready"), 1.0);
-    assert_eq!(sample(&text, "kreply_produce_errors_total"), 0.0);
+        ("kreply_dlq_writes_total", 1.0),
+        ("kreply_in_flight_requests", 0.0),
+        ("kreply_ready", 1.0),
+        ("kreply_produce_errors_total", 0.0),
+    ];
+    for (series, value) in expected {
+        assert_eq!(sample(&text, series), value, "{series}");
+    }
     for partition in 0..3 {
         assert_eq!(
             sample(

@@ -148,9 +148,9 @@ fn the_same_idempotency_key_through_both_hosts_charges_once() {
 
 /// A worker killed mid-flight: no caller hangs and nothing is charged twice.
 ///
-/// Partition takeover after a SIGKILL is not asserted here: on tansu 0.6.0 the rebalance
-/// that follows the session expiry leaves the dead member's partitions unassigned (see
-/// README, "Known limits"); takeover on a graceful stop is tested below.
+/// Partition takeover after a SIGKILL is not asserted here: tansu 0.6.0 evicts the dead
+/// member but never asks the survivor to rejoin (see README, "Known limits"); takeover on
+/// a graceful stop is tested below.
 #[test]
 fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice() {
     let system = System::start(2, &["--latency-ms", "300"], 3000);
