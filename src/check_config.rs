@@ -50,12 +50,7 @@ async fn check_kafka(
             None if config.topics.auto_create => println!(
                 "--  {role} topic {name}: missing; startup will create it (topics.auto_create)"
             ),
-            None => {
-                return Err(StartupError::new(format!(
-                    "the {role} topic \"{name}\" does not exist on brokers {}; create it, or set \"topics\": {{\"auto_create\": true}} in {config_path}",
-                    config.brokers.join(",")
-                )));
-            }
+            None => return Err(topics::missing(role, name, config, config_path)),
         }
     }
     let _ = admin.close().await;

@@ -127,10 +127,10 @@ async fn stop(
     accepting.store(false, Ordering::Release);
 
     let deadline = Instant::now() + gateway.config.max_timeout() + Duration::from_secs(1);
-    while gateway.metrics.in_flight_now() > 0 && Instant::now() < deadline {
+    while gateway.metrics.in_flight.get() > 0 && Instant::now() < deadline {
         task::sleep(Duration::from_millis(10)).await;
     }
-    let left = gateway.metrics.in_flight_now();
+    let left = gateway.metrics.in_flight.get();
     if left > 0 {
         log::warn!("stopping with {left} payment(s) still in flight past the longest timeout");
     }

@@ -3,11 +3,10 @@
 //! Operation labels are limited to the configured operations (anything else counts as
 //! `unknown`), so a client cannot grow the series without bound by inventing operations.
 
-use crate::ops::metrics::{Counter, CounterVec, Exposition, HistogramVec, LATENCY_BUCKETS};
+use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
 use crate::registry::Registry;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// How a payment request ended, for `kreply_requests_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +35,8 @@ impl RequestOutcome {
 pub struct GatewayMetrics {
     requests: CounterVec,
     latency: HistogramVec,
-    in_flight: AtomicI64,
+    /// Payment requests being answered now.
+    pub in_flight: Gauge,
     pub dlq_writes: Counter,
     pub produce_errors: Counter,
     reply_lag: Mutex<BTreeMap<i32, u64>>,
@@ -47,7 +47,7 @@ impl Default for GatewayMetrics {
         GatewayMetrics {
             requests: CounterVec::default(),
             latency: HistogramVec::new(LATENCY_BUCKETS),
-            in_flight: AtomicI64::new(0),
+            in_flight: Gauge::default(),
             dlq_writes: Counter::default(),
             produce_errors: Counter::default(),
             reply_lag: Mutex::new(BTreeMap::new()),
@@ -60,16 +60,6 @@ impl GatewayMetrics {
     pub fn record(&self, operation: &str, outcome: RequestOutcome, elapsed: std::time::Duration) {
         self.requests.inc(&[operation, outcome.label()]);
         self.latency.observe(operation, elapsed);
-    }
-
-    /// Counts a request as in flight until the guard is dropped.
-    pub fn in_flight(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(self))
-    }
-
-    pub fn in_flight_now(&self) -> i64 {
-        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The reply consumer's lag per partition, as of its last poll.
@@ -96,7 +86,7 @@ impl GatewayMetrics {
         out.gauge(
             "kreply_in_flight_requests",
             "Payment requests being answered now.",
-            self.in_flight_now() as f64,
+            self.in_flight.get() as f64,
         );
         out.gauge(
             "kreply_waiting_replies",
@@ -144,15 +134,6 @@ impl GatewayMetrics {
     }
 }
 
-/// Decrements the in-flight gauge when dropped.
-pub struct InFlight(Arc<GatewayMetrics>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,8 +141,8 @@ mod tests {
 
     #[test]
     fn known_traffic_shows_up_in_the_text() {
-        let metrics = Arc::new(GatewayMetrics::default());
-        let guard = metrics.in_flight();
+        let metrics = GatewayMetrics::default();
+        let guard = metrics.in_flight.track();
         metrics.record("approve", RequestOutcome::Ok, Duration::from_millis(3));
         metrics.record("approve", RequestOutcome::Timeout, Duration::from_secs(5));
         metrics.dlq_writes.inc();
@@ -180,6 +161,6 @@ mod tests {
         assert!(text.contains("kreply_reply_consumer_lag{partition=\"0\"} 2\n"));
         assert!(text.contains("kreply_ready 1\n"));
         drop(guard);
-        assert_eq!(metrics.in_flight_now(), 0);
+        assert_eq!(metrics.in_flight.get(), 0);
     }
 }

@@ -47,7 +47,7 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     let started = Instant::now();
     let gateway = req.state().clone();
     let operation = req.param("operation").unwrap_or_default().to_string();
-    let _in_flight = gateway.metrics.in_flight();
+    let _in_flight = gateway.metrics.in_flight.track();
     let mut trail = Trail::default();
     let answer = exchange(&gateway, &mut req, &operation, &mut trail)
         .await

@@ -50,18 +50,19 @@ pub async fn ensure(
         let found = match describe(admin, topic.name).await? {
             Some(found) => found,
             None if config.topics.auto_create => create(admin, config, topic).await?,
-            None => {
-                return Err(StartupError::new(format!(
-                    "the {} topic \"{}\" does not exist on brokers {}; create it, or set \"topics\": {{\"auto_create\": true}} in {config_path}",
-                    topic.role,
-                    topic.name,
-                    config.brokers.join(",")
-                )));
-            }
+            None => return Err(missing(topic.role, topic.name, config, config_path)),
         };
         partitions.push(found);
     }
     Ok(partitions)
+}
+
+/// The sentence for a topic that does not exist and will not be created.
+pub fn missing(role: &str, name: &str, config: &Config, config_path: &str) -> StartupError {
+    StartupError::new(format!(
+        "the {role} topic \"{name}\" does not exist on brokers {}; create it, or set \"topics\": {{\"auto_create\": true}} in {config_path}",
+        config.brokers.join(",")
+    ))
 }
 
 /// The topic's partition ids, or `None` when the broker does not know the topic.

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Latency buckets in seconds: a few ms of gateway overhead up to the longest timeout.
@@ -50,6 +50,35 @@ impl Counter {
 
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down, such as work in progress.
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Counts one unit of work until the returned guard is dropped, however the work ends.
+    pub fn track(&self) -> Tracked<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Tracked(self)
+    }
+}
+
+/// Decrements its gauge when dropped.
+pub struct Tracked<'a>(&'a Gauge);
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

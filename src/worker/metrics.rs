@@ -1,9 +1,9 @@
 //! The worker's metrics and its small HTTP listener for `/metrics` and `/healthz`.
 
-use crate::ops::metrics::{Counter, CounterVec, Exposition, HistogramVec, LATENCY_BUCKETS};
+use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tide::{Request, Response, StatusCode};
 
@@ -11,8 +11,8 @@ pub struct WorkerMetrics {
     /// By result: approved, declined, pg-error, pg-unknown, invalid-request, repeat, skipped.
     requests: CounterVec,
     pg_calls: HistogramVec,
-    pub pg_calls_in_flight: AtomicUsize,
-    pub partitions: AtomicUsize,
+    pub pg_calls_in_flight: Gauge,
+    pub partitions: Gauge,
     pub commit_errors: Counter,
 }
 
@@ -21,8 +21,8 @@ impl Default for WorkerMetrics {
         WorkerMetrics {
             requests: CounterVec::default(),
             pg_calls: HistogramVec::new(LATENCY_BUCKETS),
-            pg_calls_in_flight: AtomicUsize::new(0),
-            partitions: AtomicUsize::new(0),
+            pg_calls_in_flight: Gauge::default(),
+            partitions: Gauge::default(),
             commit_errors: Counter::default(),
         }
     }
@@ -54,12 +54,12 @@ impl WorkerMetrics {
         out.gauge(
             "kreply_worker_pg_calls_in_flight",
             "PG calls under way.",
-            self.pg_calls_in_flight.load(Ordering::Relaxed) as f64,
+            self.pg_calls_in_flight.get() as f64,
         );
         out.gauge(
             "kreply_worker_partitions_assigned",
             "Request partitions this worker owns.",
-            self.partitions.load(Ordering::Relaxed) as f64,
+            self.partitions.get() as f64,
         );
         out.counter(
             "kreply_worker_commit_errors_total",

@@ -197,10 +197,7 @@ async fn serve(worker: Arc<Worker>, consumer: &Consumer, topic: &str, stop: &mut
             let mut sorted: Vec<_> = assigned.iter().copied().collect();
             sorted.sort_unstable();
             log::info!("worker: assigned partitions {sorted:?} of {topic}");
-            worker
-                .metrics
-                .partitions
-                .store(assigned.len(), std::sync::atomic::Ordering::Relaxed);
+            worker.metrics.partitions.set(assigned.len() as i64);
             owned = assigned;
         }
         if !records.is_empty() {

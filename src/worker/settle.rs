@@ -4,10 +4,8 @@ use crate::payment::PaymentRequest;
 use crate::reply_error::ReplyError;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
-use crate::worker::metrics::WorkerMetrics;
 use crate::worker::pg_client::PgAnswer;
 use crate::worker::request::WorkItem;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// Settles `item` and sends its reply; `Err` when the reply was not acknowledged, so the
@@ -57,7 +55,7 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
         .map_err(|e| format!("cannot record the attempt for {key}, PG not called: {e}"))?;
     let started = Instant::now();
     let pg_answer = {
-        let _calling = InFlightCall::start(&worker.metrics);
+        let _calling = worker.metrics.pg_calls_in_flight.track();
         worker.pg.charge(payment).await
     };
     let (answer, recorded) = match pg_answer {
@@ -93,20 +91,4 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
 fn with_final(answer: Answer) -> (Answer, Option<Recorded>) {
     let recorded = answer.to_final();
     (answer, Some(recorded))
-}
-
-/// Counts a PG call as under way until dropped.
-struct InFlightCall<'a>(&'a WorkerMetrics);
-
-impl<'a> InFlightCall<'a> {
-    fn start(metrics: &'a WorkerMetrics) -> Self {
-        metrics.pg_calls_in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlightCall(metrics)
-    }
-}
-
-impl Drop for InFlightCall<'_> {
-    fn drop(&mut self) {
-        self.0.pg_calls_in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
