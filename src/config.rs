@@ -46,6 +46,9 @@ pub struct Config {
     /// How long the broker may hold a reply fetch; keep it small (brokers like tansu do not
     /// answer a fetch early when data arrives, so this bounds reply latency).
     pub fetch_max_wait_ms: u64,
+    /// Not ready once the reply consumer has heard nothing from the brokers for this long
+    /// (a fetch refreshes every partition's watermark every `fetch_max_wait_ms`).
+    pub reply_stale_after_ms: u64,
     /// How long a broker connection attempt may take before startup gives up.
     pub connect_timeout_ms: u64,
     /// How long the producer waits to fill a batch; 0 favours latency.
@@ -116,6 +119,7 @@ impl Default for Config {
             max_timeout_ms: 30_000,
             max_body_bytes: 64 * 1024,
             fetch_max_wait_ms: 10,
+            reply_stale_after_ms: 3_000,
             connect_timeout_ms: 3_000,
             producer_linger_ms: 0,
             topics: TopicsConfig::default(),

@@ -109,6 +109,40 @@ fn gateway_metrics_count_known_traffic() {
 }
 
 #[test]
+fn losing_the_brokers_turns_readyz_503_and_refuses_payments_unsent() {
+    let mut broker = Broker::start();
+    broker.create_standard_topics();
+    let gateway = Gateway::start(&broker.addr, "127.0.0.2");
+    broker.stop();
+
+    // reply_stale_after_ms is 3 s in the shipped config.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get(gateway.addr, "/readyz").unwrap().status == 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready 10 s after the broker died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = gateway.pay("approve", &json!({"order_id": "L-1"}));
+    assert_eq!(
+        refused.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    let problem = refused.json();
+    assert_eq!(
+        (problem["code"].as_str(), problem["outcome"].as_str()),
+        (Some("not-ready"), Some("not_sent"))
+    );
+    gateway.daemon.wait_for_log(
+        "not ready: the reply consumer has heard nothing",
+        Duration::from_secs(1),
+    );
+}
+
+#[test]
 fn sigterm_lets_in_flight_payments_finish_refuses_new_ones_and_exits_0() {
     let broker = Broker::start();
     broker.create_standard_topics();

@@ -85,6 +85,9 @@ struct Connected {
     consumer: krafka::consumer::Consumer,
 }
 
+/// krafka's default request timeout, which bounds a produce delivery from below.
+const KRAFKA_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Connects to the brokers named in `config`, as `client_id`.
 pub async fn connect_brokers(
     config: &Config,
@@ -108,15 +111,23 @@ pub async fn connect_brokers(
 }
 
 /// The idempotent acks=all producer every payment record goes through.
+///
+/// Delivery is bounded by `deliver_within` (the longest a caller waits): a record whose
+/// caller has given up should fail rather than be written minutes later. krafka needs at
+/// least its request timeout (30 s) plus the linger, so that is the floor.
 pub async fn payment_producer(
     kafka: &Kafka,
     linger_ms: u64,
+    deliver_within: Duration,
 ) -> Result<krafka::producer::Producer, StartupError> {
+    let linger = Duration::from_millis(linger_ms);
     kafka
         .producer()
         .acks(krafka::producer::Acks::All)
         .idempotent(true)
-        .linger(Duration::from_millis(linger_ms))
+        .linger(linger)
+        .max_block(deliver_within)
+        .delivery_timeout(deliver_within.max(KRAFKA_REQUEST_TIMEOUT + linger))
         .build()
         .await
         .map_err(|e| {
@@ -143,12 +154,14 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
         setup.route.topic,
         reply_partitions.len()
     );
-    let producer = payment_producer(&kafka, config.producer_linger_ms).await?;
+    let producer =
+        payment_producer(&kafka, config.producer_linger_ms, config.max_timeout()).await?;
 
     let consumer = kafka
         .consumer_without_group()
         .auto_offset_reset(AutoOffsetReset::Latest)
         .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+        .lag_staleness_threshold(Duration::from_millis(config.reply_stale_after_ms))
         .build()
         .await
         .map_err(|e| StartupError::new(format!("cannot start the reply consumer: {e}")))?;

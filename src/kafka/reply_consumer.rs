@@ -54,7 +54,9 @@ pub async fn position_at_latest(
     Ok(())
 }
 
-/// Polls forever, delivering replies; readiness follows whether polling works.
+/// Polls forever, delivering replies. Readiness follows whether replies can arrive: the
+/// client retries a lost broker quietly, so a poll that "succeeds" is not enough; every
+/// partition must also have been fetched recently (its watermark is not stale).
 pub async fn run(
     consumer: Consumer,
     registry: Registry,
@@ -64,25 +66,43 @@ pub async fn run(
     loop {
         match consumer.poll(POLL_TIMEOUT).await {
             Ok(records) => {
-                readiness.set(true);
                 for record in records {
                     dispatch(&registry, record);
                 }
                 let lag = consumer.lag().await;
+                let fresh = lag.values().all(|l| !l.stale);
                 metrics.set_reply_lag(
                     lag.into_iter()
                         .filter_map(|(tp, l)| Some((tp.partition, l.lag?))),
                 );
+                report(
+                    &readiness,
+                    fresh,
+                    "the reply consumer has heard nothing from the brokers recently",
+                );
             }
             Err(e) => {
-                if readiness.reads_replies() {
-                    log::error!("reply consumer failed, not ready until it recovers: {e}");
-                }
-                readiness.set(false);
+                report(
+                    &readiness,
+                    false,
+                    &format!("the reply consumer failed: {e}"),
+                );
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
     }
+}
+
+/// Sets readiness, logging each change once rather than every poll.
+fn report(readiness: &Readiness, ok: bool, why_not: &str) {
+    match (readiness.reads_replies(), ok) {
+        (true, false) => {
+            log::error!("not ready: {why_not}; payments are refused until it recovers")
+        }
+        (false, true) => log::info!("ready again: the reply consumer is reading replies"),
+        _ => {}
+    }
+    readiness.set(ok);
 }
 
 /// Delivers one reply record by its `kafka_correlationId` header.

@@ -94,6 +94,12 @@ impl Broker {
         }
     }
 
+    /// Kills the broker, as a crash would.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn kafka(&self) -> Kafka {
         self.runtime
             .block_on(Kafka::builder(self.addr.as_str()).connect())
