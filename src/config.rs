@@ -53,6 +53,9 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// How long the producer waits to fill a batch; 0 favours latency.
     pub producer_linger_ms: u64,
+    /// Largest produce batch per partition, in bytes (Java's `batch.size`). tansu misreports
+    /// the offsets of multi-record batches, so stacks on tansu set 1 (one record per batch).
+    pub producer_batch_bytes: usize,
     /// Checking and creating the topics at startup.
     pub topics: TopicsConfig,
     /// `kreply worker` only.
@@ -122,6 +125,7 @@ impl Default for Config {
             reply_stale_after_ms: 3_000,
             connect_timeout_ms: 3_000,
             producer_linger_ms: 0,
+            producer_batch_bytes: 16 * 1024,
             topics: TopicsConfig::default(),
             worker: WorkerConfig::default(),
         }

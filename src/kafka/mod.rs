@@ -117,15 +117,16 @@ pub async fn connect_brokers(
 /// least its request timeout (30 s) plus the linger, so that is the floor.
 pub async fn payment_producer(
     kafka: &Kafka,
-    linger_ms: u64,
+    config: &Config,
     deliver_within: Duration,
 ) -> Result<krafka::producer::Producer, StartupError> {
-    let linger = Duration::from_millis(linger_ms);
+    let linger = Duration::from_millis(config.producer_linger_ms);
     kafka
         .producer()
         .acks(krafka::producer::Acks::All)
         .idempotent(true)
         .linger(linger)
+        .batch_size(config.producer_batch_bytes)
         .max_block(deliver_within)
         .delivery_timeout(deliver_within.max(KRAFKA_REQUEST_TIMEOUT + linger))
         .build()
@@ -154,8 +155,7 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
         setup.route.topic,
         reply_partitions.len()
     );
-    let producer =
-        payment_producer(&kafka, config.producer_linger_ms, config.max_timeout()).await?;
+    let producer = payment_producer(&kafka, config, config.max_timeout()).await?;
 
     let consumer = kafka
         .consumer_without_group()

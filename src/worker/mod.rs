@@ -106,7 +106,8 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
         Duration::from_millis(settings.pg_timeout_ms),
     )?;
     // Replies and results records have no caller deadline; 30 s bounds a stuck send.
-    let producer = Arc::new(kafka::payment_producer(&kafka, 0, Duration::from_secs(30)).await?);
+    let producer =
+        Arc::new(kafka::payment_producer(&kafka, config, Duration::from_secs(30)).await?);
     let fetch_wait = Duration::from_millis(config.fetch_max_wait_ms);
     let results = ResultsStore::open(
         &kafka,

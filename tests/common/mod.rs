@@ -190,7 +190,9 @@ impl Broker {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (consumer, producer) = self.runtime.block_on(async {
             let consumer = echo::request_consumer(&kafka, REQUEST_TOPIC).await.unwrap();
-            (consumer, Arc::new(kafka.producer().build().await.unwrap()))
+            // One record per batch, for the same tansu reason as in `config_with`.
+            let producer = kafka.producer().batch_size(1).build().await.unwrap();
+            (consumer, Arc::new(producer))
         });
         let recorded = Arc::clone(&seen);
         let task = self.runtime.spawn(async move {
@@ -312,7 +314,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway as host `host_ip` against `broker` and waits until it is ready.
     pub fn start(broker: &str, host_ip: &str) -> Gateway {
-        let gateway = Gateway::spawn(broker, host_ip, &shipped_config());
+        let gateway = Gateway::spawn(broker, host_ip, &config_with(|_| {}));
         gateway.wait_ready();
         gateway
     }
@@ -466,6 +468,8 @@ pub fn config_with(change: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     let mut json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(shipped_config()).unwrap()).unwrap();
     json["host_table"] = serde_json::json!(shipped_config().with_file_name("reply-hosts.txt"));
+    // One record per produce batch: tansu misreports the offsets of larger batches.
+    json["producer_batch_bytes"] = serde_json::json!(1);
     change(&mut json);
     let path = log_dir().join(format!("kreply-{}.json", free_port()));
     std::fs::write(&path, json.to_string()).unwrap();
