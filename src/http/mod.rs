@@ -5,6 +5,7 @@
 //! [`SendHandle`] and the correlation registry.
 
 mod listener;
+mod payment_input;
 mod payments;
 mod probes;
 mod problem_response;

@@ -1,0 +1,115 @@
+//! What the caller sent, checked before anything else happens: content type, requested
+//! wait, `Idempotency-Key`, and a body read within its size limit. Each check answers
+//! with a problem of its own, and none of them touches Kafka.
+
+use super::State;
+use crate::problem::Problem;
+use async_std::io::ReadExt;
+use std::time::Duration;
+use tide::Request;
+
+/// The header a caller may use to ask for a shorter or longer wait, in milliseconds.
+const TIMEOUT_HEADER: &str = "request-timeout";
+/// The same as a query parameter.
+const TIMEOUT_QUERY: &str = "timeout_ms";
+/// The caller's key for "the same payment again"; forwarded to the worker.
+const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Longest idempotency key accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The optional `Idempotency-Key`: visible ASCII, at most 255 characters.
+pub fn idempotency_key(req: &Request<State>) -> Result<Option<String>, Problem> {
+    let Some(values) = req.header(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    let key = values.last().as_str().trim();
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.chars().all(|c| c.is_ascii_graphic())
+    {
+        return Err(Problem::new(
+            400,
+            "invalid-idempotency-key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// JSON bodies only; a missing content type is taken as JSON, as curl users often omit it.
+pub fn check_content_type(req: &Request<State>) -> Result<(), Problem> {
+    match req.content_type() {
+        None => Ok(()),
+        Some(mime) if mime.essence() == "application/json" || mime.subtype().ends_with("+json") => {
+            Ok(())
+        }
+        Some(mime) => Err(Problem::new(
+            415,
+            "unsupported-media-type",
+            format!(
+                "the body must be JSON (content-type: application/json), not {}",
+                mime.essence()
+            ),
+        )),
+    }
+}
+
+/// The caller's requested wait: `request-timeout` header or `?timeout_ms=`, capped.
+pub fn requested_timeout(
+    req: &Request<State>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, Problem> {
+    let header = req
+        .header(TIMEOUT_HEADER)
+        .map(|v| v.last().as_str().to_string());
+    let query = req
+        .url()
+        .query_pairs()
+        .find(|(k, _)| k == TIMEOUT_QUERY)
+        .map(|(_, v)| v.into_owned());
+    let Some(text) = header.or(query) else {
+        return Ok(default);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms).min(max)),
+        _ => Err(Problem::new(
+            400,
+            "invalid-timeout",
+            format!(
+                "the timeout \"{text}\" must be a whole number of milliseconds above 0 (at most {} is used)",
+                max.as_millis()
+            ),
+        )),
+    }
+}
+
+/// Reads at most `limit` bytes; a larger body is refused without reading it all.
+pub async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>, Problem> {
+    let too_large = || {
+        Problem::new(
+            413,
+            "body-too-large",
+            format!("the body is larger than the {limit}-byte limit"),
+        )
+    };
+    if req.len().is_some_and(|len| len > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    req.take_body()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| {
+            Problem::new(
+                400,
+                "unreadable-body",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+    if body.len() > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
