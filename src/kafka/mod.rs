@@ -85,6 +85,31 @@ struct Connected {
     consumer: krafka::consumer::Consumer,
 }
 
+/// Where a consumed record sits, shown as `topic/partition@offset` in log lines. Built
+/// for every record but formatted only when a line is logged, so it costs no allocation
+/// on the reply path.
+pub struct Place {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+}
+
+impl Place {
+    pub fn of(record: &krafka::ConsumerRecord) -> Place {
+        Place {
+            topic: Arc::clone(&record.topic),
+            partition: record.partition,
+            offset: record.offset,
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
 /// krafka's default request timeout, which bounds a produce delivery from below.
 const KRAFKA_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

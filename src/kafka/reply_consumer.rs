@@ -10,6 +10,7 @@
 use crate::correlation_id::CorrelationId;
 use crate::error::StartupError;
 use crate::gateway_metrics::GatewayMetrics;
+use crate::kafka::Place;
 use crate::readiness::Readiness;
 use crate::record::headers;
 use crate::registry::{Delivery, Registry, Reply};
@@ -107,7 +108,7 @@ fn report(readiness: &Readiness, ok: bool, why_not: &str) {
 
 /// Delivers one reply record by its `kafka_correlationId` header.
 fn dispatch(registry: &Registry, record: ConsumerRecord) {
-    let at = format!("{}/{}@{}", record.topic, record.partition, record.offset);
+    let at = Place::of(&record);
     let Some(Some(id)) = record.header(headers::CORRELATION_ID) else {
         log::warn!(
             "reply at {at} has no {} header; ignored",
