@@ -190,8 +190,15 @@ async fn serve(worker: Arc<Worker>, consumer: &Consumer, topic: &str, stop: &mut
             .into_iter()
             .collect();
         if assigned != owned {
-            // New partitions may carry repeats of what their previous owner recorded.
-            if let Err(e) = worker.results.catch_up().await {
+            // New partitions may carry repeats of what their previous owner recorded;
+            // losing partitions brings nothing new to read.
+            let gained = assigned.difference(&owned).next().is_some();
+            let caught_up = if gained {
+                worker.results.catch_up().await
+            } else {
+                Ok(())
+            };
+            if let Err(e) = caught_up {
                 log::error!("worker: cannot read the results store, will retry: {e}");
                 rewind(consumer, topic, &records).await;
                 continue;
