@@ -17,12 +17,7 @@ fn correlation_bytes(response: &HttpResponse) -> Vec<u8> {
 }
 
 fn assert_problem(response: &HttpResponse, status: u16, code: &str) -> serde_json::Value {
-    assert_eq!(
-        response.status,
-        status,
-        "body: {}",
-        String::from_utf8_lossy(&response.body)
-    );
+    response.assert_status(status);
     assert_eq!(
         response.header("content-type"),
         Some("application/problem+json")
@@ -46,12 +41,7 @@ fn a_payment_is_answered_with_the_workers_reply() {
         &json!({"order_id": "A-1001", "amount": 15000, "currency": "KRW", "reason": "customer"}),
     );
 
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
+    response.assert_status(200);
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_eq!(
         response.json(),
@@ -375,12 +365,7 @@ fn auto_create_makes_the_missing_topics_and_payments_work() {
     gateway.wait_ready();
     let _responder = broker.responder();
     let response = gateway.pay("approve", &json!({"order_id": "AC-1"}));
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
+    response.assert_status(200);
     assert_eq!(response.json()["order_id"], "AC-1");
     assert!(
         gateway

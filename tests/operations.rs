@@ -125,12 +125,7 @@ fn losing_the_brokers_turns_readyz_503_and_refuses_payments_unsent() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let refused = gateway.pay("approve", &json!({"order_id": "L-1"}));
-    assert_eq!(
-        refused.status,
-        503,
-        "{}",
-        String::from_utf8_lossy(&refused.body)
-    );
+    refused.assert_status(503);
     let problem = refused.json();
     assert_eq!(
         (problem["code"].as_str(), problem["outcome"].as_str()),

@@ -70,12 +70,7 @@ fn a_payment_goes_through_gateway_worker_and_pg_and_back() {
         &json!({"order_id": "S-1", "amount": 1200, "currency": "KRW"}),
     );
 
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
+    response.assert_status(200);
     let reply = response.json();
     assert_eq!(reply["status"], "APPROVED");
     assert_eq!(reply["order_id"], "S-1");
@@ -121,12 +116,7 @@ fn the_same_idempotency_key_through_both_hosts_charges_once() {
                         &[("idempotency-key", "pay-777")],
                         &json!({"order_id": "E-1", "amount": 5000}),
                     );
-                    assert_eq!(
-                        response.status,
-                        200,
-                        "{}",
-                        String::from_utf8_lossy(&response.body)
-                    );
+                    response.assert_status(200);
                     response.json()
                 })
             })
@@ -222,12 +212,7 @@ fn a_stopped_workers_partitions_move_to_the_other_worker() {
             "approve",
             &json!({"order_id": format!("M-{i}"), "amount": 1}),
         );
-        assert_eq!(
-            response.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&response.body)
-        );
+        response.assert_status(200);
     }
     assert_eq!(system.pg.charges()["charges"].as_object().unwrap().len(), 9);
     let partitions: std::collections::HashSet<i32> = system
@@ -289,12 +274,7 @@ fn pg_failures_and_declines_map_to_statuses_and_poison_does_not_block() {
             "approve",
             &json!({"order_id": format!("AFTER-{i}"), "amount": 10}),
         );
-        assert_eq!(
-            after.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&after.body)
-        );
+        after.assert_status(200);
     }
     let worker_log = system.workers[0].daemon.log_text();
     assert_eq!(
