@@ -39,7 +39,7 @@ Environment:
   KREPLY_CONFIG   config file path      KREPLY_BROKERS  host:port[,host:port...]
   KREPLY_LISTEN   HTTP ip:port          KREPLY_HOST_IP  IP to look up in the host table
   KREPLY_PG_URL   the worker's PG URL   KREPLY_METRICS_LISTEN  the worker's /metrics ip:port
-  RUST_LOG        log filter (default: info)
+  RUST_LOG        log filter (default: info,krafka=warn)
 ";
 
 /// What the command line asked for.
@@ -104,10 +104,17 @@ fn print_route(path: &std::path::Path) -> Result<(), StartupError> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // A report reads better without the startup log lines; RUST_LOG still wins.
+    // A report reads better without the startup log lines or the client's retries (its
+    // sentence says what failed); RUST_LOG still wins.
     let quiet = args.first().is_some_and(|a| a == "check-config");
-    let level = if quiet { "warn" } else { "info" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    // krafka's own lines (rebalances, fenced producers, lost connections) are bridged in
+    // from `tracing` at warn: its info lines are per-request chatter.
+    let filter = if quiet {
+        "warn,krafka=off"
+    } else {
+        "info,krafka=warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
     let result = match parse(&args) {
         Err(why) => {
             eprintln!("kreply: {why}; run \"kreply --help\" for usage");
