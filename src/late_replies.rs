@@ -193,6 +193,10 @@ mod tests {
         CorrelationId::from_wire(&[n; 16])
     }
 
+    fn look(late: &mut LateReplies, n: u8, now: Instant) -> LateLookup {
+        late.lookup(id(n).as_bytes(), now)
+    }
+
     fn at(t0: Instant, s: u64) -> Instant {
         t0 + Duration::from_secs(s)
     }
@@ -202,9 +206,9 @@ mod tests {
         let t0 = Instant::now();
         let mut late = store(10, 60);
         late.give_up(id(1), t0);
-        assert_eq!(late.lookup(id(1).as_bytes(), t0), LateLookup::Awaited);
+        assert_eq!(look(&mut late, 1, t0), LateLookup::Awaited);
         late.keep(id(1).as_bytes(), reply("r"), at(t0, 1)).unwrap();
-        let LateLookup::Answered(kept) = late.lookup(id(1).as_bytes(), at(t0, 2)) else {
+        let LateLookup::Answered(kept) = look(&mut late, 1, at(t0, 2)) else {
             panic!("the reply was not kept");
         };
         assert_eq!(kept.value.as_deref(), Some(&b"r"[..]));
@@ -214,7 +218,7 @@ mod tests {
         );
         // Served again on a second lookup: a caller may ask twice.
         assert!(matches!(
-            late.lookup(id(1).as_bytes(), at(t0, 3)),
+            look(&mut late, 1, at(t0, 3)),
             LateLookup::Answered(_)
         ));
         let stats = late.stats(at(t0, 3));
@@ -226,7 +230,7 @@ mod tests {
         let t0 = Instant::now();
         let mut late = store(10, 60);
         assert_eq!(late.keep(id(2).as_bytes(), reply("x"), t0), Err(reply("x")));
-        assert_eq!(late.lookup(id(2).as_bytes(), t0), LateLookup::Unknown);
+        assert_eq!(look(&mut late, 2, t0), LateLookup::Unknown);
         assert_eq!(late.stats(t0), LateStats::default());
     }
 
@@ -237,7 +241,7 @@ mod tests {
         late.give_up(id(1), t0);
         late.keep(id(1).as_bytes(), reply("first"), t0).unwrap();
         assert!(late.keep(id(1).as_bytes(), reply("second"), t0).is_err());
-        let LateLookup::Answered(kept) = late.lookup(id(1).as_bytes(), t0) else {
+        let LateLookup::Answered(kept) = look(&mut late, 1, t0) else {
             panic!("lost");
         };
         assert_eq!(kept.value.as_deref(), Some(&b"first"[..]));
@@ -251,23 +255,14 @@ mod tests {
         late.give_up(id(2), at(t0, 30));
         late.keep(id(1).as_bytes(), reply("r"), at(t0, 59)).unwrap();
         assert!(matches!(
-            late.lookup(id(1).as_bytes(), at(t0, 59)),
+            look(&mut late, 1, at(t0, 59)),
             LateLookup::Answered(_)
         ));
-        assert_eq!(
-            late.lookup(id(1).as_bytes(), at(t0, 60)),
-            LateLookup::Unknown
-        );
-        assert_eq!(
-            late.lookup(id(2).as_bytes(), at(t0, 60)),
-            LateLookup::Awaited
-        );
+        assert_eq!(look(&mut late, 1, at(t0, 60)), LateLookup::Unknown);
+        assert_eq!(look(&mut late, 2, at(t0, 60)), LateLookup::Awaited);
         // A reply to an expired id is not kept.
         assert!(late.keep(id(1).as_bytes(), reply("r"), at(t0, 61)).is_err());
-        assert_eq!(
-            late.lookup(id(2).as_bytes(), at(t0, 90)),
-            LateLookup::Unknown
-        );
+        assert_eq!(look(&mut late, 2, at(t0, 90)), LateLookup::Unknown);
         let stats = late.stats(at(t0, 90));
         assert_eq!((stats.expired, stats.evicted, stats.awaited), (1, 0, 0));
     }
@@ -280,23 +275,11 @@ mod tests {
         late.keep(id(1).as_bytes(), reply("1"), t0).unwrap();
         late.give_up(id(2), at(t0, 1));
         late.give_up(id(3), at(t0, 2));
-        assert_eq!(
-            late.lookup(id(1).as_bytes(), at(t0, 2)),
-            LateLookup::Unknown
-        );
-        assert_eq!(
-            late.lookup(id(2).as_bytes(), at(t0, 2)),
-            LateLookup::Awaited
-        );
-        assert_eq!(
-            late.lookup(id(3).as_bytes(), at(t0, 2)),
-            LateLookup::Awaited
-        );
+        assert_eq!(look(&mut late, 1, at(t0, 2)), LateLookup::Unknown);
+        assert_eq!(look(&mut late, 2, at(t0, 2)), LateLookup::Awaited);
+        assert_eq!(look(&mut late, 3, at(t0, 2)), LateLookup::Awaited);
         late.give_up(id(4), at(t0, 3));
-        assert_eq!(
-            late.lookup(id(2).as_bytes(), at(t0, 3)),
-            LateLookup::Unknown
-        );
+        assert_eq!(look(&mut late, 2, at(t0, 3)), LateLookup::Unknown);
         let stats = late.stats(at(t0, 3));
         assert_eq!((stats.evicted, stats.awaited, stats.stored), (1, 2, 0));
     }
@@ -307,6 +290,6 @@ mod tests {
         let mut late = store(0, 60);
         late.give_up(id(1), t0);
         assert!(late.keep(id(1).as_bytes(), reply("r"), t0).is_err());
-        assert_eq!(late.lookup(id(1).as_bytes(), t0), LateLookup::Unknown);
+        assert_eq!(look(&mut late, 1, t0), LateLookup::Unknown);
     }
 }
