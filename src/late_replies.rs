@@ -15,6 +15,7 @@
 use crate::correlation_id::CorrelationId;
 use crate::record::headers;
 use crate::registry::Reply;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -93,7 +94,9 @@ impl LateReplies {
         while self.entries.len() >= self.limits.max_count {
             self.drop_oldest(Dropped::Evicted);
         }
-        if self.entries.insert(id.clone(), None).is_none() {
+        // An id is given up on once; a repeat (a bug) must not wipe a kept reply.
+        if let Entry::Vacant(vacant) = self.entries.entry(id.clone()) {
+            vacant.insert(None);
             self.order.push_back((now, id));
         }
     }
@@ -112,6 +115,7 @@ impl LateReplies {
         }
         *slot = Some(reply);
         self.stats.kept += 1;
+        self.stats.stored += 1;
         Ok(())
     }
 
@@ -131,10 +135,8 @@ impl LateReplies {
     /// The counters, after forgetting what is too old at `now`.
     pub fn stats(&mut self, now: Instant) -> LateStats {
         self.expire(now);
-        let stored = self.entries.values().filter(|e| e.is_some()).count();
         LateStats {
-            stored,
-            awaited: self.entries.len() - stored,
+            awaited: self.entries.len() - self.stats.stored,
             ..self.stats
         }
     }
@@ -153,6 +155,7 @@ impl LateReplies {
             return;
         };
         if let Some(Some(_)) = self.entries.remove(&id) {
+            self.stats.stored -= 1;
             match why {
                 Dropped::Expired => self.stats.expired += 1,
                 Dropped::Evicted => self.stats.evicted += 1,
