@@ -174,7 +174,7 @@ fn give_up(
         .ok_or_else(|| timed_out(gateway, record, placement, &id, why))
 }
 
-/// 503 `overloaded`: nothing was read, registered or produced.
+/// 503 `overloaded`: nothing was registered or produced (nor, on the early check, read).
 fn overloaded(gateway: &Gateway) -> Problem {
     gateway.metrics.overload_refusals.inc();
     Problem::new(
