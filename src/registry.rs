@@ -441,10 +441,16 @@ mod tests {
             let registry = Registry::new();
             let id = CorrelationId::new_spring();
             let waiter = registry.register(id.clone()).unwrap();
+            // Both sides start together, so each order (and the tie) happens in some rounds.
+            let start = Arc::new(std::sync::Barrier::new(2));
             let delivering = {
-                let (registry, id) = (registry.clone(), id.clone());
-                std::thread::spawn(move || registry.deliver(id.as_bytes(), reply("r")))
+                let (registry, id, start) = (registry.clone(), id.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    registry.deliver(id.as_bytes(), reply("r"))
+                })
             };
+            start.wait();
             let returned = waiter.give_up();
             let delivery = delivering.join().unwrap();
             match (returned, delivery) {

@@ -11,7 +11,8 @@ use krafka::Record;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-/// The 504 of a payment nobody answers within `timeout_ms`.
+/// The 504 of a payment nobody answers within `timeout_ms`; its body and `Link` header
+/// name where the outcome can be fetched later.
 fn timed_out_payment(gateway: &Gateway, order_id: &str, timeout_ms: &str) -> serde_json::Value {
     let response = gateway.pay_with(
         "approve",
@@ -20,6 +21,11 @@ fn timed_out_payment(gateway: &Gateway, order_id: &str, timeout_ms: &str) -> ser
     );
     let problem = assert_problem(&response, 504, "reply-timeout");
     assert_eq!(problem["outcome"], "unknown");
+    let url = problem["reply_url"].as_str().expect("reply_url in the 504");
+    assert_eq!(
+        response.header("link"),
+        Some(format!("<{url}>; rel=\"monitor\"").as_str())
+    );
     problem
 }
 
