@@ -6,6 +6,8 @@
 //! keys are rejected so a misspelt setting fails loudly instead of silently defaulting.
 
 use crate::error::StartupError;
+use crate::late_replies::LateLimits;
+use crate::registry::DEFAULT_MAX_IN_FLIGHT;
 use crate::topic_name;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -56,6 +58,10 @@ pub struct Config {
     /// Largest produce batch per partition, in bytes (Java's `batch.size`). tansu misreports
     /// the offsets of multi-record batches, so stacks on tansu set 1 (one record per batch).
     pub producer_batch_bytes: usize,
+    /// Payments that may wait for a reply at once; more are refused with 503 `overloaded`.
+    pub max_in_flight: usize,
+    /// Replies that come after their caller was told "outcome unknown".
+    pub late_replies: LateRepliesConfig,
     /// Checking and creating the topics at startup.
     pub topics: TopicsConfig,
     /// `kreply worker` only.
@@ -94,6 +100,35 @@ pub enum StartFrom {
     Earliest,
 }
 
+/// How many late replies are kept, and for how long (`GET /v1/requests/{id}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LateRepliesConfig {
+    /// Ids given up on (answered or not) remembered at once; the oldest go first. 0 keeps none.
+    pub max_count: usize,
+    /// How long after the caller's 504 its id and reply are remembered.
+    pub max_age_ms: u64,
+}
+
+impl Default for LateRepliesConfig {
+    fn default() -> Self {
+        let limits = LateLimits::default();
+        LateRepliesConfig {
+            max_count: limits.max_count,
+            max_age_ms: limits.max_age.as_millis() as u64,
+        }
+    }
+}
+
+impl LateRepliesConfig {
+    pub fn limits(&self) -> LateLimits {
+        LateLimits {
+            max_count: self.max_count,
+            max_age: Duration::from_millis(self.max_age_ms),
+        }
+    }
+}
+
 /// Whether startup may create missing topics, and how.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +161,8 @@ impl Default for Config {
             connect_timeout_ms: 3_000,
             producer_linger_ms: 0,
             producer_batch_bytes: 16 * 1024,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            late_replies: LateRepliesConfig::default(),
             topics: TopicsConfig::default(),
             worker: WorkerConfig::default(),
         }
@@ -249,6 +286,12 @@ impl Config {
         if self.max_body_bytes == 0 {
             return fail("\"max_body_bytes\" must be above 0".into());
         }
+        if self.max_in_flight == 0 {
+            return fail("\"max_in_flight\" must be above 0, or every payment is refused".into());
+        }
+        if self.late_replies.max_age_ms == 0 {
+            return fail("\"late_replies.max_age_ms\" must be above 0; set \"late_replies.max_count\" to 0 to keep no late replies".into());
+        }
         if let Err(why) = topic_name::check(&self.worker.results_topic) {
             return fail(format!("\"worker.results_topic\": {why}"));
         }
@@ -336,6 +379,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("KREPLY_LISTEN=\"nowhere\""), "{err}");
+    }
+
+    #[test]
+    fn the_in_flight_bound_and_late_reply_limits_are_read_and_checked() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.max_in_flight, 4096);
+        assert_eq!(config.late_replies.limits(), LateLimits::default());
+        let config =
+            parse(r#"{"max_in_flight": 8, "late_replies": {"max_count": 3, "max_age_ms": 1500}}"#)
+                .unwrap();
+        assert_eq!(config.max_in_flight, 8);
+        assert_eq!(
+            config.late_replies.limits(),
+            LateLimits {
+                max_count: 3,
+                max_age: Duration::from_millis(1500)
+            }
+        );
+        for bad in [
+            r#"{"max_in_flight": 0}"#,
+            r#"{"late_replies": {"max_age_ms": 0}}"#,
+        ] {
+            let err = parse(bad)
+                .unwrap()
+                .validate(Path::new("k.json"))
+                .unwrap_err();
+            assert!(err.to_string().contains("must be above 0"), "{err}");
+        }
     }
 
     #[test]

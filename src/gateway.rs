@@ -33,21 +33,25 @@ const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// The host-table lookup: `host_ip` (or `KREPLY_HOST_IP`) if set, else the detected IPs.
 pub fn resolve_route(config: &Config) -> Result<ReplyRoute, StartupError> {
-    let table = HostTable::load(&config.host_table)?;
+    route_in(&HostTable::load(&config.host_table)?, config)
+}
+
+fn route_in(table: &HostTable, config: &Config) -> Result<ReplyRoute, StartupError> {
     let candidates = match config.host_ip {
         Some(ip) => vec![ip],
         None => host_ips::detect(),
     };
-    reply_route::resolve(&table, &config.reply_topic_base, &candidates)
+    reply_route::resolve(table, &config.reply_topic_base, &candidates)
 }
 
 /// Runs the gateway until it is stopped by a signal.
 pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let config = Config::load(config_path)?;
-    let route = resolve_route(&config)?;
+    let hosts = HostTable::load(&config.host_table)?;
+    let route = route_in(&hosts, &config)?;
     log::info!("startup: config {}; {route}", config_path.display());
     let stop_signals = signals::listen()?;
-    let registry = Registry::new();
+    let registry = Registry::with_limits(config.max_in_flight, config.late_replies.limits());
     let readiness = Readiness::default();
     let metrics = Arc::new(GatewayMetrics::default());
     let sender = kafka::start(KafkaSetup {
@@ -63,6 +67,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         config,
         metrics,
         route,
+        hosts,
         registry,
         sender,
         readiness,

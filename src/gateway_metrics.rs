@@ -3,6 +3,7 @@
 //! Operation labels are limited to the configured operations (anything else counts as
 //! `unknown`), so a client cannot grow the series without bound by inventing operations.
 
+use crate::late_replies::LateStats;
 use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
 use crate::registry::Registry;
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub struct GatewayMetrics {
     pub in_flight: Gauge,
     pub dlq_writes: Counter,
     pub produce_errors: Counter,
+    /// Payments refused with 503 `overloaded` (`max_in_flight` reached).
+    pub overload_refusals: Counter,
     reply_lag: Mutex<BTreeMap<i32, u64>>,
 }
 
@@ -50,6 +53,7 @@ impl Default for GatewayMetrics {
             in_flight: Gauge::default(),
             dlq_writes: Counter::default(),
             produce_errors: Counter::default(),
+            overload_refusals: Counter::default(),
             reply_lag: Mutex::new(BTreeMap::new()),
         }
     }
@@ -99,6 +103,12 @@ impl GatewayMetrics {
             registry.unmatched(),
         );
         out.counter(
+            "kreply_overload_refusals_total",
+            "Payments refused with 503 overloaded because max_in_flight were waiting.",
+            self.overload_refusals.get(),
+        );
+        render_late_replies(&mut out, registry.late_stats());
+        out.counter(
             "kreply_dlq_writes_total",
             "Dead-letter records sent.",
             self.dlq_writes.get(),
@@ -134,6 +144,44 @@ impl GatewayMetrics {
     }
 }
 
+/// The late-reply store: what it holds now, and what went in and out since startup.
+fn render_late_replies(out: &mut Exposition, late: LateStats) {
+    out.gauge(
+        "kreply_late_replies_stored",
+        "Late replies held for GET /v1/requests/{id} now.",
+        late.stored as f64,
+    );
+    out.gauge(
+        "kreply_late_replies_awaited",
+        "Requests given up on (504) whose reply has not come yet.",
+        late.awaited as f64,
+    );
+    for (name, help, value) in [
+        (
+            "kreply_late_replies_kept_total",
+            "Replies kept because they came after their caller was given up on.",
+            late.kept,
+        ),
+        (
+            "kreply_late_replies_served_total",
+            "Kept replies answered to GET /v1/requests/{id}.",
+            late.served,
+        ),
+        (
+            "kreply_late_replies_expired_total",
+            "Kept replies forgotten after late_replies.max_age_ms.",
+            late.expired,
+        ),
+        (
+            "kreply_late_replies_evicted_total",
+            "Kept replies forgotten early to stay within late_replies.max_count.",
+            late.evicted,
+        ),
+    ] {
+        out.counter(name, help, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +194,7 @@ mod tests {
         metrics.record("approve", RequestOutcome::Ok, Duration::from_millis(3));
         metrics.record("approve", RequestOutcome::Timeout, Duration::from_secs(5));
         metrics.dlq_writes.inc();
+        metrics.overload_refusals.inc();
         metrics.set_reply_lag([(0, 2), (1, 0)]);
         let text = metrics.render(&Registry::new(), true);
         assert!(
@@ -158,6 +207,9 @@ mod tests {
         assert!(text.contains("kreply_request_duration_seconds_count{operation=\"approve\"} 2\n"));
         assert!(text.contains("kreply_in_flight_requests 1\n"));
         assert!(text.contains("kreply_dlq_writes_total 1\n"));
+        assert!(text.contains("kreply_overload_refusals_total 1\n"));
+        assert!(text.contains("kreply_late_replies_kept_total 0\n"));
+        assert!(text.contains("kreply_late_replies_stored 0\n"));
         assert!(text.contains("kreply_reply_consumer_lag{partition=\"0\"} 2\n"));
         assert!(text.contains("kreply_ready 1\n"));
         drop(guard);

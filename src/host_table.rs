@@ -68,6 +68,11 @@ impl HostTable {
     pub fn lookup(&self, ip: IpAddr) -> Option<&HostEntry> {
         self.entries.iter().find(|e| e.ip == ip)
     }
+
+    /// The (first) host with reply-topic suffix `suffix`: where its requests are answered.
+    pub fn lookup_suffix(&self, suffix: &str) -> Option<&HostEntry> {
+        self.entries.iter().find(|e| e.suffix == suffix)
+    }
 }
 
 fn parse_line(line: &str) -> Result<HostEntry, String> {
@@ -102,6 +107,8 @@ mod tests {
         let ip: IpAddr = "10.0.1.12".parse().unwrap();
         assert_eq!(table.lookup(ip).unwrap().suffix, "prod2");
         assert!(table.lookup("10.0.1.13".parse().unwrap()).is_none());
+        assert_eq!(table.lookup_suffix("prod2").unwrap().ip, ip);
+        assert!(table.lookup_suffix("prod3").is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod host_ips;
 pub mod host_table;
 pub mod http;
 pub mod kafka;
+pub mod late_replies;
 pub mod mock_pg;
 pub mod ops;
 pub mod payment;

@@ -17,15 +17,32 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub code: &'static str,
-    pub detail: String,
+    /// Boxed strings (here and below): fixed once made, and 8 bytes smaller than a `String`,
+    /// which keeps `Result<_, Problem>` under clippy's large-error limit.
+    pub detail: Box<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub correlation_id: Option<String>,
+    pub correlation_id: Option<Box<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
     /// The worker's reply value, when a worker answered with an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     /// Boxed: it is rare, and keeps `Result<_, Problem>` small.
     pub reply: Option<Box<serde_json::Value>>,
+    /// Where the outcome can be fetched later, when it is unknown now (boxed, as `reply`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub later: Option<Box<ReplyLocation>>,
+    /// Seconds for the `Retry-After` header: when trying again makes sense.
+    #[serde(skip)]
+    pub retry_after: Option<u16>,
+}
+
+/// Where and on which host a request's outcome can be fetched (`GET /v1/requests/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplyLocation {
+    /// `/v1/requests/{id}?host=<suffix>`, relative to the gateways' common address.
+    pub reply_url: String,
+    /// The host-table suffix of the host that sent the request and reads its reply.
+    pub reply_host: String,
 }
 
 /// What the caller may conclude about the payment.
@@ -49,15 +66,17 @@ impl Problem {
             title: title(status),
             status,
             code,
-            detail: detail.into(),
+            detail: detail.into().into_boxed_str(),
             correlation_id: None,
             outcome: None,
             reply: None,
+            later: None,
+            retry_after: None,
         }
     }
 
     pub fn with_correlation_id(mut self, id: impl ToString) -> Problem {
-        self.correlation_id = Some(id.to_string());
+        self.correlation_id = Some(id.to_string().into_boxed_str());
         self
     }
 
@@ -68,6 +87,20 @@ impl Problem {
 
     pub fn with_reply(mut self, reply: serde_json::Value) -> Problem {
         self.reply = Some(Box::new(reply));
+        self
+    }
+
+    /// Names where the caller can learn the outcome later, and which host holds it.
+    pub fn with_reply_url(mut self, url: String, host: &str) -> Problem {
+        self.later = Some(Box::new(ReplyLocation {
+            reply_url: url,
+            reply_host: host.to_string(),
+        }));
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u16) -> Problem {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -111,5 +144,12 @@ mod tests {
         let bare: serde_json::Value =
             serde_json::from_str(&Problem::new(404, "unknown-route", "x").to_json()).unwrap();
         assert!(bare.get("outcome").is_none() && bare.get("correlation_id").is_none());
+        assert!(bare.get("reply_url").is_none() && bare.get("retry_after").is_none());
+        let later = Problem::new(504, "reply-timeout", "x").with_reply_url("/u".into(), "h2");
+        let v: serde_json::Value = serde_json::from_str(&later.to_json()).unwrap();
+        assert_eq!(
+            (&v["reply_url"], &v["reply_host"]),
+            (&"/u".into(), &"h2".into())
+        );
     }
 }

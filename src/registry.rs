@@ -7,19 +7,28 @@
 //! It is runtime-free on purpose: a `std` mutex around a map of one-shot slots, each
 //! waking whatever executor polled it. Either side can be swapped or tested alone.
 //!
-//! A [`ReplyWaiter`] removes its entry when dropped, so a request that times out or whose
-//! client goes away leaves nothing behind; a reply that arrives after that finds no waiter
-//! and is handed back to the caller of [`Registry::deliver`] ([`Delivery::NoWaiter`]), which
-//! is where keeping late replies will slot in. An in-flight cap will slot into
-//! [`Registry::register`].
+//! A [`ReplyWaiter`] removes its entry when dropped, so a request whose client goes away
+//! leaves nothing behind. A caller told "outcome unknown" is given up on instead
+//! ([`ReplyWaiter::give_up`]): its id moves, under the same lock, to the late-reply store,
+//! which keeps a reply that comes afterwards ([`Delivery::Kept`]). Any other reply with no
+//! waiter is handed back ([`Delivery::NoWaiter`]) to be logged and counted.
+//!
+//! The registry is also where the in-flight bound is enforced: [`Registry::register`]
+//! refuses a new waiter once `max_in_flight` are waiting, atomically with the insert, so
+//! no burst of callers can hold more than that many requests (and their memory) at once.
 
 use crate::correlation_id::CorrelationId;
+use crate::late_replies::{LateLimits, LateLookup, LateReplies, LateStats};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// The default bound on requests waiting at once, per gateway.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 
 /// A reply record, as the reply consumer read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,25 +44,40 @@ pub struct Reply {
 pub enum Delivery {
     /// A request was waiting and now has it.
     Delivered,
-    /// Nobody waits for this id (timed out, duplicate, or another host's): the reply is
-    /// given back so the caller can log or keep it.
+    /// Its caller was given up on; the reply is kept for `GET /v1/requests/{id}`.
+    Kept,
+    /// Nobody waits for this id (a duplicate, another host's, or forgotten): the reply is
+    /// given back so the caller can log it.
     NoWaiter(Reply),
 }
 
-/// The id was already registered; with random 128-bit ids this means a bug, not bad luck.
+/// Why a waiter could not be registered.
 #[derive(Debug, PartialEq, Eq)]
-pub struct AlreadyWaiting;
+pub enum Refused {
+    /// `max_in_flight` requests wait already.
+    Overloaded,
+    /// The id was already registered; with random 128-bit ids this means a bug, not bad luck.
+    AlreadyWaiting,
+}
 
 /// Shared between the HTTP side and the reply consumer; clones share one registry.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     waiting: Mutex<HashMap<CorrelationId, Arc<Slot>>>,
+    max_in_flight: usize,
+    /// Locked after `waiting` when both are needed, never the other way round.
+    late: Mutex<LateReplies>,
     unmatched: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::with_limits(DEFAULT_MAX_IN_FLIGHT, LateLimits::default())
+    }
 }
 
 /// One reply's hand-over point between the two runtimes.
@@ -73,12 +97,27 @@ impl Registry {
         Registry::default()
     }
 
-    /// Starts waiting for the reply to `id`.
-    pub fn register(&self, id: CorrelationId) -> Result<ReplyWaiter, AlreadyWaiting> {
+    /// A registry that holds at most `max_in_flight` waiters and keeps late replies.
+    pub fn with_limits(max_in_flight: usize, late: LateLimits) -> Self {
+        Registry {
+            inner: Arc::new(Inner {
+                waiting: Mutex::default(),
+                max_in_flight,
+                late: Mutex::new(LateReplies::new(late)),
+                unmatched: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Starts waiting for the reply to `id`, unless `max_in_flight` wait already.
+    pub fn register(&self, id: CorrelationId) -> Result<ReplyWaiter, Refused> {
         let slot = Arc::new(Slot::default());
         let mut waiting = lock(&self.inner.waiting);
+        if waiting.len() >= self.inner.max_in_flight {
+            return Err(Refused::Overloaded);
+        }
         if waiting.contains_key(&id) {
-            return Err(AlreadyWaiting);
+            return Err(Refused::AlreadyWaiting);
         }
         waiting.insert(id.clone(), Arc::clone(&slot));
         Ok(ReplyWaiter {
@@ -92,8 +131,15 @@ impl Registry {
     pub fn deliver(&self, id: &[u8], reply: Reply) -> Delivery {
         let slot = lock(&self.inner.waiting).remove(id);
         let Some(slot) = slot else {
-            self.inner.unmatched.fetch_add(1, Ordering::Relaxed);
-            return Delivery::NoWaiter(reply);
+            // A give-up moves its id to the store under the `waiting` lock, so an id
+            // missing above is already in the store if it was given up on.
+            return match lock(&self.inner.late).keep(id, reply, Instant::now()) {
+                Ok(()) => Delivery::Kept,
+                Err(reply) => {
+                    self.inner.unmatched.fetch_add(1, Ordering::Relaxed);
+                    Delivery::NoWaiter(reply)
+                }
+            };
         };
         let waker = {
             let mut state = lock(&slot.state);
@@ -112,9 +158,30 @@ impl Registry {
         lock(&self.inner.waiting).len()
     }
 
-    /// How many replies found no waiter since startup.
+    /// Whether a new request would be refused now: a cheap early check, before the body is
+    /// read. [`Registry::register`] is the one that counts.
+    pub fn is_full(&self) -> bool {
+        self.in_flight() >= self.inner.max_in_flight
+    }
+
+    /// The most requests that may wait at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight
+    }
+
+    /// How many replies found no waiter (and were not kept) since startup.
     pub fn unmatched(&self) -> u64 {
         self.inner.unmatched.load(Ordering::Relaxed)
+    }
+
+    /// What this host knows about a request it gave up on.
+    pub fn late_reply(&self, id: &[u8]) -> LateLookup {
+        lock(&self.inner.late).lookup(id, Instant::now())
+    }
+
+    /// The late-reply store's counters.
+    pub fn late_stats(&self) -> LateStats {
+        lock(&self.inner.late).stats(Instant::now())
     }
 }
 
@@ -130,10 +197,18 @@ impl ReplyWaiter {
         &self.id
     }
 
-    /// The reply if it has already been delivered. A caller whose timer fired asks this
-    /// before giving up, so a reply delivered in the same instant is not thrown away.
-    pub fn take_delivered(&self) -> Option<Reply> {
-        lock(&self.slot.state).reply.take()
+    /// Stops waiting because the caller is told the outcome is unknown. Returns the reply
+    /// if it was delivered in the meantime (use it: nothing is lost), else remembers the id
+    /// so a reply that comes later is kept for `GET /v1/requests/{id}`. Atomic with
+    /// [`Registry::deliver`]: the reply is either returned here or kept, never dropped.
+    pub fn give_up(self) -> Option<Reply> {
+        let mut waiting = lock(&self.inner.waiting);
+        if let Some(reply) = lock(&self.slot.state).reply.take() {
+            return Some(reply);
+        }
+        remove_own(&mut waiting, &self.id, &self.slot);
+        lock(&self.inner.late).give_up(self.id.clone(), Instant::now());
+        None
     }
 }
 
@@ -154,14 +229,18 @@ impl Future for ReplyWaiter {
 
 impl Drop for ReplyWaiter {
     fn drop(&mut self) {
-        let mut waiting = lock(&self.inner.waiting);
-        // Only our own entry: after a delivery the id is gone already.
-        if waiting
-            .get(&self.id)
-            .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
-        {
-            waiting.remove(&self.id);
-        }
+        remove_own(&mut lock(&self.inner.waiting), &self.id, &self.slot);
+    }
+}
+
+/// Removes `id` only if it is this waiter's own entry: after a delivery it is gone already.
+fn remove_own(
+    waiting: &mut HashMap<CorrelationId, Arc<Slot>>,
+    id: &CorrelationId,
+    slot: &Arc<Slot>,
+) {
+    if waiting.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+        waiting.remove(id);
     }
 }
 
@@ -223,7 +302,7 @@ mod tests {
         let id = CorrelationId::new_spring();
         let waiter = registry.register(id.clone()).unwrap();
         registry.deliver(id.as_bytes(), reply("early"));
-        assert_eq!(waiter.take_delivered(), Some(reply("early")));
+        assert_eq!(waiter.give_up(), Some(reply("early")));
     }
 
     #[test]
@@ -239,8 +318,8 @@ mod tests {
             registry.deliver(&[1, 2, 3, 0], reply("x")),
             Delivery::NoWaiter(_)
         ));
-        assert_eq!(waiter.take_delivered(), None);
         assert_eq!(registry.unmatched(), 2);
+        assert_eq!(waiter.give_up(), None);
     }
 
     #[test]
@@ -251,7 +330,7 @@ mod tests {
         assert_eq!(registry.in_flight(), 0);
         match registry.deliver(id.as_bytes(), reply("late")) {
             Delivery::NoWaiter(r) => assert_eq!(r, reply("late")),
-            Delivery::Delivered => panic!("nobody was waiting"),
+            other => panic!("nobody was waiting or given up on: {other:?}"),
         }
         assert_eq!(registry.unmatched(), 1);
     }
@@ -276,7 +355,7 @@ mod tests {
         let registry = Registry::new();
         let id = CorrelationId::new_spring();
         let _waiter = registry.register(id.clone()).unwrap();
-        assert_eq!(registry.register(id).err(), Some(AlreadyWaiting));
+        assert_eq!(registry.register(id).err(), Some(Refused::AlreadyWaiting));
     }
 
     #[test]
@@ -297,10 +376,88 @@ mod tests {
                 });
             }
         });
-        for (id, waiter) in ids.iter().zip(&waiters) {
-            assert_eq!(waiter.take_delivered(), Some(reply(&id.to_string())));
+        for (id, waiter) in ids.iter().zip(waiters) {
+            assert_eq!(waiter.give_up(), Some(reply(&id.to_string())));
         }
         assert_eq!(registry.in_flight(), 0);
         assert_eq!(registry.unmatched(), 0);
+    }
+
+    #[test]
+    fn no_more_than_max_in_flight_wait_at_once() {
+        let registry = Registry::with_limits(2, LateLimits::default());
+        let first = registry.register(CorrelationId::new_spring()).unwrap();
+        let _second = registry.register(CorrelationId::new_spring()).unwrap();
+        assert!(registry.is_full());
+        assert_eq!(
+            registry.register(CorrelationId::new_spring()).err(),
+            Some(Refused::Overloaded)
+        );
+        drop(first);
+        assert!(!registry.is_full());
+        assert!(registry.register(CorrelationId::new_spring()).is_ok());
+    }
+
+    #[test]
+    fn a_reply_after_a_give_up_is_kept_and_can_be_looked_up() {
+        let registry = Registry::new();
+        let id = CorrelationId::new_spring();
+        let waiter = registry.register(id.clone()).unwrap();
+        assert_eq!(waiter.give_up(), None);
+        assert_eq!(registry.in_flight(), 0);
+        assert_eq!(registry.late_reply(id.as_bytes()), LateLookup::Awaited);
+        assert!(matches!(
+            registry.deliver(id.as_bytes(), reply("late")),
+            Delivery::Kept
+        ));
+        assert_eq!(registry.unmatched(), 0);
+        assert!(matches!(
+            registry.late_reply(id.as_bytes()),
+            LateLookup::Answered(r) if r.value == reply("late").value
+        ));
+        assert_eq!(registry.late_stats().kept, 1);
+    }
+
+    #[test]
+    fn replies_to_ids_not_given_up_on_are_not_kept() {
+        let registry = Registry::new();
+        let dropped = CorrelationId::new_spring();
+        drop(registry.register(dropped.clone()).unwrap());
+        let never_issued = CorrelationId::new_spring();
+        for id in [&dropped, &never_issued] {
+            assert!(matches!(
+                registry.deliver(id.as_bytes(), reply("x")),
+                Delivery::NoWaiter(_)
+            ));
+            assert_eq!(registry.late_reply(id.as_bytes()), LateLookup::Unknown);
+        }
+        assert_eq!(registry.unmatched(), 2);
+        assert_eq!(registry.late_stats().kept, 0);
+    }
+
+    #[test]
+    fn a_reply_racing_a_give_up_is_either_returned_or_kept() {
+        for _ in 0..200 {
+            let registry = Registry::new();
+            let id = CorrelationId::new_spring();
+            let waiter = registry.register(id.clone()).unwrap();
+            // Both sides start together, so each order (and the tie) happens in some rounds.
+            let start = Arc::new(std::sync::Barrier::new(2));
+            let delivering = {
+                let (registry, id, start) = (registry.clone(), id.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    registry.deliver(id.as_bytes(), reply("r"))
+                })
+            };
+            start.wait();
+            let returned = waiter.give_up();
+            let delivery = delivering.join().unwrap();
+            match (returned, delivery) {
+                (Some(_), Delivery::Delivered) => {}
+                (None, Delivery::Kept) => {}
+                (returned, delivery) => panic!("lost: {returned:?}, {delivery:?}"),
+            }
+        }
     }
 }

@@ -2,20 +2,11 @@
 
 mod common;
 
+use common::answers::sample;
 use common::*;
 use serde_json::json;
 use std::net::TcpStream;
 use std::time::Duration;
-
-/// The value of one sample line, e.g. `kreply_ready` or `x{a="b"}`.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
-        .parse()
-        .unwrap()
-}
 
 /// How many payments wait for a reply, from `/metrics`.
 fn waiting_replies(gateway: &Gateway) -> usize {

@@ -1,6 +1,7 @@
 //! The HTTP side: tide on async-std.
 //!
-//! Routes: `POST /v1/payments/{operation}`, `GET /healthz`, `GET /readyz`, `GET /metrics`. Everything the
+//! Routes: `POST /v1/payments/{operation}`, `GET /v1/requests/{correlation_id}`, `GET /healthz`,
+//! `GET /readyz`, `GET /metrics`. Everything the
 //! handlers need is in one shared [`Gateway`]; the Kafka side is reached only through its
 //! [`SendHandle`] and the correlation registry.
 
@@ -9,11 +10,13 @@ mod payment_input;
 mod payments;
 mod probes;
 mod problem_response;
+mod requests;
 
 pub use listener::serve;
 
 use crate::config::Config;
 use crate::gateway_metrics::GatewayMetrics;
+use crate::host_table::HostTable;
 use crate::kafka::SendHandle;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
@@ -25,6 +28,8 @@ pub struct Gateway {
     pub config: Config,
     pub metrics: Arc<GatewayMetrics>,
     pub route: ReplyRoute,
+    /// Where each host's late replies are asked for (`GET /v1/requests/{id}?host=`).
+    pub hosts: HostTable,
     pub registry: Registry,
     pub sender: SendHandle,
     pub readiness: Readiness,
@@ -37,6 +42,7 @@ pub fn app(gateway: State) -> tide::Server<State> {
     let mut app = tide::with_state(gateway);
     app.with(tide::utils::After(problem_response::fallback));
     app.at("/v1/payments/:operation").post(payments::handle);
+    app.at("/v1/requests/:correlation_id").get(requests::handle);
     app.at("/healthz").get(probes::healthz);
     app.at("/readyz").get(probes::readyz);
     app.at("/metrics").get(probes::metrics);

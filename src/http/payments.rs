@@ -6,11 +6,16 @@
 //!    faster than the produce acknowledgement finds its waiter;
 //! 3. one deadline covers the acknowledgement and the reply together;
 //! 4. when the outcome is unknown (timeout, failed send) the caller is told so, and the
-//!    request goes to the dead-letter topic. Nothing is ever re-sent.
+//!    request goes to the dead-letter topic. Nothing is ever re-sent. The caller is also
+//!    told where a reply that comes later can be fetched (`GET /v1/requests/{id}`).
+//!
+//! At most `max_in_flight` payments wait at once: beyond that a caller gets 503
+//! `overloaded` with `Retry-After`, before its body is read and with nothing produced.
 
 use super::State;
 use super::payment_input::{check_content_type, idempotency_key, read_body, requested_timeout};
 use super::problem_response;
+use super::requests::reply_url;
 use crate::correlation_id::CorrelationId;
 use crate::dead_letter::{self, Cause};
 use crate::gateway_metrics::RequestOutcome;
@@ -19,7 +24,7 @@ use crate::kafka::SendFailure;
 use crate::payment::PaymentRequest;
 use crate::problem::{Outcome, Problem};
 use crate::record::{OutgoingRecord, Placement, headers};
-use crate::registry::Reply;
+use crate::registry::{Refused, Reply, ReplyWaiter};
 use crate::reply_error::ReplyError;
 use async_std::future::timeout;
 use std::time::Instant;
@@ -27,6 +32,9 @@ use tide::{Request, Response, StatusCode};
 
 /// Every payment answer carries its correlation id here, for support tickets.
 const CORRELATION_HEADER: &str = "x-correlation-id";
+/// Seconds an overloaded caller is asked to wait: any of `max_in_flight` payments ending
+/// frees a slot, and most end well within a second.
+const OVERLOADED_RETRY_AFTER_S: u16 = 1;
 
 /// What the outcome log line reports besides status and latency.
 #[derive(Default)]
@@ -54,13 +62,7 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
         "unknown"
     };
     gateway.metrics.record(label, outcome, started.elapsed());
-    let mut response = match answer {
-        Ok(body) => ok_response(body),
-        Err(problem) => problem_response::respond(&problem),
-    };
-    if let Some(id) = &trail.correlation_id {
-        response.insert_header(CORRELATION_HEADER, id.to_string());
-    }
+    let response = respond(answer, trail.correlation_id.as_ref());
     log::info!(
         "payment correlation_id={} operation={} order_id={} status={} latency_ms={:.1}",
         trail
@@ -93,6 +95,9 @@ async fn exchange(
             ),
         ));
     }
+    if gateway.registry.is_full() {
+        return Err(overloaded(gateway));
+    }
     check_content_type(req)?;
     let wait = requested_timeout(req, config.default_timeout(), config.max_timeout())?;
     let idempotency_key = idempotency_key(req)?;
@@ -111,42 +116,93 @@ async fn exchange(
     }
 
     let id = CorrelationId::new_spring();
+    let mut waiter = gateway
+        .registry
+        .register(id.clone())
+        .map_err(|refused| match refused {
+            Refused::Overloaded => overloaded(gateway),
+            Refused::AlreadyWaiting => Problem::new(
+                500,
+                "internal-error",
+                "correlation id already in use; nothing was sent",
+            )
+            .with_correlation_id(&id),
+        })?;
     trail.correlation_id = Some(id.clone());
-    let mut waiter = gateway.registry.register(id.clone()).map_err(|_| {
-        Problem::new(
-            500,
-            "internal-error",
-            "correlation id already in use; nothing was sent",
-        )
-        .with_correlation_id(&id)
-    })?;
     let record = payment.to_record(&config.request_topic, &id, &gateway.route);
     let deadline = Instant::now() + wait;
 
     let placement = match timeout(wait, gateway.sender.send(record.clone())).await {
         Ok(Ok(placement)) => placement,
+        Ok(Err(failure)) if failure.possibly_written => {
+            // The reply may even have come already; if not, keep it when it does.
+            return waiter
+                .give_up()
+                .ok_or_else(|| send_failed(gateway, &record, &id, failure));
+        }
         Ok(Err(failure)) => return Err(send_failed(gateway, &record, &id, failure)),
         Err(_) => {
             let why = format!(
                 "no acknowledgement from the brokers within {} ms",
                 wait.as_millis()
             );
-            return Err(timed_out(gateway, &record, None, &id, why));
+            return give_up(gateway, waiter, &record, None, why);
         }
     };
     let remaining = deadline.saturating_duration_since(Instant::now());
     match timeout(remaining, &mut waiter).await {
         Ok(reply) => Ok(reply),
-        // The reply may have been delivered in the very instant the timer fired.
-        Err(_) => waiter.take_delivered().ok_or_else(|| {
+        Err(_) => {
             let why = format!("no reply within {} ms", wait.as_millis());
-            timed_out(gateway, &record, Some(placement), &id, why)
-        }),
+            give_up(gateway, waiter, &record, Some(placement), why)
+        }
     }
 }
 
+/// The deadline passed: the reply if it came in that very instant, else a 504, and the
+/// id is remembered so a reply that comes later is kept.
+fn give_up(
+    gateway: &Gateway,
+    waiter: ReplyWaiter,
+    record: &OutgoingRecord,
+    placement: Option<Placement>,
+    why: String,
+) -> Result<Reply, Problem> {
+    let id = waiter.id().clone();
+    waiter
+        .give_up()
+        .ok_or_else(|| timed_out(gateway, record, placement, &id, why))
+}
+
+/// 503 `overloaded`: nothing was registered or produced (nor, on the early check, read).
+fn overloaded(gateway: &Gateway) -> Problem {
+    gateway.metrics.overload_refusals.inc();
+    Problem::new(
+        503,
+        "overloaded",
+        format!(
+            "the gateway is already waiting for {} payments, its limit; nothing was sent, try again shortly",
+            gateway.registry.max_in_flight()
+        ),
+    )
+    .with_outcome(Outcome::NotSent)
+    .with_retry_after(OVERLOADED_RETRY_AFTER_S)
+}
+
+/// The HTTP answer to a payment (or to a later lookup of it), with its correlation id.
+pub(super) fn respond(answer: Result<Vec<u8>, Problem>, id: Option<&CorrelationId>) -> Response {
+    let mut response = match answer {
+        Ok(body) => ok_response(body),
+        Err(problem) => problem_response::respond(&problem),
+    };
+    if let Some(id) = id {
+        response.insert_header(CORRELATION_HEADER, id.to_string());
+    }
+    response
+}
+
 /// The worker's answer: its reply value, or the problem its `kreply_error` header names.
-fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Problem> {
+pub(super) fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Problem> {
     let error = reply
         .headers
         .iter()
@@ -179,7 +235,7 @@ fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Pr
 fn outcome_of(problem: &Problem) -> RequestOutcome {
     match (problem.status, problem.code) {
         (_, "reply-timeout") => RequestOutcome::Timeout,
-        (_, "not-ready") => RequestOutcome::Rejected,
+        (_, "not-ready" | "overloaded") => RequestOutcome::Rejected,
         (status, _) if problem.correlation_id.is_none() && status < 500 => RequestOutcome::Rejected,
         _ => RequestOutcome::Error,
     }
@@ -200,27 +256,26 @@ fn send_failed(
     failure: SendFailure,
 ) -> Problem {
     dead_letter(gateway, record, None, Cause::SendFailed, &failure.message);
-    let (outcome, advice) = if failure.possibly_written {
-        (
-            Outcome::Unknown,
-            "it may still be processed: check the order's status before trying again",
+    let problem = |advice: &str| {
+        Problem::new(
+            503,
+            "send-failed",
+            format!(
+                "the request could not be sent to Kafka ({}); {advice}",
+                failure.message
+            ),
         )
-    } else {
-        (
-            Outcome::NotSent,
-            "nothing was written, so it is safe to try again",
-        )
+        .with_correlation_id(id)
     };
-    Problem::new(
-        503,
-        "send-failed",
-        format!(
-            "the request could not be sent to Kafka ({}); {advice}",
-            failure.message
-        ),
-    )
-    .with_correlation_id(id)
-    .with_outcome(outcome)
+    if failure.possibly_written {
+        problem(
+            "it may still be processed: check the order's status (reply_url) before trying again",
+        )
+        .with_outcome(Outcome::Unknown)
+        .with_reply_url(reply_url(id, &gateway.route.suffix), &gateway.route.suffix)
+    } else {
+        problem("nothing was written, so it is safe to try again").with_outcome(Outcome::NotSent)
+    }
 }
 
 /// No reply (or no acknowledgement) in time: the payment's fate is unknown.
@@ -235,10 +290,11 @@ fn timed_out(
     Problem::new(
         504,
         "reply-timeout",
-        format!("{why}; the outcome is unknown and the payment may still complete: check the order's status before trying again"),
+        format!("{why}; the outcome is unknown and the payment may still complete: fetch reply_url for the worker's answer, or check the order's status, before trying again"),
     )
     .with_correlation_id(id)
     .with_outcome(Outcome::Unknown)
+    .with_reply_url(reply_url(id, &gateway.route.suffix), &gateway.route.suffix)
 }
 
 fn dead_letter(

@@ -14,6 +14,13 @@ pub fn respond(problem: &Problem) -> Response {
     let mut response = Response::new(status);
     response.set_body(problem.to_json());
     response.set_content_type(problem_mime());
+    if let Some(seconds) = problem.retry_after {
+        response.insert_header("retry-after", seconds.to_string());
+    }
+    if let Some(later) = &problem.later {
+        // RFC 5989 `monitor`: the resource that will report this request's outcome.
+        response.insert_header("link", format!("<{}>; rel=\"monitor\"", later.reply_url));
+    }
     response
 }
 

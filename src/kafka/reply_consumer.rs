@@ -117,12 +117,17 @@ fn dispatch(registry: &Registry, record: ConsumerRecord) {
         return;
     };
     let id = id.clone();
-    if let Delivery::NoWaiter(_) = registry.deliver(&id, to_reply(record)) {
-        log::warn!(
-            "reply with no waiter: correlation_id={} at {at} (timed out, duplicate, or not ours); {} so far",
+    match registry.deliver(&id, to_reply(record)) {
+        Delivery::Delivered => {}
+        Delivery::Kept => log::info!(
+            "late reply kept: correlation_id={} at {at}; its caller can GET /v1/requests/{0}",
+            CorrelationId::from_wire(&id)
+        ),
+        Delivery::NoWaiter(_) => log::warn!(
+            "reply with no waiter: correlation_id={} at {at} (a duplicate, not ours, or given up on too long ago); {} so far",
             CorrelationId::from_wire(&id),
             registry.unmatched()
-        );
+        ),
     }
 }
 

@@ -2,11 +2,13 @@
 //! Spring-style responder built on krafka. Nothing here imitates Kafka.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod answers;
 pub mod echo;
+pub mod hosts;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
-use krafka::{ConsumerRecord, Kafka};
+use krafka::{ConsumerRecord, Kafka, Record};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -186,6 +188,11 @@ impl Broker {
 
     /// A responder that answers each request `delay` after reading it.
     pub fn slow_responder(&self, delay: Duration) -> Responder {
+        self.answering(delay, |reply| reply)
+    }
+
+    /// A responder that sends `finish(echo reply)` to each request, `delay` after reading it.
+    pub fn answering(&self, delay: Duration, finish: fn(Record) -> Record) -> Responder {
         let kafka = self.kafka();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (consumer, producer) = self.runtime.block_on(async {
@@ -198,7 +205,7 @@ impl Broker {
         let task = self.runtime.spawn(async move {
             loop {
                 for request in consumer.poll(Duration::from_millis(100)).await.unwrap() {
-                    let reply = echo::reply_to(&request).unwrap();
+                    let reply = finish(echo::reply_to(&request).unwrap());
                     recorded.lock().unwrap().push(request);
                     let producer = Arc::clone(&producer);
                     tokio::spawn(async move {
@@ -322,6 +329,11 @@ impl Gateway {
     /// Starts a gateway process with the config file `config`, without waiting.
     pub fn spawn(broker: &str, host_ip: &str, config: &Path) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Gateway::spawn_at(broker, host_ip, addr, config)
+    }
+
+    /// Starts a gateway for host `host_ip` listening on `addr`, without waiting.
+    pub fn spawn_at(broker: &str, host_ip: &str, addr: SocketAddr, config: &Path) -> Gateway {
         let listen = addr.to_string();
         let daemon = Daemon::spawn(
             &format!("gateway-{}", addr.port()),
