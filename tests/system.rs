@@ -83,11 +83,8 @@ fn the_same_idempotency_key_through_both_hosts_charges_once() {
     );
 }
 
-/// A worker killed mid-flight: no caller hangs and nothing is charged twice.
-///
-/// Partition takeover after a SIGKILL is not asserted here: tansu 0.6.0 evicts the dead
-/// member but never asks the survivor to rejoin (see README, "Known limits"); takeover on
-/// a graceful stop is tested below.
+/// A worker killed mid-flight: no caller hangs, nothing is charged twice, and the other
+/// worker takes the partitions over (timing and settlement: `tests/worker_crash.rs`).
 #[test]
 fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice() {
     let system = System::start(2, &["--latency-ms", "300"], 3000);
@@ -136,6 +133,7 @@ fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice() {
         "the surviving worker answered nothing: {statuses:?}"
     );
     assert!(charged.len() >= ok, "a 200 without a charge: {charges}");
+    wait_assigned(&[&system.workers[1]], 3);
 }
 
 /// A worker stopped with SIGTERM finishes, leaves the group, and the other takes over.

@@ -205,7 +205,7 @@ async fn serve(worker: Arc<Worker>, requests: &mut Requests<'_>, stop: &mut Stop
                 continue;
             }
         };
-        if !owned.update(&worker, consumer, topic).await {
+        if !owned.update(&worker, consumer, topic, &records).await {
             rewind(consumer, topic, &records).await;
             continue;
         }
@@ -232,8 +232,14 @@ struct Owned {
 
 impl Owned {
     /// Takes the consumer's assignment; `false` when the results store could not be read
-    /// first, so the batch must be read again later.
-    async fn update(&mut self, worker: &Worker, consumer: &Consumer, topic: &str) -> bool {
+    /// first, so the batch (`records`) must be read again later.
+    async fn update(
+        &mut self,
+        worker: &Worker,
+        consumer: &Consumer,
+        topic: &str,
+        records: &[ConsumerRecord],
+    ) -> bool {
         let assigned: HashSet<i32> = consumer
             .assignment()
             .await
@@ -246,11 +252,13 @@ impl Owned {
         }
         // New partitions may carry repeats of what their previous owner recorded;
         // losing partitions brings nothing new to read.
-        let gained = assigned.difference(&self.partitions).next().is_some();
+        let new: Vec<i32> = assigned.difference(&self.partitions).copied().collect();
+        let gained = !new.is_empty();
         if gained && let Err(e) = worker.results.catch_up().await {
             log::error!("worker: cannot read the results store, will retry: {e}");
             return false;
         }
+        anchor(consumer, topic, &new, records, &worker.metrics).await;
         let mut sorted: Vec<_> = assigned.iter().copied().collect();
         sorted.sort_unstable();
         log::info!("worker: assigned partitions {sorted:?} of {topic}");
@@ -263,6 +271,42 @@ impl Owned {
         worker.metrics.partitions.set(assigned.len() as i64);
         self.partitions = assigned;
         true
+    }
+}
+
+/// Commits where each new partition starts. A group that never committed on a
+/// partition starts a new owner at the latest offset (`start_from`), so without this a
+/// worker that dies before its first commit there would leave the requests it was
+/// working on unread by the next owner.
+async fn anchor(
+    consumer: &Consumer,
+    topic: &str,
+    new: &[i32],
+    records: &[ConsumerRecord],
+    metrics: &WorkerMetrics,
+) {
+    let mut starts = Vec::new();
+    for &partition in new {
+        // The batch in hand starts there; without records, the next one will.
+        let first = records
+            .iter()
+            .filter(|r| r.partition == partition)
+            .map(|r| r.offset)
+            .min();
+        let start = match first {
+            Some(offset) => Some(offset),
+            None => consumer.position(topic, partition).await,
+        };
+        if let Some(start) = start {
+            starts.push((
+                TopicPartition::new(topic, partition),
+                OffsetAndMetadata::new(start),
+            ));
+        }
+    }
+    if let Err(e) = consumer.commit_offsets(starts).await {
+        metrics.commit_errors.inc();
+        log::warn!("worker: committing the start of new partitions of {topic}: {e}");
     }
 }
 

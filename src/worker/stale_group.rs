@@ -94,9 +94,9 @@ impl StaleGroup {
         let rounds = self.rounds.completed.load(Ordering::Acquire);
         let me = consumer.group_metadata().await;
         // Not joined yet, or a round is under way: nothing to judge.
-        let Some(me) = me.filter(|me| {
-            me.generation_id() >= 0 && !self.rounds.open.load(Ordering::Acquire)
-        }) else {
+        let Some(me) =
+            me.filter(|me| me.generation_id() >= 0 && !self.rounds.open.load(Ordering::Acquire))
+        else {
             return self.judge.verdict(None, Instant::now());
         };
         let members = self.members().await?;
@@ -198,11 +198,7 @@ impl Judge {
             return None;
         };
         // The same finding twice in a row, with no round finished in between.
-        let Some(suspicion) = self
-            .suspicion
-            .as_ref()
-            .filter(|s| s.rounds == seen.rounds)
-        else {
+        let Some(suspicion) = self.suspicion.as_ref().filter(|s| s.rounds == seen.rounds) else {
             self.suspicion = Some(Suspicion {
                 since: now,
                 rounds: seen.rounds,
@@ -300,7 +296,10 @@ mod tests {
     fn the_only_member_without_every_partition_rejoins_on_the_second_look() {
         let v = verdicts(&[("c", 4, &["c"], 0, 1), ("c", 4, &["c"], 0, 1)]);
         assert_eq!(v[0], None);
-        assert!(v[1].as_deref().unwrap().contains("owns 0 of its 3"), "{v:?}");
+        assert!(
+            v[1].as_deref().unwrap().contains("owns 0 of its 3"),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -328,7 +327,10 @@ mod tests {
             ("b", 2, after, 1, 2),
             ("b", 2, after, 1, 2),
         ]);
-        assert!(lowest[2].as_deref().unwrap().contains("member a left"), "{lowest:?}");
+        assert!(
+            lowest[2].as_deref().unwrap().contains("member a left"),
+            "{lowest:?}"
+        );
         let other = verdicts(&[
             ("c", 2, before, 1, 1),
             ("c", 2, after, 1, 2),

@@ -429,7 +429,10 @@ impl Worker {
                 ("KREPLY_PG_URL", &pg.url),
                 ("KREPLY_METRICS_LISTEN", &listen),
                 // krafka's group protocol lines, for the log a failed test shows.
-                ("RUST_LOG", "info,krafka::consumer=debug"),
+                (
+                    "RUST_LOG",
+                    "info,krafka=warn,krafka::consumer::group=debug,krafka::consumer::rebalance=debug",
+                ),
             ],
         );
         Worker {
@@ -441,7 +444,9 @@ impl Worker {
     /// The value of an unlabelled metric on the worker's `/metrics`, if it answers.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let text = String::from_utf8(get(self.metrics_addr, "/metrics").ok()?.body).ok()?;
-        let value = text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?;
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?;
         value.trim().parse().ok()
     }
 

@@ -25,9 +25,13 @@ pub struct System {
 
 impl System {
     pub fn start(workers: usize, pg_options: &[&str], pg_timeout_ms: u64) -> System {
+        System::start_with(workers, pg_options, system_config(pg_timeout_ms))
+    }
+
+    /// [`System::start`] with a config file of the caller's.
+    pub fn start_with(workers: usize, pg_options: &[&str], config: PathBuf) -> System {
         let broker = Broker::start();
         let pg = MockPg::start(pg_options);
-        let config = system_config(pg_timeout_ms);
         // The gateway creates request, reply and DLQ topics; the workers the results topic.
         let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
         gateway.wait_ready();
