@@ -171,3 +171,26 @@ fn a_surviving_worker_takes_over_a_killed_workers_partitions() {
         assert!(charged.as_u64().unwrap_or(0) <= 1, "{order}: {charges}");
     }
 }
+
+/// Three workers, one killed: the two survivors between them own every partition again
+/// (the lowest member rejoins; the other follows the new generation).
+#[test]
+fn two_surviving_workers_share_a_killed_workers_partitions() {
+    let system = System::start(3, &[], 3000);
+    let survivors = [&system.workers[1], &system.workers[2]];
+    system.workers[0].daemon.signal("KILL");
+    let killed = Instant::now();
+
+    wait_until("the survivors' takeover", TAKEOVER_LIMIT, || {
+        let owned: Vec<f64> = survivors
+            .iter()
+            .filter_map(|w| w.metric("kreply_worker_partitions_assigned"))
+            .collect();
+        owned.len() == 2 && owned.iter().sum::<f64>() == 3.0
+    });
+    eprintln!(
+        "the survivors owned every partition {:?} after the kill",
+        killed.elapsed()
+    );
+    every_partition_answers(&system, "AFTER", 9);
+}
