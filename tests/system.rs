@@ -2,64 +2,11 @@
 
 mod common;
 
+use common::system::System;
 use common::*;
 use krafka::Record;
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// The local-stack config (topics created on demand) with the worker's timings for tests.
-fn system_config(pg_timeout_ms: u64) -> PathBuf {
-    config_with(|c| {
-        c["topics"]["auto_create"] = json!(true);
-        c["worker"]["session_timeout_ms"] = json!(6000);
-        c["worker"]["pg_timeout_ms"] = json!(pg_timeout_ms);
-    })
-}
-
-/// A broker, one gateway host (127.0.0.2) and `workers` workers, all assigned.
-struct System {
-    broker: Broker,
-    pg: MockPg,
-    config: PathBuf,
-    gateway: Gateway,
-    workers: Vec<Worker>,
-}
-
-impl System {
-    fn start(workers: usize, pg_options: &[&str], pg_timeout_ms: u64) -> System {
-        let broker = Broker::start();
-        let pg = MockPg::start(pg_options);
-        let config = system_config(pg_timeout_ms);
-        // The gateway creates request, reply and DLQ topics; the workers the results topic.
-        let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
-        gateway.wait_ready();
-        let workers: Vec<Worker> = (0..workers)
-            .map(|_| {
-                Worker::spawn(
-                    &format!("worker-{}", free_port()),
-                    &broker.addr,
-                    &pg,
-                    &config,
-                )
-            })
-            .collect();
-        wait_assigned(&workers.iter().collect::<Vec<_>>(), 3);
-        System {
-            broker,
-            pg,
-            config,
-            gateway,
-            workers,
-        }
-    }
-
-    fn second_gateway(&self) -> Gateway {
-        let gateway = Gateway::spawn(&self.broker.addr, "127.0.0.3", &self.config);
-        gateway.wait_ready();
-        gateway
-    }
-}
 
 #[test]
 fn a_payment_goes_through_gateway_worker_and_pg_and_back() {
@@ -136,11 +83,8 @@ fn the_same_idempotency_key_through_both_hosts_charges_once() {
     );
 }
 
-/// A worker killed mid-flight: no caller hangs and nothing is charged twice.
-///
-/// Partition takeover after a SIGKILL is not asserted here: tansu 0.6.0 evicts the dead
-/// member but never asks the survivor to rejoin (see README, "Known limits"); takeover on
-/// a graceful stop is tested below.
+/// A worker killed mid-flight: no caller hangs, nothing is charged twice, and the other
+/// worker takes the partitions over (timing and settlement: `tests/worker_crash.rs`).
 #[test]
 fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice() {
     let system = System::start(2, &["--latency-ms", "300"], 3000);
@@ -189,6 +133,7 @@ fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice() {
         "the surviving worker answered nothing: {statuses:?}"
     );
     assert!(charged.len() >= ok, "a 200 without a charge: {charges}");
+    wait_assigned(&[&system.workers[1]], 3);
 }
 
 /// A worker stopped with SIGTERM finishes, leaves the group, and the other takes over.

@@ -14,6 +14,8 @@ pub struct WorkerMetrics {
     pub pg_calls_in_flight: Gauge,
     pub partitions: Gauge,
     pub commit_errors: Counter,
+    /// Times the worker left and rejoined its group over a stale assignment.
+    pub group_rejoins: Counter,
 }
 
 impl Default for WorkerMetrics {
@@ -24,6 +26,7 @@ impl Default for WorkerMetrics {
             pg_calls_in_flight: Gauge::default(),
             partitions: Gauge::default(),
             commit_errors: Counter::default(),
+            group_rejoins: Counter::default(),
         }
     }
 }
@@ -65,6 +68,11 @@ impl WorkerMetrics {
             "kreply_worker_commit_errors_total",
             "Offset commits that failed.",
             self.commit_errors.get(),
+        );
+        out.counter(
+            "kreply_worker_group_rejoins_total",
+            "Times the worker left and rejoined its group because its assignment was stale (a crashed worker's partitions owned by nobody).",
+            self.group_rejoins.get(),
         );
         out.finish()
     }

@@ -17,6 +17,7 @@ mod pg_client;
 mod request;
 mod results;
 mod settle;
+mod stale_group;
 
 use crate::config::{Config, StartFrom};
 use crate::error::StartupError;
@@ -29,10 +30,11 @@ use krafka::producer::Producer;
 use metrics::WorkerMetrics;
 use pg_client::PgClient;
 use results::ResultsStore;
+use stale_group::{Rounds, StaleGroup};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -64,7 +66,8 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         .map_err(|e| StartupError::new(format!("cannot start the worker runtime: {e}")))?;
     runtime.block_on(async {
         let mut stop = Stop::listen()?;
-        let (worker, consumer) = start(&config, &config_path.display().to_string()).await?;
+        let (worker, consumer, mut group) =
+            start(&config, &config_path.display().to_string()).await?;
         let listen = config.worker.metrics_listen;
         metrics::serve(Arc::clone(&worker.metrics), listen).await.map_err(|e| {
             StartupError::new(format!(
@@ -73,13 +76,12 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         })?;
         log::info!("ready: worker metrics on http://{listen}/metrics");
         notify("READY=1");
-        serve(
-            Arc::new(worker),
-            &consumer,
-            &config.request_topic,
-            &mut stop,
-        )
-        .await;
+        let mut requests = Requests {
+            consumer: &consumer,
+            topic: &config.request_topic,
+            group: &mut group,
+        };
+        serve(Arc::new(worker), &mut requests, &mut stop).await;
         notify("STOPPING=1");
         stop.exit_on_next();
         log::info!("worker: stopping: leaving the group");
@@ -90,7 +92,10 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     })
 }
 
-async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer), StartupError> {
+async fn start(
+    config: &Config,
+    config_path: &str,
+) -> Result<(Worker, Consumer, StaleGroup), StartupError> {
     let settings = &config.worker;
     let kafka = kafka::connect_brokers(config, config_path, "kreply-worker").await?;
     let admin = kafka.admin();
@@ -98,9 +103,9 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
         NeededTopic::plain(&config.request_topic, "request"),
         NeededTopic::compacted(&settings.results_topic, "results"),
     ];
-    let partitions = topics::ensure(&admin, config, config_path, &needed).await;
-    let _ = admin.close().await;
-    let results_partitions = partitions?.swap_remove(1);
+    let mut partitions = topics::ensure(&admin, config, config_path, &needed).await?;
+    let results_partitions = partitions.swap_remove(1);
+    let request_partitions = partitions.swap_remove(0).len();
     let pg = PgClient::new(
         &settings.pg_url,
         Duration::from_millis(settings.pg_timeout_ms),
@@ -124,11 +129,13 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
         ))
     })?;
     let session = Duration::from_millis(settings.session_timeout_ms);
+    let rounds = Arc::new(Rounds::default());
     let consumer = kafka
         .consumer(settings.group_id.as_str())
         .enable_auto_commit(false)
         .session_timeout(session)
         .heartbeat_interval(session / 3)
+        .rebalance_listener(Arc::clone(&rounds))
         .fetch_max_wait(fetch_wait)
         .auto_offset_reset(match settings.start_from {
             StartFrom::Latest => AutoOffsetReset::Latest,
@@ -153,6 +160,13 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
         settings.pg_url
     );
     let pg_calls = Semaphore::new(settings.concurrency);
+    let group = StaleGroup::new(
+        admin,
+        &settings.group_id,
+        request_partitions,
+        session,
+        rounds,
+    );
     Ok((
         Worker {
             metrics: Arc::new(WorkerMetrics::default()),
@@ -162,13 +176,22 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
             pg_calls,
         },
         consumer,
+        group,
     ))
+}
+
+/// The request consumer, its topic, and the watch on its group.
+struct Requests<'a> {
+    consumer: &'a Consumer,
+    topic: &'a str,
+    group: &'a mut StaleGroup,
 }
 
 /// Polls, settles and commits, batch by batch, until a stop is requested. A stop is only
 /// taken between batches, so requests in progress are finished and committed first.
-async fn serve(worker: Arc<Worker>, consumer: &Consumer, topic: &str, stop: &mut Stop) {
-    let mut owned: HashSet<i32> = HashSet::new();
+async fn serve(worker: Arc<Worker>, requests: &mut Requests<'_>, stop: &mut Stop) {
+    let (consumer, topic) = (requests.consumer, requests.topic);
+    let mut owned = Owned::default();
     loop {
         let polled = tokio::select! {
             _ = stop.requested() => return,
@@ -182,6 +205,41 @@ async fn serve(worker: Arc<Worker>, consumer: &Consumer, topic: &str, stop: &mut
                 continue;
             }
         };
+        if !owned.update(&worker, consumer, topic, &records).await {
+            rewind(consumer, topic, &records).await;
+            continue;
+        }
+        if !records.is_empty() {
+            let settled = settle_batch(&worker, records).await;
+            commit(consumer, topic, settled, &worker.metrics).await;
+        }
+        if let Some(reason) = requests.group.check(consumer, owned.partitions.len()).await {
+            if !rejoin(requests, &reason, &worker.metrics, stop).await {
+                return;
+            }
+            owned.regaining = Some(Instant::now());
+        }
+    }
+}
+
+/// The request partitions this worker serves, as last applied.
+#[derive(Default)]
+struct Owned {
+    partitions: HashSet<i32>,
+    /// Since when the worker has been rejoining after a stale assignment.
+    regaining: Option<Instant>,
+}
+
+impl Owned {
+    /// Takes the consumer's assignment; `false` when the results store could not be read
+    /// first, so the batch (`records`) must be read again later.
+    async fn update(
+        &mut self,
+        worker: &Worker,
+        consumer: &Consumer,
+        topic: &str,
+        records: &[ConsumerRecord],
+    ) -> bool {
         let assigned: HashSet<i32> = consumer
             .assignment()
             .await
@@ -189,29 +247,93 @@ async fn serve(worker: Arc<Worker>, consumer: &Consumer, topic: &str, stop: &mut
             .unwrap_or_default()
             .into_iter()
             .collect();
-        if assigned != owned {
-            // New partitions may carry repeats of what their previous owner recorded;
-            // losing partitions brings nothing new to read.
-            let gained = assigned.difference(&owned).next().is_some();
-            let caught_up = if gained {
-                worker.results.catch_up().await
-            } else {
-                Ok(())
-            };
-            if let Err(e) = caught_up {
-                log::error!("worker: cannot read the results store, will retry: {e}");
-                rewind(consumer, topic, &records).await;
-                continue;
-            }
-            let mut sorted: Vec<_> = assigned.iter().copied().collect();
-            sorted.sort_unstable();
-            log::info!("worker: assigned partitions {sorted:?} of {topic}");
-            worker.metrics.partitions.set(assigned.len() as i64);
-            owned = assigned;
+        if assigned == self.partitions {
+            return true;
         }
-        if !records.is_empty() {
-            let settled = settle_batch(&worker, records).await;
-            commit(consumer, topic, settled, &worker.metrics).await;
+        // New partitions may carry repeats of what their previous owner recorded;
+        // losing partitions brings nothing new to read.
+        let new: Vec<i32> = assigned.difference(&self.partitions).copied().collect();
+        let gained = !new.is_empty();
+        if gained && let Err(e) = worker.results.catch_up().await {
+            log::error!("worker: cannot read the results store, will retry: {e}");
+            return false;
+        }
+        anchor(consumer, topic, &new, records, &worker.metrics).await;
+        let mut sorted: Vec<_> = assigned.iter().copied().collect();
+        sorted.sort_unstable();
+        log::info!("worker: assigned partitions {sorted:?} of {topic}");
+        if gained && let Some(since) = self.regaining.take() {
+            log::info!(
+                "worker: partitions regained: {sorted:?} of {topic}, {:.1} s after rejoining the group",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        worker.metrics.partitions.set(assigned.len() as i64);
+        self.partitions = assigned;
+        true
+    }
+}
+
+/// Commits where each new partition starts. A group that never committed on a
+/// partition starts a new owner at the latest offset (`start_from`), so without this a
+/// worker that dies before its first commit there would leave the requests it was
+/// working on unread by the next owner.
+async fn anchor(
+    consumer: &Consumer,
+    topic: &str,
+    new: &[i32],
+    records: &[ConsumerRecord],
+    metrics: &WorkerMetrics,
+) {
+    let mut starts = Vec::new();
+    for &partition in new {
+        // The batch in hand starts there; without records, the next one will.
+        let first = records
+            .iter()
+            .filter(|r| r.partition == partition)
+            .map(|r| r.offset)
+            .min();
+        let start = match first {
+            Some(offset) => Some(offset),
+            None => consumer.position(topic, partition).await,
+        };
+        if let Some(start) = start {
+            starts.push((
+                TopicPartition::new(topic, partition),
+                OffsetAndMetadata::new(start),
+            ));
+        }
+    }
+    if let Err(e) = consumer.commit_offsets(starts).await {
+        metrics.commit_errors.inc();
+        log::warn!("worker: committing the start of new partitions of {topic}: {e}");
+    }
+}
+
+/// Leaves the group and joins it again as a new member, so the coordinator computes the
+/// assignment afresh (see [`stale_group`]); `false` when a stop came first.
+async fn rejoin(
+    requests: &mut Requests<'_>,
+    reason: &str,
+    metrics: &WorkerMetrics,
+    stop: &mut Stop,
+) -> bool {
+    log::warn!(
+        "worker: stale group assignment: {reason}; leaving the group and joining again as a new member"
+    );
+    metrics.group_rejoins.inc();
+    if let Err(e) = requests.consumer.unsubscribe().await {
+        log::warn!("worker: leaving the group: {e}");
+    }
+    requests.group.rejoined();
+    loop {
+        match requests.consumer.subscribe([requests.topic]).await {
+            Ok(()) => return true,
+            Err(e) => log::warn!("worker: subscribing to {} again: {e}", requests.topic),
+        }
+        tokio::select! {
+            _ = stop.requested() => return false,
+            _ = tokio::time::sleep(RETRY_PAUSE) => {}
         }
     }
 }

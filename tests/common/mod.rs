@@ -5,6 +5,7 @@
 pub mod answers;
 pub mod echo;
 pub mod hosts;
+pub mod system;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
@@ -38,7 +39,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !ready() {
         assert!(
@@ -439,12 +440,26 @@ impl Worker {
                 ("KREPLY_BROKERS", broker),
                 ("KREPLY_PG_URL", &pg.url),
                 ("KREPLY_METRICS_LISTEN", &listen),
+                // krafka's group protocol lines, for the log a failed test shows.
+                (
+                    "RUST_LOG",
+                    "info,krafka=warn,krafka::consumer::group=debug,krafka::consumer::rebalance=debug",
+                ),
             ],
         );
         Worker {
             daemon,
             metrics_addr,
         }
+    }
+
+    /// The value of an unlabelled metric on the worker's `/metrics`, if it answers.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let text = String::from_utf8(get(self.metrics_addr, "/metrics").ok()?.body).ok()?;
+        let value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?;
+        value.trim().parse().ok()
     }
 
     /// The partitions the worker last logged as its own.

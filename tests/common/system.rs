@@ -1,0 +1,68 @@
+//! The whole system on one real tansu: a gateway host, workers and the PG simulator,
+//! shared by the tests that exercise gateway and worker together (`system`, `worker_crash`).
+
+use super::*;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// The local-stack config (topics created on demand) with the worker's timings for tests.
+pub fn system_config(pg_timeout_ms: u64) -> PathBuf {
+    config_with(|c| {
+        c["topics"]["auto_create"] = json!(true);
+        c["worker"]["session_timeout_ms"] = json!(6000);
+        c["worker"]["pg_timeout_ms"] = json!(pg_timeout_ms);
+    })
+}
+
+/// A broker, one gateway host (127.0.0.2) and `workers` workers, all assigned.
+pub struct System {
+    pub broker: Broker,
+    pub pg: MockPg,
+    pub config: PathBuf,
+    pub gateway: Gateway,
+    pub workers: Vec<Worker>,
+}
+
+impl System {
+    pub fn start(workers: usize, pg_options: &[&str], pg_timeout_ms: u64) -> System {
+        System::start_with(workers, pg_options, system_config(pg_timeout_ms))
+    }
+
+    /// [`System::start`] with a config file of the caller's.
+    pub fn start_with(workers: usize, pg_options: &[&str], config: PathBuf) -> System {
+        let broker = Broker::start();
+        let pg = MockPg::start(pg_options);
+        // The gateway creates request, reply and DLQ topics; the workers the results topic.
+        let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
+        gateway.wait_ready();
+        let mut system = System {
+            broker,
+            pg,
+            config,
+            gateway,
+            workers: Vec::new(),
+        };
+        for _ in 0..workers {
+            let worker = system.spawn_worker();
+            system.workers.push(worker);
+        }
+        wait_assigned(&system.workers.iter().collect::<Vec<_>>(), 3);
+        system
+    }
+
+    /// Starts one more worker process on this system, without waiting for its assignment.
+    pub fn spawn_worker(&self) -> Worker {
+        Worker::spawn(
+            &format!("worker-{}", free_port()),
+            &self.broker.addr,
+            &self.pg,
+            &self.config,
+        )
+    }
+
+    pub fn second_gateway(&self) -> Gateway {
+        let gateway = Gateway::spawn(&self.broker.addr, "127.0.0.3", &self.config);
+        gateway.wait_ready();
+        gateway
+    }
+}
