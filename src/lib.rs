@@ -22,6 +22,7 @@ pub mod problem;
 pub mod readiness;
 pub mod record;
 pub mod registry;
+pub mod reply_check;
 pub mod reply_error;
 pub mod reply_route;
 pub mod topic_name;

@@ -4,13 +4,15 @@
 //! handlers need is in one shared [`Gateway`]; the Kafka side is reached only through its
 //! [`SendHandle`] and the correlation registry.
 
+mod connection;
 mod listener;
 mod payment_input;
 mod payments;
 mod probes;
 mod problem_response;
 
-pub use listener::serve;
+pub use connection::BodyDeadline;
+pub use listener::{Limits, serve, serve_gateway};
 
 use crate::config::Config;
 use crate::gateway_metrics::GatewayMetrics;

@@ -20,6 +20,7 @@ use crate::payment::PaymentRequest;
 use crate::problem::{Outcome, Problem};
 use crate::record::{OutgoingRecord, Placement, headers};
 use crate::registry::Reply;
+use crate::reply_check;
 use crate::reply_error::ReplyError;
 use async_std::future::timeout;
 use std::time::Instant;
@@ -146,6 +147,8 @@ async fn exchange(
 }
 
 /// The worker's answer: its reply value, or the problem its `kreply_error` header names.
+/// A value that is not JSON is never passed off as a success: the caller gets `502
+/// invalid-reply` with outcome unknown, since a worker that wrote garbage may have charged.
 fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Problem> {
     let error = reply
         .headers
@@ -153,12 +156,34 @@ fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Pr
         .find(|(name, _)| name == headers::ERROR)
         .map(|(_, code)| ReplyError::from_code(code.as_deref().unwrap_or_default()));
     let value = reply.value.unwrap_or_default();
-    let Some(error) = error else {
-        return Ok(value);
+    let problem = match error {
+        None if reply_check::is_json(&value) => return Ok(value),
+        None => invalid_reply(&value),
+        Some(error) => error_reply(error, &value),
     };
-    let reply_json: serde_json::Value = serde_json::from_slice(&value).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&value).into_owned())
-    });
+    Err(match id {
+        Some(id) => problem.with_correlation_id(id),
+        None => problem,
+    })
+}
+
+/// A reply with no error header whose value is not JSON.
+fn invalid_reply(value: &[u8]) -> Problem {
+    Problem::new(
+        502,
+        "invalid-reply",
+        "the worker's reply is not JSON; the outcome is unknown: check the order's status before trying again",
+    )
+    .with_outcome(Outcome::Unknown)
+    .with_reply(serde_json::Value::String(
+        String::from_utf8_lossy(value).into_owned(),
+    ))
+}
+
+/// A reply with a `kreply_error` code: the mapped status, with the worker's value inside.
+fn error_reply(error: ReplyError, value: &[u8]) -> Problem {
+    let reply_json: serde_json::Value = serde_json::from_slice(value)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()));
     let detail = reply_json
         .get("detail")
         .and_then(|d| d.as_str())
@@ -166,13 +191,9 @@ fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Pr
             || format!("the worker answered with error \"{}\"", error.code()),
             str::to_string,
         );
-    let mut problem = Problem::new(error.status(), error.code(), detail)
+    Problem::new(error.status(), error.code(), detail)
         .with_outcome(error.outcome())
-        .with_reply(reply_json);
-    if let Some(id) = id {
-        problem = problem.with_correlation_id(id);
-    }
-    Err(problem)
+        .with_reply(reply_json)
 }
 
 /// The metrics outcome of a failed request: refused before sending, timed out, or failed after.
