@@ -18,6 +18,16 @@ pub fn hostile_string() -> impl Strategy<Value = String> {
     prop::collection::vec(hostile_char, 0..40).prop_map(|chars| chars.into_iter().collect())
 }
 
+/// Any ASCII, control characters, CR and LF included: what fits in an HTTP header value
+/// in process (the socket tests send the bytes that do not).
+pub fn hostile_ascii() -> impl Strategy<Value = String> {
+    let ascii_char = prop_oneof![
+        3 => proptest::char::range('\0', '\u{7f}'),
+        1 => prop::sample::select(vec!['\r', '\n', '\t', ' ']),
+    ];
+    prop::collection::vec(ascii_char, 0..300).prop_map(|chars| chars.into_iter().collect())
+}
+
 /// A number as JSON text: ordinary, at the edges of i64/u64/f64, or far beyond them.
 pub fn number_text() -> impl Strategy<Value = String> {
     prop_oneof![

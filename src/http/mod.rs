@@ -5,6 +5,8 @@
 //! [`SendHandle`] and the correlation registry.
 
 mod connection;
+#[cfg(test)]
+mod hostile_tests;
 mod listener;
 mod payment_input;
 mod payments;

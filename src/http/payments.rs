@@ -273,3 +273,44 @@ fn dead_letter(
     gateway.metrics.dlq_writes.inc();
     gateway.sender.send_and_forget(letter);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(value: Option<&[u8]>, error: Option<&[u8]>) -> Reply {
+        Reply {
+            value: value.map(<[u8]>::to_vec),
+            headers: error
+                .map(|code| (headers::ERROR.to_string(), Some(code.to_vec())))
+                .into_iter()
+                .collect(),
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn a_json_value_is_the_answer() {
+        let answer = worker_answer(reply(Some(br#"{"status":"APPROVED"}"#), None), None);
+        assert_eq!(answer.unwrap(), br#"{"status":"APPROVED"}"#);
+    }
+
+    #[test]
+    fn a_value_that_is_not_json_is_a_502_with_unknown_outcome() {
+        let id = CorrelationId::new_spring();
+        for value in [Some(&b"APPROVED"[..]), Some(b"\xff\xfe{"), Some(b""), None] {
+            let problem = worker_answer(reply(value, None), Some(&id)).unwrap_err();
+            assert_eq!((problem.status, problem.code), (502, "invalid-reply"));
+            assert_eq!(problem.outcome, Some(Outcome::Unknown));
+            assert_eq!(problem.correlation_id, Some(id.to_string()));
+        }
+    }
+
+    #[test]
+    fn an_unknown_error_code_is_a_502_with_unknown_outcome() {
+        let problem = worker_answer(reply(Some(b"{}"), Some(b"out-of-cheese")), None).unwrap_err();
+        assert_eq!((problem.status, problem.code), (502, "worker-error"));
+        assert_eq!(problem.outcome, Some(Outcome::Unknown));
+    }
+}
