@@ -16,19 +16,6 @@ fn correlation_bytes(response: &HttpResponse) -> Vec<u8> {
     Uuid::parse_str(id).unwrap().as_bytes().to_vec()
 }
 
-fn assert_problem(response: &HttpResponse, status: u16, code: &str) -> serde_json::Value {
-    response.assert_status(status);
-    assert_eq!(
-        response.header("content-type"),
-        Some("application/problem+json")
-    );
-    let problem = response.json();
-    assert_eq!(problem["code"], code, "{problem}");
-    assert_eq!(problem["status"], status);
-    assert_eq!(problem["type"], format!("urn:kreply:problem:{code}"));
-    problem
-}
-
 #[test]
 fn a_payment_is_answered_with_the_workers_reply() {
     let broker = Broker::start();

@@ -3,6 +3,9 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod echo;
+pub mod raw;
+#[allow(unused_imports)] // not every test file uses it
+pub use raw::assert_problem;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
@@ -556,7 +559,7 @@ pub fn request(
     Ok(parse_response(&raw))
 }
 
-fn parse_response(raw: &[u8]) -> HttpResponse {
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
