@@ -101,7 +101,8 @@ pub enum StartFrom {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// A request's head must arrive within this, from its first byte; else `408`.
+    /// A request's head must arrive within this, from its first byte (else `408`), and a new
+    /// connection must begin its first request within this (else it is closed).
     pub head_timeout_ms: u64,
     /// A request's body must arrive within this, from the end of its head; else `408`.
     pub body_timeout_ms: u64,

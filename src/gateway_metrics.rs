@@ -87,7 +87,8 @@ impl ConnectionMetrics {
 /// Why the gateway closed a connection on its client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectionCut {
-    /// No request began within `http.idle_timeout_ms` (closed silently).
+    /// No request began: within `http.head_timeout_ms` of opening, or within
+    /// `http.idle_timeout_ms` of the last answer (closed silently).
     IdleTimeout,
     /// The head did not arrive within `http.head_timeout_ms` (`408`).
     HeadTimeout,

@@ -16,10 +16,10 @@ const IDLE_MS: u64 = 1_000;
 /// How long past its deadline a connection may stay open on a busy machine.
 const MARGIN: Duration = Duration::from_secs(10);
 
-fn gateway_with_limits(broker: &Broker, max_connections: usize) -> Gateway {
+fn gateway_with_limits(broker: &Broker, max_connections: usize, head_ms: u64) -> Gateway {
     let config = config_with(|c| {
         c["http"] = json!({
-            "head_timeout_ms": HEAD_MS,
+            "head_timeout_ms": head_ms,
             "body_timeout_ms": BODY_MS,
             "idle_timeout_ms": IDLE_MS,
             "max_connections": max_connections,
@@ -42,7 +42,7 @@ fn slow_and_idle_clients_are_cut_off_while_payments_flow() {
     let broker = Broker::start();
     broker.create_standard_topics();
     let _responder = broker.responder();
-    let gateway = gateway_with_limits(&broker, 500);
+    let gateway = gateway_with_limits(&broker, 500, HEAD_MS);
     let body = json!({"order_id": "SLOW-1", "amount": 100}).to_string();
 
     // 40 heads that stop half-way, 40 bodies that stop half-way, 20 silent connections.
@@ -82,7 +82,8 @@ fn slow_and_idle_clients_are_cut_off_while_payments_flow() {
         assert_problem(&response, 408, "body-timeout");
     }
     for client in silent {
-        let seen = client.wait_closed(Duration::from_millis(IDLE_MS) + MARGIN);
+        // A connection that never sent a byte gets the head's deadline, not the idle one.
+        let seen = client.wait_closed(Duration::from_millis(HEAD_MS) + MARGIN);
         assert!(
             seen.response.is_none(),
             "no request began, so nothing is answered"
@@ -105,7 +106,7 @@ fn slow_and_idle_clients_are_cut_off_while_payments_flow() {
 fn an_idle_keep_alive_connection_is_closed_after_its_answer() {
     let broker = Broker::start();
     broker.create_standard_topics();
-    let gateway = gateway_with_limits(&broker, 500);
+    let gateway = gateway_with_limits(&broker, 500, HEAD_MS);
 
     let client = RawClient::send(gateway.addr, b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n");
     let seen = client.wait_closed(Duration::from_millis(IDLE_MS) + MARGIN);
@@ -124,8 +125,10 @@ fn connections_beyond_the_cap_get_503_with_retry_after_and_produce_nothing() {
     broker.create_standard_topics();
     let _responder = broker.responder();
     let cap = 50;
-    let gateway = gateway_with_limits(&broker, cap);
-    // Long enough a head timeout not to matter: hold every slot with half a head.
+    // A head timeout long enough that the slots stay held while the test is refused.
+    let held_ms = 5_000;
+    let gateway = gateway_with_limits(&broker, cap, held_ms);
+    // Hold every slot with half a head.
     let holders: Vec<RawClient> = (0..cap)
         .map(|_| RawClient::send(gateway.addr, b"GET /healthz HTTP/1.1\r\n"))
         .collect();
@@ -144,7 +147,7 @@ fn connections_beyond_the_cap_get_503_with_retry_after_and_produce_nothing() {
 
     // As the held connections are cut off (head timeout), the gateway serves again.
     for holder in holders {
-        holder.wait_closed(Duration::from_millis(HEAD_MS) + MARGIN);
+        holder.wait_closed(Duration::from_millis(held_ms) + MARGIN);
     }
     let deadline = Instant::now() + MARGIN;
     let paid = loop {
