@@ -64,6 +64,8 @@ pub struct Config {
     pub late_replies: LateRepliesConfig,
     /// Checking and creating the topics at startup.
     pub topics: TopicsConfig,
+    /// Limits on HTTP connections: slow, idle and too many clients.
+    pub http: HttpConfig,
     /// `kreply worker` only.
     pub worker: WorkerConfig,
 }
@@ -120,12 +122,54 @@ impl Default for LateRepliesConfig {
     }
 }
 
+/// How long a client may take, and how many may be connected at once. Without these a
+/// slow client (or a stuck load balancer) holds memory and a file descriptor forever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A request's head must arrive within this, from its first byte (else `408`), and a new
+    /// connection must begin its first request within this (else it is closed).
+    pub head_timeout_ms: u64,
+    /// A request's body must arrive within this, from the end of its head; else `408`.
+    pub body_timeout_ms: u64,
+    /// A keep-alive connection with no request for this long is closed. Keep it above the
+    /// load balancer's idle timeout, so the balancer closes first.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most; one beyond it is answered `503` and closed.
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            head_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            idle_timeout_ms: 75_000,
+            max_connections: 8_192,
+        }
+    }
+}
+
 impl LateRepliesConfig {
     pub fn limits(&self) -> LateLimits {
         LateLimits {
             max_count: self.max_count,
             max_age: Duration::from_millis(self.max_age_ms),
         }
+    }
+}
+
+impl HttpConfig {
+    pub fn head_timeout(&self) -> Duration {
+        Duration::from_millis(self.head_timeout_ms)
+    }
+
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
     }
 }
 
@@ -164,6 +208,7 @@ impl Default for Config {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             late_replies: LateRepliesConfig::default(),
             topics: TopicsConfig::default(),
+            http: HttpConfig::default(),
             worker: WorkerConfig::default(),
         }
     }
@@ -300,6 +345,19 @@ impl Config {
                 "\"worker.concurrency\" and \"worker.pg_timeout_ms\" must be above 0".into(),
             );
         }
+        let http = &self.http;
+        if [
+            http.head_timeout_ms,
+            http.body_timeout_ms,
+            http.idle_timeout_ms,
+        ]
+        .contains(&0)
+            || http.max_connections == 0
+        {
+            return fail(
+                "\"http.head_timeout_ms\", \"http.body_timeout_ms\", \"http.idle_timeout_ms\" and \"http.max_connections\" must be above 0".into(),
+            );
+        }
         if self.topics.partitions < 1 || self.topics.replication_factor < 1 {
             return fail(
                 "\"topics.partitions\" and \"topics.replication_factor\" must be at least 1".into(),
@@ -417,6 +475,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("default_timeout_ms"), "{err}");
+        let config = parse(r#"{"http": {"max_connections": 0}}"#).unwrap();
+        let err = config
+            .validate(Path::new("k.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.max_connections"), "{err}");
         let config = parse(r#"{"request_topic": "bad topic"}"#).unwrap();
         let err = config
             .validate(Path::new("k.json"))

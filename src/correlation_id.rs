@@ -15,6 +15,9 @@ use uuid::Uuid;
 pub struct CorrelationId(Box<[u8]>);
 
 impl CorrelationId {
+    /// The length of a Spring id, the only kind this gateway sends.
+    pub const SPRING_LEN: usize = 16;
+
     /// A fresh random id in Spring's 16-byte form.
     pub fn new_spring() -> Self {
         CorrelationId(Box::new(*Uuid::new_v4().as_bytes()))

@@ -80,7 +80,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
             ))
         })?;
         let accepting = Arc::new(AtomicBool::new(true));
-        let server = task::spawn(http::serve(
+        let server = task::spawn(http::serve_gateway(
             http::app(Arc::clone(&gateway)),
             listener,
             Arc::clone(&accepting),

@@ -6,8 +6,9 @@
 use crate::late_replies::LateStats;
 use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
 use crate::registry::Registry;
+use crate::reply_check::BadReply;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How a payment request ended, for `kreply_requests_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,72 @@ pub struct GatewayMetrics {
     /// Payments refused with 503 `overloaded` (`max_in_flight` reached).
     pub overload_refusals: Counter,
     reply_lag: Mutex<BTreeMap<i32, u64>>,
+    /// The HTTP connections: open, refused, cut off.
+    pub connections: Arc<ConnectionMetrics>,
+    /// Reply records that break the wire conventions, by reason (see [`BadReply`]).
+    bad_replies: CounterVec,
+}
+
+/// What the accept loop counts. Its own type, so that every HTTP server of the binary
+/// (the gateway, the worker's and the PG simulator's) can share the loop.
+#[derive(Default)]
+pub struct ConnectionMetrics {
+    /// HTTP connections open now.
+    pub open: Gauge,
+    /// Connections answered `503` (or closed at once) because `http.max_connections` were open.
+    pub refused: Counter,
+    /// Connections closed on a client, by reason (see [`ConnectionCut`]).
+    cut: CounterVec,
+}
+
+impl ConnectionMetrics {
+    pub fn cut(&self, why: ConnectionCut) {
+        self.cut.inc(&[why.label()]);
+    }
+
+    fn render(&self, out: &mut Exposition) {
+        out.gauge(
+            "kreply_http_connections",
+            "HTTP connections open now.",
+            self.open.get() as f64,
+        );
+        out.counter(
+            "kreply_http_connections_refused_total",
+            "Connections refused because http.max_connections were open.",
+            self.refused.get(),
+        );
+        out.counter_vec(
+            "kreply_http_connections_cut_total",
+            "Connections closed on a slow, idle or malformed client, by reason.",
+            &["reason"],
+            &self.cut,
+        );
+    }
+}
+
+/// Why the gateway closed a connection on its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionCut {
+    /// No request began: within `http.head_timeout_ms` of opening, or within
+    /// `http.idle_timeout_ms` of the last answer (closed silently).
+    IdleTimeout,
+    /// The head did not arrive within `http.head_timeout_ms` (`408`).
+    HeadTimeout,
+    /// The body did not arrive within `http.body_timeout_ms` (`408`).
+    BodyTimeout,
+    /// The head was not HTTP/1.1 the gateway can read (`400`).
+    MalformedHead,
+}
+
+impl ConnectionCut {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectionCut::IdleTimeout => "idle-timeout",
+            ConnectionCut::HeadTimeout => "head-timeout",
+            ConnectionCut::BodyTimeout => "body-timeout",
+            ConnectionCut::MalformedHead => "malformed-head",
+        }
+    }
 }
 
 impl Default for GatewayMetrics {
@@ -55,6 +122,8 @@ impl Default for GatewayMetrics {
             produce_errors: Counter::default(),
             overload_refusals: Counter::default(),
             reply_lag: Mutex::new(BTreeMap::new()),
+            connections: Arc::default(),
+            bad_replies: CounterVec::default(),
         }
     }
 }
@@ -64,6 +133,14 @@ impl GatewayMetrics {
     pub fn record(&self, operation: &str, outcome: RequestOutcome, elapsed: std::time::Duration) {
         self.requests.inc(&[operation, outcome.label()]);
         self.latency.observe(operation, elapsed);
+    }
+
+    pub fn bad_reply(&self, what: BadReply) {
+        self.bad_replies.inc(&[what.label()]);
+    }
+
+    pub fn bad_replies(&self, what: BadReply) -> u64 {
+        self.bad_replies.get(&[what.label()])
     }
 
     /// The reply consumer's lag per partition, as of its last poll.
@@ -131,6 +208,13 @@ impl GatewayMetrics {
             "partition",
             &lag,
         );
+        self.connections.render(&mut out);
+        out.counter_vec(
+            "kreply_bad_replies_total",
+            "Reply records that break the wire conventions, by reason.",
+            &["reason"],
+            &self.bad_replies,
+        );
         out.gauge(
             "kreply_ready",
             "1 while the gateway takes payments.",
@@ -196,6 +280,8 @@ mod tests {
         metrics.dlq_writes.inc();
         metrics.overload_refusals.inc();
         metrics.set_reply_lag([(0, 2), (1, 0)]);
+        metrics.connections.cut(ConnectionCut::BodyTimeout);
+        metrics.bad_reply(BadReply::NotJson);
         let text = metrics.render(&Registry::new(), true);
         assert!(
             text.contains("kreply_requests_total{operation=\"approve\",outcome=\"ok\"} 1\n"),
@@ -212,6 +298,8 @@ mod tests {
         assert!(text.contains("kreply_late_replies_stored 0\n"));
         assert!(text.contains("kreply_reply_consumer_lag{partition=\"0\"} 2\n"));
         assert!(text.contains("kreply_ready 1\n"));
+        assert!(text.contains("kreply_http_connections_cut_total{reason=\"body-timeout\"} 1\n"));
+        assert!(text.contains("kreply_bad_replies_total{reason=\"not-json\"} 1\n"));
         drop(guard);
         assert_eq!(metrics.in_flight.get(), 0);
     }

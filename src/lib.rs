@@ -14,6 +14,7 @@ pub mod gateway_metrics;
 pub mod host_ips;
 pub mod host_table;
 pub mod http;
+pub mod json_number;
 pub mod kafka;
 pub mod late_replies;
 pub mod mock_pg;
@@ -23,7 +24,10 @@ pub mod problem;
 pub mod readiness;
 pub mod record;
 pub mod registry;
+pub mod reply_check;
 pub mod reply_error;
 pub mod reply_route;
+#[cfg(test)]
+pub mod testing;
 pub mod topic_name;
 pub mod worker;

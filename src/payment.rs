@@ -7,9 +7,38 @@
 //! every message about one order on one partition, in order.
 
 use crate::correlation_id::CorrelationId;
+use crate::json_number;
 use crate::record::{OutgoingRecord, headers, now_ms};
 use crate::reply_route::ReplyRoute;
 use serde_json::{Map, Value};
+
+/// Longest order id accepted. It is the record key and appears in every log line.
+pub const MAX_ORDER_ID: usize = 255;
+
+/// An order id becomes the Kafka key and is logged, so control characters (CR and LF
+/// would forge log lines) and unbounded lengths are refused.
+fn is_order_id(id: &str) -> bool {
+    !id.trim().is_empty() && id.chars().count() <= MAX_ORDER_ID && !id.chars().any(char::is_control)
+}
+
+/// Deepest nesting accepted in a body. The worker reads the body inside an envelope one
+/// level deeper, and JSON parsers give up somewhere (serde_json at 128): a body that the
+/// gateway takes must never be one the worker cannot read.
+pub const MAX_DEPTH: usize = 32;
+
+/// Whether `value` nests more than `levels` arrays or objects. Recursion is safe: a
+/// parsed value is at most 128 levels deep.
+fn too_deep(value: &Value, levels: usize) -> bool {
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(fields) => Box::new(fields.values()),
+        _ => return false,
+    };
+    levels == 0
+        || children
+            .into_iter()
+            .any(|child| too_deep(child, levels - 1))
+}
 
 /// A body that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +64,14 @@ impl PaymentRequest {
             code: "invalid-json",
             detail: format!("the body is not valid JSON: {e}"),
         })?;
+        if let Some(number) = json_number::first_inexact(bytes) {
+            return Err(InvalidBody {
+                code: "invalid-number",
+                detail: format!(
+                    "the number {number} cannot be passed on exactly (it is beyond a 64-bit integer or float); send amounts as integers in minor units, or as strings"
+                ),
+            });
+        }
         PaymentRequest::from_value(operation, value)
     }
 
@@ -46,12 +83,20 @@ impl PaymentRequest {
                 detail: "the body must be a JSON object".to_string(),
             });
         };
+        if body.values().any(|v| too_deep(v, MAX_DEPTH - 1)) {
+            return Err(InvalidBody {
+                code: "invalid-body",
+                detail: format!("the body is nested deeper than {MAX_DEPTH} levels"),
+            });
+        }
         let order_id = match body.get("order_id") {
-            Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+            Some(Value::String(id)) if is_order_id(id) => id.clone(),
             Some(_) => {
                 return Err(InvalidBody {
                     code: "invalid-order-id",
-                    detail: "\"order_id\" must be a non-empty string".to_string(),
+                    detail: format!(
+                        "\"order_id\" must be a string of 1 to {MAX_ORDER_ID} characters, not blank, without control characters"
+                    ),
                 });
             }
             None => {
@@ -148,5 +193,59 @@ mod tests {
         assert_eq!(code(br#"{"amount":1}"#), "missing-order-id");
         assert_eq!(code(br#"{"order_id":""}"#), "invalid-order-id");
         assert_eq!(code(br#"{"order_id":17}"#), "invalid-order-id");
+        assert_eq!(code(br#"{"order_id":"A\r\nB"}"#), "invalid-order-id");
+        assert_eq!(code(br#"{"order_id":"A\u0000"}"#), "invalid-order-id");
+        let deep = crate::testing::deeply_nested_body(MAX_DEPTH);
+        assert_eq!(code(&deep), "invalid-body");
+        let deepest = crate::testing::deeply_nested_body(MAX_DEPTH - 1);
+        assert!(PaymentRequest::parse("approve", &deepest).is_ok());
+        let long = format!(r#"{{"order_id":"{}"}}"#, "x".repeat(MAX_ORDER_ID + 1));
+        assert_eq!(code(long.as_bytes()), "invalid-order-id");
+    }
+
+    use crate::testing::{body_with_amount, deeply_nested_body, number_text, payment_body};
+    use proptest::prelude::*;
+
+    /// Every code `parse` may answer with; anything else would be an undocumented answer.
+    const CODES: [&str; 5] = [
+        "invalid-json",
+        "invalid-number",
+        "invalid-body",
+        "missing-order-id",
+        "invalid-order-id",
+    ];
+
+    /// A refusal names a known code; an acceptance carries an order id fit for a key.
+    fn check(bytes: &[u8]) {
+        match PaymentRequest::parse("approve", bytes) {
+            Err(invalid) => assert!(CODES.contains(&invalid.code), "{invalid:?}"),
+            Ok(payment) => {
+                assert!(is_order_id(&payment.order_id), "{:?}", payment.order_id);
+                let record = payment.to_record("t", &CorrelationId::new_spring(), &route());
+                assert_eq!(record.key, payment.order_id.as_bytes());
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_refused_with_a_known_code(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&bytes);
+        }
+
+        #[test]
+        fn any_json_shape_is_refused_or_has_a_fit_order_id(body in payment_body()) {
+            check(body.to_string().as_bytes());
+        }
+
+        #[test]
+        fn huge_and_tiny_numbers_never_panic(number in number_text()) {
+            check(&body_with_amount(&number));
+        }
+
+        #[test]
+        fn deep_nesting_is_refused_without_overflowing_the_stack(depth in 0usize..5000) {
+            check(&deeply_nested_body(depth));
+        }
     }
 }

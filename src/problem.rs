@@ -115,6 +115,7 @@ fn title(status: u16) -> &'static str {
         402 => "Payment Required",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
         422 => "Unprocessable Content",

@@ -1,28 +1,76 @@
-//! The accept loop, with `TCP_NODELAY` on every connection.
+//! The accept loop: `TCP_NODELAY` on every connection, and a cap on how many are open.
 //!
 //! tide's stock listener leaves Nagle's algorithm on, and async-h1 writes a response's head
 //! and body in separate writes, so every response waited ~40 ms for the peer's delayed ACK.
-//! Accepting connections here and handing them to tide removes that stall; everything else
-//! is what tide's own listener does.
+//! Accepting connections here and handing them to [`connection::serve`] removes that stall.
+//!
+//! Each open connection costs a file descriptor and a task, so at most
+//! `http.max_connections` are served. One beyond the cap is accepted, answered `503
+//! too-many-connections` with `Retry-After`, and closed: a load balancer then sees a
+//! definite answer at once, where a connection left in the backlog would hang. Those
+//! refusals are bounded too: past [`REFUSING_AT_ONCE`] of them in progress, a connection
+//! is closed without a word. Both count in `kreply_http_connections_refused_total`.
 
-use async_std::net::TcpListener;
+use super::State;
+use super::connection;
+use crate::config::HttpConfig;
+use crate::gateway_metrics::ConnectionMetrics;
+use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How often the loop looks at `accepting` while no connection arrives.
 const STOP_CHECK: Duration = Duration::from_millis(50);
+/// Refusals being written at once, at most; each lasts at most about a second.
+const REFUSING_AT_ONCE: usize = 64;
+/// What a refused client is told to wait before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Serves `app` on `listener` while `accepting` is true; then drops the listener, so new
-/// connections are refused while those already open finish their requests.
-pub async fn serve<State>(
+/// The gateway: [`serve`] with the limits of its config, counted in its `/metrics`.
+pub async fn serve_gateway(
     app: tide::Server<State>,
     listener: TcpListener,
     accepting: Arc<AtomicBool>,
-) where
-    State: Clone + Send + Sync + 'static,
+) {
+    let gateway = Arc::clone(app.state());
+    let limits = Limits {
+        http: gateway.config.http.clone(),
+        metrics: Arc::clone(&gateway.metrics.connections),
+    };
+    serve_limited(app, listener, accepting, limits).await;
+}
+
+/// Serves `app` with the default limits (the worker's and the PG simulator's endpoints).
+pub async fn serve<S>(app: tide::Server<S>, listener: TcpListener, accepting: Arc<AtomicBool>)
+where
+    S: Clone + Send + Sync + 'static,
 {
+    serve_limited(app, listener, accepting, Limits::default()).await;
+}
+
+/// The limits a connection is served under, and where its fate is counted.
+#[derive(Clone, Default)]
+pub struct Limits {
+    pub http: HttpConfig,
+    pub metrics: Arc<ConnectionMetrics>,
+}
+
+/// Serves `app` on `listener` while `accepting` is true; then drops the listener, so new
+/// connections are refused while those already open finish their requests.
+async fn serve_limited<S>(
+    app: tide::Server<S>,
+    listener: TcpListener,
+    accepting: Arc<AtomicBool>,
+    limits: Limits,
+) where
+    S: Clone + Send + Sync + 'static,
+{
+    let limits = Arc::new(limits);
+    let cap = limits.http.max_connections;
+    let refusing = Arc::new(AtomicUsize::new(0));
+    let mut at_cap = false;
     while accepting.load(Ordering::Acquire) {
         let (stream, peer) = match async_std::io::timeout(STOP_CHECK, listener.accept()).await {
             Ok(accepted) => accepted,
@@ -37,17 +85,64 @@ pub async fn serve<State>(
         if let Err(e) = stream.set_nodelay(true) {
             log::warn!("cannot set TCP_NODELAY for {peer}: {e}");
         }
+        let full = limits.metrics.open.get() >= cap as i64;
+        if full != at_cap {
+            log_cap_change(full, cap);
+            at_cap = full;
+        }
+        if full {
+            refuse(stream, &limits.metrics, &refusing);
+            continue;
+        }
+        let open = Open::count(&limits.metrics);
         let app = app.clone();
+        let accepting = Arc::clone(&accepting);
+        let limits = Arc::clone(&limits);
         task::spawn(async move {
-            let local = stream.local_addr().ok();
-            let served = async_h1::accept(stream, |mut req| async {
-                req.set_peer_addr(Some(peer));
-                req.set_local_addr(local);
-                app.respond(req).await
-            });
-            if let Err(e) = served.await {
-                log::debug!("connection from {peer} ended: {e}");
-            }
+            connection::serve(stream, app, accepting, &limits).await;
+            drop(open);
         });
+    }
+}
+
+fn log_cap_change(full: bool, cap: usize) {
+    if full {
+        log::warn!(
+            "connection cap reached: {cap} open (http.max_connections); new connections get 503 too-many-connections"
+        );
+    } else {
+        log::info!("below the connection cap again: new connections are served");
+    }
+}
+
+/// Answers a connection beyond the cap, or closes it at once if too many refusals are
+/// already being written.
+fn refuse(stream: TcpStream, metrics: &ConnectionMetrics, refusing: &Arc<AtomicUsize>) {
+    metrics.refused.inc();
+    if refusing.fetch_add(1, Ordering::AcqRel) >= REFUSING_AT_ONCE {
+        refusing.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let refusing = Arc::clone(refusing);
+    task::spawn(async move {
+        connection::refuse(stream, RETRY_AFTER).await;
+        refusing.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+/// One open connection, counted in `kreply_http_connections` from its accept (so the cap
+/// is exact) until the task serving it ends.
+struct Open(Arc<ConnectionMetrics>);
+
+impl Open {
+    fn count(metrics: &Arc<ConnectionMetrics>) -> Open {
+        metrics.open.add(1);
+        Open(Arc::clone(metrics))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.add(-1);
     }
 }

@@ -5,6 +5,9 @@
 //! handlers need is in one shared [`Gateway`]; the Kafka side is reached only through its
 //! [`SendHandle`] and the correlation registry.
 
+mod connection;
+#[cfg(test)]
+mod hostile_tests;
 mod listener;
 mod payment_input;
 mod payments;
@@ -12,7 +15,8 @@ mod probes;
 mod problem_response;
 mod requests;
 
-pub use listener::serve;
+pub use connection::BodyDeadline;
+pub use listener::{Limits, serve, serve_gateway};
 
 use crate::config::Config;
 use crate::gateway_metrics::GatewayMetrics;

@@ -2,10 +2,13 @@
 //! wait, `Idempotency-Key`, and a body read within its size limit. Each check answers
 //! with a problem of its own, and none of them touches Kafka.
 
+use super::BodyDeadline;
 use super::State;
+use crate::gateway_metrics::ConnectionCut;
 use crate::problem::Problem;
+use async_std::future::timeout;
 use async_std::io::ReadExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tide::Request;
 
 /// The header a caller may use to ask for a shorter or longer wait, in milliseconds.
@@ -84,7 +87,8 @@ pub fn requested_timeout(
     }
 }
 
-/// Reads at most `limit` bytes; a larger body is refused without reading it all.
+/// Reads at most `limit` bytes; a larger body is refused without reading it all, and one
+/// that has not arrived by the connection's [`BodyDeadline`] gets `408 body-timeout`.
 pub async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>, Problem> {
     let too_large = || {
         Problem::new(
@@ -96,20 +100,37 @@ pub async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>
     if req.len().is_some_and(|len| len > limit) {
         return Err(too_large());
     }
+    let deadline = req.ext::<BodyDeadline>().map(|d| d.0);
     let mut body = Vec::new();
-    req.take_body()
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-        .await
-        .map_err(|e| {
-            Problem::new(
-                400,
-                "unreadable-body",
-                format!("the body could not be read: {e}"),
-            )
-        })?;
+    let mut reader = req.take_body().take(limit as u64 + 1);
+    let read = reader.read_to_end(&mut body);
+    let read = match deadline {
+        None => read.await,
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            timeout(left, read).await.map_err(|_| body_timeout(req))?
+        }
+    };
+    read.map_err(|e| {
+        Problem::new(
+            400,
+            "unreadable-body",
+            format!("the body could not be read: {e}"),
+        )
+    })?;
     if body.len() > limit {
         return Err(too_large());
     }
     Ok(body)
+}
+
+fn body_timeout(req: &Request<State>) -> Problem {
+    let metrics = &req.state().metrics.connections;
+    metrics.cut(ConnectionCut::BodyTimeout);
+    let limit = req.state().config.http.body_timeout_ms;
+    Problem::new(
+        408,
+        "body-timeout",
+        format!("the body did not arrive within {limit} ms of the head; nothing was sent"),
+    )
 }

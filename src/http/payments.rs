@@ -25,6 +25,7 @@ use crate::payment::PaymentRequest;
 use crate::problem::{Outcome, Problem};
 use crate::record::{OutgoingRecord, Placement, headers};
 use crate::registry::{Refused, Reply, ReplyWaiter};
+use crate::reply_check;
 use crate::reply_error::ReplyError;
 use async_std::future::timeout;
 use std::time::Instant;
@@ -202,6 +203,8 @@ pub(super) fn respond(answer: Result<Vec<u8>, Problem>, id: Option<&CorrelationI
 }
 
 /// The worker's answer: its reply value, or the problem its `kreply_error` header names.
+/// A value that is not JSON is never passed off as a success: the caller gets `502
+/// invalid-reply` with outcome unknown, since a worker that wrote garbage may have charged.
 pub(super) fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Problem> {
     let error = reply
         .headers
@@ -209,12 +212,34 @@ pub(super) fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<
         .find(|(name, _)| name == headers::ERROR)
         .map(|(_, code)| ReplyError::from_code(code.as_deref().unwrap_or_default()));
     let value = reply.value.unwrap_or_default();
-    let Some(error) = error else {
-        return Ok(value);
+    let problem = match error {
+        None if reply_check::is_json(&value) => return Ok(value),
+        None => invalid_reply(&value),
+        Some(error) => error_reply(error, &value),
     };
-    let reply_json: serde_json::Value = serde_json::from_slice(&value).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&value).into_owned())
-    });
+    Err(match id {
+        Some(id) => problem.with_correlation_id(id),
+        None => problem,
+    })
+}
+
+/// A reply with no error header whose value is not JSON.
+fn invalid_reply(value: &[u8]) -> Problem {
+    Problem::new(
+        502,
+        "invalid-reply",
+        "the worker's reply is not JSON; the outcome is unknown: check the order's status before trying again",
+    )
+    .with_outcome(Outcome::Unknown)
+    .with_reply(serde_json::Value::String(
+        String::from_utf8_lossy(value).into_owned(),
+    ))
+}
+
+/// A reply with a `kreply_error` code: the mapped status, with the worker's value inside.
+fn error_reply(error: ReplyError, value: &[u8]) -> Problem {
+    let reply_json: serde_json::Value = serde_json::from_slice(value)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()));
     let detail = reply_json
         .get("detail")
         .and_then(|d| d.as_str())
@@ -222,13 +247,9 @@ pub(super) fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<
             || format!("the worker answered with error \"{}\"", error.code()),
             str::to_string,
         );
-    let mut problem = Problem::new(error.status(), error.code(), detail)
+    Problem::new(error.status(), error.code(), detail)
         .with_outcome(error.outcome())
-        .with_reply(reply_json);
-    if let Some(id) = id {
-        problem = problem.with_correlation_id(id);
-    }
-    Err(problem)
+        .with_reply(reply_json)
 }
 
 /// The metrics outcome of a failed request: refused before sending, timed out, or failed after.
@@ -307,4 +328,48 @@ fn dead_letter(
     let letter = dead_letter::record(&gateway.config.dlq_topic, record, placement, cause, why);
     gateway.metrics.dlq_writes.inc();
     gateway.sender.send_and_forget(letter);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(value: Option<&[u8]>, error: Option<&[u8]>) -> Reply {
+        Reply {
+            value: value.map(<[u8]>::to_vec),
+            headers: error
+                .map(|code| (headers::ERROR.to_string(), Some(code.to_vec())))
+                .into_iter()
+                .collect(),
+            partition: 0,
+            offset: 0,
+        }
+    }
+
+    #[test]
+    fn a_json_value_is_the_answer() {
+        let answer = worker_answer(reply(Some(br#"{"status":"APPROVED"}"#), None), None);
+        assert_eq!(answer.unwrap(), br#"{"status":"APPROVED"}"#);
+    }
+
+    #[test]
+    fn a_value_that_is_not_json_is_a_502_with_unknown_outcome() {
+        let id = CorrelationId::new_spring();
+        for value in [Some(&b"APPROVED"[..]), Some(b"\xff\xfe{"), Some(b""), None] {
+            let problem = worker_answer(reply(value, None), Some(&id)).unwrap_err();
+            assert_eq!((problem.status, problem.code), (502, "invalid-reply"));
+            assert_eq!(problem.outcome, Some(Outcome::Unknown));
+            assert_eq!(
+                problem.correlation_id.as_deref(),
+                Some(id.to_string().as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_error_code_is_a_502_with_unknown_outcome() {
+        let problem = worker_answer(reply(Some(b"{}"), Some(b"out-of-cheese")), None).unwrap_err();
+        assert_eq!((problem.status, problem.code), (502, "worker-error"));
+        assert_eq!(problem.outcome, Some(Outcome::Unknown));
+    }
 }

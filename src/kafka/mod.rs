@@ -13,6 +13,8 @@ mod reply_consumer;
 pub mod topics;
 
 pub use producer::{SendFailure, SendHandle, to_krafka};
+#[cfg(test)]
+pub(crate) use producer::{SendQueue, channel};
 
 use crate::config::Config;
 use crate::error::StartupError;

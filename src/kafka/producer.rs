@@ -90,6 +90,19 @@ pub fn channel() -> (SendHandle, SendQueue) {
 /// The receiving end of the send channel.
 pub struct SendQueue(mpsc::UnboundedReceiver<SendJob>);
 
+#[cfg(test)]
+impl SendQueue {
+    /// The records handed over so far, for tests that stand in for the broker.
+    pub(crate) fn take_records(&mut self) -> Vec<OutgoingRecord> {
+        std::iter::from_fn(|| self.0.try_recv().ok())
+            .filter_map(|job| match job {
+                SendJob::Send { record, .. } => Some(record),
+                SendJob::Flush(_) => None,
+            })
+            .collect()
+    }
+}
+
 /// Feeds queued records to the producer until every handle is dropped.
 pub async fn run(producer: Producer, mut queue: SendQueue, metrics: Arc<GatewayMetrics>) {
     while let Some(job) = queue.0.recv().await {

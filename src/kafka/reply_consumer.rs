@@ -14,6 +14,7 @@ use crate::kafka::Place;
 use crate::readiness::Readiness;
 use crate::record::headers;
 use crate::registry::{Delivery, Registry, Reply};
+use crate::reply_check;
 use krafka::ConsumerRecord;
 use krafka::consumer::Consumer;
 use std::sync::Arc;
@@ -68,7 +69,7 @@ pub async fn run(
         match consumer.poll(POLL_TIMEOUT).await {
             Ok(records) => {
                 for record in records {
-                    dispatch(&registry, record);
+                    dispatch(&registry, &metrics, record);
                 }
                 let lag = consumer.lag().await;
                 let fresh = lag.values().all(|l| !l.stale);
@@ -106,17 +107,33 @@ fn report(readiness: &Readiness, ok: bool, why_not: &str) {
     readiness.set(ok);
 }
 
-/// Delivers one reply record by its `kafka_correlationId` header.
-fn dispatch(registry: &Registry, record: ConsumerRecord) {
+/// Delivers one reply record by its `kafka_correlationId` header. A record that cannot
+/// name a waiter is counted and dropped; one that names a waiter but breaks the
+/// conventions is counted and delivered, and its waiter answers `502`.
+fn dispatch(registry: &Registry, metrics: &GatewayMetrics, record: ConsumerRecord) {
     let at = Place::of(&record);
-    let Some(Some(id)) = record.header(headers::CORRELATION_ID) else {
+    let id = record.header(headers::CORRELATION_ID).flatten().cloned();
+    if let Some(bad) = reply_check::unroutable(id.as_deref()) {
+        metrics.bad_reply(bad);
         log::warn!(
-            "reply at {at} has no {} header; ignored",
+            "reply at {at} dropped: {} ({} header missing, null or not 16 bytes)",
+            bad.label(),
             headers::CORRELATION_ID
         );
         return;
-    };
-    let id = id.clone();
+    }
+    let Some(id) = id else { return };
+    let error_code = record.header(headers::ERROR).flatten();
+    if let Some(bad) =
+        reply_check::content_defect(record.value.as_deref(), error_code.map(|c| &c[..]))
+    {
+        metrics.bad_reply(bad);
+        log::warn!(
+            "reply at {at} correlation_id={} is malformed: {}; its caller gets a 502",
+            CorrelationId::from_wire(&id),
+            bad.label()
+        );
+    }
     match registry.deliver(&id, to_reply(record)) {
         Delivery::Delivered => {}
         Delivery::Kept => log::info!(

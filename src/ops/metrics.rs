@@ -66,6 +66,11 @@ impl Gauge {
         self.0.store(value, Ordering::Relaxed);
     }
 
+    /// Adds `delta` (negative to subtract), for counts whose guard must outlive a borrow.
+    pub fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+
     /// Counts one unit of work until the returned guard is dropped, however the work ends.
     pub fn track(&self) -> Tracked<'_> {
         self.0.fetch_add(1, Ordering::Relaxed);

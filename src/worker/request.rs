@@ -155,4 +155,99 @@ mod tests {
                 .contains("4 bytes")
         );
     }
+
+    use crate::correlation_id::CorrelationId;
+    use crate::json_number::decimal;
+    use crate::reply_route::ReplyRoute;
+    use crate::testing::{
+        body_with_amount, deeply_nested_body, hostile_string, json_value, number_text, payment_body,
+    };
+    use proptest::prelude::*;
+
+    /// What the gateway would produce for `bytes`, when it accepts them.
+    fn produced(bytes: &[u8]) -> Option<(PaymentRequest, crate::record::OutgoingRecord)> {
+        let payment = PaymentRequest::parse("refund", bytes).ok()?;
+        let route = ReplyRoute {
+            host_ip: "127.0.0.2".parse().unwrap(),
+            suffix: "local2".into(),
+            topic: "payment_response_local2".into(),
+        };
+        let record = payment.to_record("payment_request", &CorrelationId::new_spring(), &route);
+        Some((payment, record))
+    }
+
+    /// The worker reads back exactly the payment the gateway accepted.
+    fn round_trip(bytes: &[u8]) {
+        let Some((sent, record)) = produced(bytes) else {
+            return;
+        };
+        let header = |name: &str| record.header(name);
+        let item = read(header, &record.key, Some(&record.value)).expect("answerable");
+        let got = item.payment.expect("readable");
+        assert_eq!(
+            (&got.operation, &got.order_id, &got.body),
+            (&sent.operation, &sent.order_id, &sent.body)
+        );
+    }
+
+    /// A header list of the names the worker looks at, with any bytes.
+    fn hostile_headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+        let name = prop::sample::select(vec![
+            "kafka_replyTopic",
+            "kafka_correlationId",
+            "kafka_replyPartition",
+            "kreply_idempotencyKey",
+            "other",
+        ]);
+        let value = prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..24),
+            hostile_string().prop_map(String::into_bytes),
+        ];
+        prop::collection::vec((name.prop_map(String::from), value), 0..6)
+    }
+
+    proptest! {
+        #[test]
+        fn what_the_gateway_accepts_the_worker_reads_back(body in payment_body()) {
+            round_trip(body.to_string().as_bytes());
+        }
+
+        #[test]
+        fn numbers_the_gateway_accepts_reach_the_worker_unchanged(number in number_text()) {
+            round_trip(&body_with_amount(&number));
+            if let Some((_, record)) = produced(&body_with_amount(&number)) {
+                let envelope: serde_json::Value = serde_json::from_slice(&record.value).unwrap();
+                let amount = envelope["body"]["amount"].to_string();
+                prop_assert_eq!(decimal(&amount), decimal(&number));
+            }
+        }
+
+        #[test]
+        fn nesting_the_gateway_accepts_the_worker_reads(depth in 0usize..300) {
+            round_trip(&deeply_nested_body(depth));
+        }
+
+        #[test]
+        fn hostile_request_records_are_skipped_or_answered_never_a_panic(
+            list in hostile_headers(),
+            key in prop::collection::vec(any::<u8>(), 0..16),
+            value in prop_oneof![
+                Just(None),
+                prop::collection::vec(any::<u8>(), 0..64).prop_map(Some),
+                json_value().prop_map(|v| Some(v.to_string().into_bytes())),
+            ],
+        ) {
+            let header = |name: &str| list.iter().find(|(n, _)| n == name).map(|(_, v)| &v[..]);
+            match read(header, &key, value.as_deref()) {
+                Err(why) => prop_assert!(!why.is_empty()),
+                Ok(item) => {
+                    prop_assert!(header("kafka_replyTopic").is_some());
+                    prop_assert_eq!(Some(&item.reply_to.correlation_id[..]), header("kafka_correlationId"));
+                    if let Err(why) = item.payment {
+                        prop_assert!(!why.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

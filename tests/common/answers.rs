@@ -2,6 +2,7 @@
 //! checks them the same way.
 
 use super::{Gateway, HttpResponse, get};
+use std::net::SocketAddr;
 
 /// Asserts a problem+json answer with `status` and `code`; returns its body.
 pub fn assert_problem(response: &HttpResponse, status: u16, code: &str) -> serde_json::Value {
@@ -19,16 +20,26 @@ pub fn assert_problem(response: &HttpResponse, status: u16, code: &str) -> serde
 
 /// The value of one sample line, e.g. `kreply_ready` or `x{a="b"}`.
 pub fn sample(metrics: &str, series: &str) -> f64 {
+    find_sample(metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+}
+
+fn find_sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
-        .parse()
-        .unwrap()
+        .map(|value| value.parse().unwrap())
+}
+
+fn metrics_text(addr: SocketAddr) -> String {
+    String::from_utf8(get(addr, "/metrics").unwrap().body).unwrap()
 }
 
 /// One sample of the gateway's `/metrics`, read now.
 pub fn metric(gateway: &Gateway, series: &str) -> f64 {
-    let text = String::from_utf8(get(gateway.addr, "/metrics").unwrap().body).unwrap();
-    sample(&text, series)
+    sample(&metrics_text(gateway.addr), series)
+}
+
+/// A labelled counter at `addr`, read now; 0 while no sample of it exists yet.
+pub fn counter(addr: SocketAddr, series: &str) -> f64 {
+    find_sample(&metrics_text(addr), series).unwrap_or(0.0)
 }

@@ -5,6 +5,7 @@
 pub mod answers;
 pub mod echo;
 pub mod hosts;
+pub mod raw;
 pub mod system;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
@@ -583,7 +584,7 @@ pub fn request(
     Ok(parse_response(&raw))
 }
 
-fn parse_response(raw: &[u8]) -> HttpResponse {
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

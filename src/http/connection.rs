@@ -1,0 +1,247 @@
+//! One HTTP/1.1 connection, with a deadline on every phase a client controls.
+//!
+//! `async_h1::accept` has only a head timeout, on which it closes without a word; it waits
+//! forever for a body (and, after answering, for the rest of an unread one), and it drops
+//! a connection whose head it cannot parse without an answer. So a slow or stuck client
+//! held memory and a file descriptor for as long as it liked. This loop reuses async-h1's
+//! decoder and encoder and adds:
+//! - idle: a new connection must begin its first request within `http.head_timeout_ms`,
+//!   and a keep-alive one its next request within `http.idle_timeout_ms`; else it is
+//!   closed silently (no request began, so there is nothing to answer);
+//! - head: from a request's first byte, its head must arrive within `http.head_timeout_ms`,
+//!   else `408 head-timeout`;
+//! - body: the body must arrive within `http.body_timeout_ms` of the head; the payment
+//!   handler reads it against [`BodyDeadline`] and answers `408 body-timeout`;
+//! - a head async-h1 cannot read (stray CR or LF, control bytes or non-UTF-8 in a header,
+//!   over 8 KiB, not HTTP/1.1) gets `400 malformed-request`;
+//! - a connection whose request body was not read to its end is closed after the answer.
+//!
+//! Waiting for a request costs only the task: the head buffer exists once bytes arrive.
+
+use super::listener::Limits;
+use super::problem_response;
+use crate::config::HttpConfig;
+use crate::gateway_metrics::ConnectionCut;
+use crate::problem::{Outcome, Problem};
+use async_std::future::timeout;
+use async_std::io::{self, Read, ReadExt};
+use async_std::net::TcpStream;
+use std::future::Future;
+use std::net::Shutdown;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+use tide::http::{Method, Request, Response};
+
+/// When the request's body must have arrived; the payment handler reads it against this.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub Instant);
+
+/// How long a closing connection keeps discarding input, so that a client still sending
+/// reads its answer instead of a reset (what Apache calls a lingering close).
+const LINGER: Duration = Duration::from_secs(1);
+/// Unread body bytes that may be skipped to keep a connection alive; beyond, it closes.
+const SKIPPABLE_BODY: u64 = 64 * 1024;
+
+/// Serves requests on `stream` until the client leaves, a deadline passes, or the gateway
+/// stops accepting (then the answer in progress is the last).
+pub async fn serve<S>(
+    stream: TcpStream,
+    app: tide::Server<S>,
+    accepting: Arc<AtomicBool>,
+    limits: &Limits,
+) where
+    S: Clone + Send + Sync + 'static,
+{
+    let (metrics, limits) = (&limits.metrics, &limits.http);
+    let peer = stream.peer_addr().ok();
+    let local = stream.local_addr().ok();
+    // A connection that has never sent anything is no keep-alive connection: it gets the
+    // head's deadline, so silent connections cannot hold slots for the long idle timeout.
+    let mut wait_for_request = limits.head_timeout();
+    loop {
+        let (mut req, mut body) = match next_request(&stream, limits, wait_for_request).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err((cut, problem)) => {
+                metrics.cut(cut);
+                if let Some(problem) = problem {
+                    let _ = Box::pin(answer_and_close(
+                        &stream,
+                        problem_response::respond(&problem),
+                    ))
+                    .await;
+                }
+                return;
+            }
+        };
+        req.set_peer_addr(peer);
+        req.set_local_addr(local);
+        req.ext_mut()
+            .insert(BodyDeadline(Instant::now() + limits.body_timeout()));
+        let method = req.method();
+        let close_asked = asks_to_close(&req);
+        // Boxed, like the decoder below: the task then holds only what the phase it is
+        // in needs, so a connection waiting for its next request stays small.
+        let mut response = Box::pin(app.respond::<_, Response>(req))
+            .await
+            .unwrap_or_else(|e| internal_error(&e));
+        let keep_alive =
+            body_read_to_end(&mut body) && !close_asked && accepting.load(Ordering::Acquire);
+        if !keep_alive {
+            response.insert_header("connection", "close");
+        }
+        let written = Box::pin(write(&stream, response, method, limits.idle_timeout())).await;
+        if written.is_err() || !keep_alive {
+            if written.is_ok() {
+                Box::pin(close_gently(&stream)).await;
+            }
+            return;
+        }
+        wait_for_request = limits.idle_timeout();
+    }
+}
+
+/// A connection beyond the cap: `503` with `Retry-After`, then closed. The request is not
+/// read, so nothing about it can reach Kafka.
+pub async fn refuse(stream: TcpStream, retry_after: Duration) {
+    let problem = Problem::new(
+        503,
+        "too-many-connections",
+        "the gateway has as many connections open as it takes; nothing was sent, try again shortly",
+    )
+    .with_outcome(Outcome::NotSent);
+    let mut response = problem_response::respond(&problem);
+    response.insert_header("retry-after", retry_after.as_secs().max(1).to_string());
+    let _ = answer_and_close(&stream, response).await;
+}
+
+type Cut = (ConnectionCut, Option<Problem>);
+
+/// The next request's head: its first byte within `wait`, the rest within the head
+/// deadline. `None` when the client closed the connection between requests.
+async fn next_request(
+    stream: &TcpStream,
+    limits: &HttpConfig,
+    wait: Duration,
+) -> Result<Option<(Request, impl Read + Unpin + use<>)>, Cut> {
+    let mut first = [0u8; 1];
+    match timeout(wait, stream.peek(&mut first)).await {
+        Err(_) => return Err((ConnectionCut::IdleTimeout, None)),
+        Ok(Ok(0) | Err(_)) => return Ok(None),
+        Ok(Ok(_)) => {}
+    }
+    let decoded = timeout(
+        limits.head_timeout(),
+        Box::pin(async_h1::server::decode(stream.clone())),
+    )
+    .await;
+    match decoded {
+        Err(_) => Err((
+            ConnectionCut::HeadTimeout,
+            Some(Problem::new(
+                408,
+                "head-timeout",
+                format!(
+                    "the request head did not arrive within {} ms; nothing was sent",
+                    limits.head_timeout_ms
+                ),
+            )),
+        )),
+        Ok(Ok(request)) => Ok(request),
+        Ok(Err(e)) if e.downcast_ref::<std::io::Error>().is_some() => Ok(None),
+        Ok(Err(e)) => Err((
+            ConnectionCut::MalformedHead,
+            Some(Problem::new(
+                400,
+                "malformed-request",
+                format!(
+                    "the request head is not HTTP/1.1 this gateway can read ({e}); nothing was sent"
+                ),
+            )),
+        )),
+    }
+}
+
+fn asks_to_close(req: &Request) -> bool {
+    req.header("connection")
+        .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"))
+}
+
+/// Whether the request body is consumed: skips what has already arrived (up to a limit)
+/// without waiting for more. A body still arriving means the connection must close.
+fn body_read_to_end(body: &mut (impl Read + Unpin)) -> bool {
+    let mut skip = pin!(io::copy(body.take(SKIPPABLE_BODY + 1), io::sink()));
+    let waker = std::task::Waker::noop();
+    match skip
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+    {
+        Poll::Ready(Ok(skipped)) => skipped <= SKIPPABLE_BODY,
+        _ => false,
+    }
+}
+
+fn internal_error(e: &tide::Error) -> Response {
+    log::error!("request failed: {e}");
+    let problem = Problem::new(500, "internal-error", "the gateway failed; see its log");
+    problem_response::respond(&problem).into()
+}
+
+/// Writes `response` within `limit`: a client that does not read its answer is cut off.
+async fn write(
+    stream: &TcpStream,
+    response: Response,
+    method: Method,
+    limit: Duration,
+) -> io::Result<()> {
+    let mut encoder = async_h1::server::Encoder::new(response, method);
+    let mut out = stream.clone();
+    timeout(limit, io::copy(&mut encoder, &mut out))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    Ok(())
+}
+
+/// Answers once and closes: for requests the gateway cannot or will not read.
+async fn answer_and_close(stream: &TcpStream, response: impl Into<Response>) -> io::Result<()> {
+    let mut response: Response = response.into();
+    response.insert_header("connection", "close");
+    write(stream, response, Method::Get, LINGER).await?;
+    close_gently(stream).await;
+    Ok(())
+}
+
+/// Ends the connection after an answer: no more output, then input discarded until the
+/// client closes or [`LINGER`] passes. Closing with unread input would send a reset, and a
+/// client still sending its body would lose the answer.
+async fn close_gently(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut input = stream.clone();
+    let _ = timeout(LINGER, io::copy(&mut input, &mut io::sink())).await;
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every open connection holds while it waits is this future: the phases' big
+    /// parts (decoder, handler, encoder) are boxed only while running. Unboxed it was 10 KB.
+    #[test]
+    fn a_waiting_connection_holds_a_small_future() {
+        let stream = async_std::task::block_on(async {
+            let listener = async_std::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap();
+            TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap()
+        });
+        let accepting = Arc::new(AtomicBool::new(true));
+        let limits = Limits::default();
+        let connection = serve(stream, tide::new(), accepting, &limits);
+        let size = std::mem::size_of_val(&connection);
+        assert!(size < 6 * 1024, "the connection future is {size} bytes");
+    }
+}
