@@ -39,6 +39,10 @@ pub struct GatewayMetrics {
     pub in_flight: Gauge,
     pub dlq_writes: Counter,
     pub produce_errors: Counter,
+    /// Times a reply partition's log started over and the reply consumer was reopened.
+    pub reply_log_restarts: Counter,
+    /// Times the producer started a new session after the brokers stopped honouring one.
+    pub producer_sessions_renewed: Counter,
     reply_lag: Mutex<BTreeMap<i32, u64>>,
 }
 
@@ -50,6 +54,8 @@ impl Default for GatewayMetrics {
             in_flight: Gauge::default(),
             dlq_writes: Counter::default(),
             produce_errors: Counter::default(),
+            reply_log_restarts: Counter::default(),
+            producer_sessions_renewed: Counter::default(),
             reply_lag: Mutex::new(BTreeMap::new()),
         }
     }
@@ -107,6 +113,16 @@ impl GatewayMetrics {
             "kreply_produce_errors_total",
             "Records the brokers did not acknowledge.",
             self.produce_errors.get(),
+        );
+        out.counter(
+            "kreply_reply_log_restarts_total",
+            "Times a reply partition's log started over (topic re-created, broker restarted empty, log truncated) and the reply consumer was opened again.",
+            self.reply_log_restarts.get(),
+        );
+        out.counter(
+            "kreply_producer_sessions_renewed_total",
+            "Times the producer started a new session (new producer id) after the brokers stopped honouring its old one.",
+            self.producer_sessions_renewed.get(),
         );
         let lag: Vec<(String, f64)> = self
             .reply_lag

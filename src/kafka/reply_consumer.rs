@@ -6,16 +6,24 @@
 //! key over all of them. Reading starts at the latest offset: replies written before this
 //! process started belong to requests that no longer wait, and there is no group offset to
 //! resume from anyway.
+//!
+//! When a partition's log starts over under it (see [`super::log_watch`]), the consumer is
+//! opened again on a client of its own (fresh metadata, so a re-created topic's new id is
+//! used) and positioned at the first reply written since it last read the old log
+//! healthily, or at the latest offset when there is none: that skips nothing written since,
+//! and re-reads at most a few seconds of replies nobody waits for.
 
+use crate::config::Config;
 use crate::correlation_id::CorrelationId;
 use crate::error::StartupError;
 use crate::gateway_metrics::GatewayMetrics;
 use crate::kafka::Place;
-use crate::readiness::Readiness;
-use crate::record::headers;
+use crate::kafka::log_watch::{LogWatch, PartitionView};
+use crate::readiness::{Change, Readiness};
+use crate::record::{headers, now_ms};
 use crate::registry::{Delivery, Registry, Reply};
-use krafka::ConsumerRecord;
-use krafka::consumer::Consumer;
+use krafka::consumer::{AutoOffsetReset, Consumer};
+use krafka::{ConsumerRecord, KrafkaError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,17 +31,30 @@ use std::time::Duration;
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// Pause after a failed poll, so a broker outage does not turn into a busy loop.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Replies this much older than the last healthy read are read again after the log
+/// started over: room for clock skew between the workers and this host.
+const CLOCK_MARGIN_MS: i64 = 5_000;
 
-/// Assigns every partition of `topic` and resolves each position to the current end.
+/// Where a (re)opened consumer starts on each partition.
+#[derive(Debug, Clone, Copy)]
+pub enum Start {
+    /// The end of the log: at startup.
+    Latest,
+    /// The first record stamped at or after this time (ms since the epoch), else the end.
+    Since(i64),
+}
+
+/// Assigns every partition of `topic` and resolves each position from `start`.
 ///
 /// Only when every position is known is the consumer "positioned": a reply written after
 /// this returns will be read, whatever partition it lands on.
-pub async fn position_at_latest(
+pub async fn position(
     consumer: &Consumer,
     topic: &str,
     partitions: &[i32],
+    start: Start,
 ) -> Result<(), StartupError> {
-    let failed = |e: krafka::KrafkaError| {
+    let failed = |e: KrafkaError| {
         StartupError::new(format!("could not assign the reply topic \"{topic}\": {e}"))
     };
     consumer
@@ -41,46 +62,92 @@ pub async fn position_at_latest(
         .await
         .map_err(failed)?;
     for &partition in partitions {
-        consumer
-            .seek_to_end(topic, partition)
-            .await
-            .map_err(failed)?;
+        let found = match start {
+            Start::Since(ms) => consumer.seek_to_timestamp(topic, partition, ms).await,
+            Start::Latest => Err(KrafkaError::no_offset(vec![])),
+        };
+        match found {
+            Ok(()) => {}
+            Err(KrafkaError::NoOffset { .. }) => {
+                consumer
+                    .seek_to_end(topic, partition)
+                    .await
+                    .map_err(failed)?;
+            }
+            Err(e) => return Err(failed(e)),
+        }
         let offset = consumer.position(topic, partition).await.ok_or_else(|| {
             StartupError::new(format!(
                 "could not find the latest offset of reply topic \"{topic}\" partition {partition}; check the partition's leader on the brokers"
             ))
         })?;
-        log::info!("startup: reply consumer at {topic}/{partition} offset {offset}");
+        log::info!("reply consumer at {topic}/{partition} offset {offset}");
     }
     Ok(())
 }
 
-/// Polls forever, delivering replies. Readiness follows whether replies can arrive: the
-/// client retries a lost broker quietly, so a poll that "succeeds" is not enough; every
-/// partition must also have been fetched recently (its watermark is not stale).
+/// Where replies come from, and how to open a positioned consumer on them: at startup,
+/// and again after the log started over.
+pub struct ReplySource {
+    pub config: Config,
+    pub config_path: String,
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+impl ReplySource {
+    /// A consumer on a client of its own (its own connection, so a produce never waits
+    /// behind a fetch, and its own metadata), positioned per `start`.
+    pub async fn open(&self, start: Start) -> Result<Consumer, StartupError> {
+        let config = &self.config;
+        let client_id = format!("{}-replies", config.client_id);
+        let kafka = super::connect_brokers(config, &self.config_path, &client_id).await?;
+        let consumer = kafka
+            .consumer_without_group()
+            .auto_offset_reset(AutoOffsetReset::Latest)
+            .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+            .lag_staleness_threshold(Duration::from_millis(config.reply_stale_after_ms))
+            .build()
+            .await
+            .map_err(|e| StartupError::new(format!("cannot start the reply consumer: {e}")))?;
+        position(&consumer, &self.topic, &self.partitions, start).await?;
+        Ok(consumer)
+    }
+}
+
+/// Polls forever, delivering replies, and reopens the consumer when its log started over.
 pub async fn run(
-    consumer: Consumer,
+    source: ReplySource,
+    mut consumer: Consumer,
     registry: Registry,
     readiness: Readiness,
     metrics: Arc<GatewayMetrics>,
 ) {
+    let mut watch = LogWatch::default();
+    let mut last_healthy_ms = now_ms();
     loop {
-        match consumer.poll(POLL_TIMEOUT).await {
+        let healthy = match consumer.poll(POLL_TIMEOUT).await {
             Ok(records) => {
                 for record in records {
                     dispatch(&registry, record);
                 }
-                let lag = consumer.lag().await;
-                let fresh = lag.values().all(|l| !l.stale);
-                metrics.set_reply_lag(
-                    lag.into_iter()
-                        .filter_map(|(tp, l)| Some((tp.partition, l.lag?))),
-                );
+                let (fresh, started_over) = look(&consumer, &mut watch, &metrics).await;
+                if !started_over.is_empty() {
+                    metrics.reply_log_restarts.inc();
+                    log::warn!(
+                        "the reply topic's log started over on partition(s) {started_over:?} (topic re-created, broker restarted empty, or log truncated); reading it again from the first reply written since it was last read"
+                    );
+                    report(&readiness, false, "the reply topic's log started over");
+                    consumer = reopen(&source, last_healthy_ms - CLOCK_MARGIN_MS, &readiness).await;
+                    watch = LogWatch::default();
+                    continue;
+                }
                 report(
                     &readiness,
                     fresh,
                     "the reply consumer has heard nothing from the brokers recently",
                 );
+                fresh
             }
             Err(e) => {
                 report(
@@ -89,21 +156,70 @@ pub async fn run(
                     &format!("the reply consumer failed: {e}"),
                 );
                 tokio::time::sleep(RETRY_PAUSE).await;
+                false
+            }
+        };
+        if healthy {
+            last_healthy_ms = now_ms();
+        }
+    }
+}
+
+/// After a poll: whether every partition was fetched recently, and which logs started over.
+async fn look(
+    consumer: &Consumer,
+    watch: &mut LogWatch,
+    metrics: &GatewayMetrics,
+) -> (bool, Vec<i32>) {
+    let lag = consumer.lag().await;
+    let fresh = lag.values().all(|l| !l.stale && l.position.is_some());
+    let views: Vec<PartitionView> = lag
+        .iter()
+        .map(|(tp, l)| PartitionView {
+            partition: tp.partition,
+            position: l.position,
+            high_watermark: l.high_watermark,
+        })
+        .collect();
+    metrics.set_reply_lag(
+        lag.into_iter()
+            .filter_map(|(tp, l)| Some((tp.partition, l.lag?))),
+    );
+    (fresh, watch.started_over(&views))
+}
+
+/// Opens the consumer again until it works; the brokers may still be on their way back.
+async fn reopen(source: &ReplySource, since_ms: i64, readiness: &Readiness) -> Consumer {
+    let mut failures = 0u32;
+    loop {
+        match source.open(Start::Since(since_ms)).await {
+            Ok(consumer) => {
+                log::info!("the reply consumer was opened again after the log started over");
+                return consumer;
+            }
+            Err(e) => {
+                if failures == 0 {
+                    log::warn!("cannot open the reply consumer again yet: {e}; retrying");
+                }
+                failures += 1;
+                report(readiness, false, "the reply consumer is being opened again");
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
     }
 }
 
-/// Sets readiness, logging each change once rather than every poll.
+/// Feeds one poll's verdict to readiness, logging each change of state once.
 fn report(readiness: &Readiness, ok: bool, why_not: &str) {
-    match (readiness.reads_replies(), ok) {
-        (true, false) => {
+    match readiness.observe(ok) {
+        Some(Change::Lost) => {
             log::error!("not ready: {why_not}; payments are refused until it recovers")
         }
-        (false, true) => log::info!("ready again: the reply consumer is reading replies"),
-        _ => {}
+        Some(Change::Regained) => {
+            log::info!("ready again: the reply consumer is reading replies")
+        }
+        None => {}
     }
-    readiness.set(ok);
 }
 
 /// Delivers one reply record by its `kafka_correlationId` header.

@@ -14,6 +14,8 @@ pub struct WorkerMetrics {
     pub pg_calls_in_flight: Gauge,
     pub partitions: Gauge,
     pub commit_errors: Counter,
+    /// New producer sessions started after the brokers stopped honouring one.
+    pub producer_sessions_renewed: Counter,
 }
 
 impl Default for WorkerMetrics {
@@ -24,6 +26,7 @@ impl Default for WorkerMetrics {
             pg_calls_in_flight: Gauge::default(),
             partitions: Gauge::default(),
             commit_errors: Counter::default(),
+            producer_sessions_renewed: Counter::default(),
         }
     }
 }
@@ -65,6 +68,11 @@ impl WorkerMetrics {
             "kreply_worker_commit_errors_total",
             "Offset commits that failed.",
             self.commit_errors.get(),
+        );
+        out.counter(
+            "kreply_worker_producer_sessions_renewed_total",
+            "New producer sessions (new producer id) started after the brokers stopped honouring one.",
+            self.producer_sessions_renewed.get(),
         );
         out.finish()
     }

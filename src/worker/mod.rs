@@ -25,7 +25,6 @@ use crate::ops::notify::notify;
 use crate::record::OutgoingRecord;
 use krafka::ConsumerRecord;
 use krafka::consumer::{AutoOffsetReset, Consumer, OffsetAndMetadata, TopicPartition};
-use krafka::producer::Producer;
 use metrics::WorkerMetrics;
 use pg_client::PgClient;
 use results::ResultsStore;
@@ -43,7 +42,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// What every request task shares.
 pub struct Worker {
     metrics: Arc<WorkerMetrics>,
-    producer: Arc<Producer>,
+    producer: Arc<kafka::ProducerSession>,
     results: ResultsStore,
     pg: PgClient,
     pg_calls: Semaphore,
@@ -105,9 +104,19 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
         &settings.pg_url,
         Duration::from_millis(settings.pg_timeout_ms),
     )?;
-    // Replies and results records have no caller deadline; 30 s bounds a stuck send.
-    let producer =
-        Arc::new(kafka::payment_producer(&kafka, config, Duration::from_secs(30)).await?);
+    // Replies and results records have no caller deadline; 30 s bounds a stuck send. The
+    // producer has a client of its own, so its sends never wait behind a fetch.
+    let metrics = Arc::new(WorkerMetrics::default());
+    let producing = kafka::connect_brokers(config, config_path, "kreply-worker-producer").await?;
+    let renewals = Arc::clone(&metrics);
+    let producer = kafka::payment_producer(
+        producing,
+        config,
+        Duration::from_secs(30),
+        "worker",
+        move || renewals.producer_sessions_renewed.inc(),
+    )
+    .await?;
     let fetch_wait = Duration::from_millis(config.fetch_max_wait_ms);
     let results = ResultsStore::open(
         &kafka,
@@ -155,7 +164,7 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
     let pg_calls = Semaphore::new(settings.concurrency);
     Ok((
         Worker {
-            metrics: Arc::new(WorkerMetrics::default()),
+            metrics,
             producer,
             results,
             pg,
