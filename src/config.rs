@@ -362,6 +362,25 @@ mod tests {
     }
 
     #[test]
+    fn readiness_needs_at_least_one_poll_each_way() {
+        let config = parse(r#"{"ready_after_good_polls": 0}"#).unwrap();
+        let err = config
+            .validate(Path::new("k.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ready_after_good_polls"), "{err}");
+        let config =
+            parse(r#"{"unready_after_bad_polls": 2, "ready_after_good_polls": 4}"#).unwrap();
+        assert_eq!(
+            config.readiness_hysteresis(),
+            Hysteresis {
+                unready_after: 2,
+                ready_after: 4
+            }
+        );
+    }
+
+    #[test]
     fn validation_names_the_offending_key() {
         let config = parse(r#"{"default_timeout_ms": 40000}"#).unwrap();
         let err = config
