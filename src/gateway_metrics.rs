@@ -39,8 +39,9 @@ pub struct GatewayMetrics {
     pub in_flight: Gauge,
     pub dlq_writes: Counter,
     pub produce_errors: Counter,
-    /// Times a reply partition's log started over and the reply consumer was reopened.
-    pub reply_log_restarts: Counter,
+    /// Times the reply consumer was opened again (its log started over, or it heard
+    /// nothing from the brokers for `reply_stale_after_ms`).
+    pub reply_consumer_reopens: Counter,
     /// Times the producer started a new session after the brokers stopped honouring one.
     pub producer_sessions_renewed: Counter,
     reply_lag: Mutex<BTreeMap<i32, u64>>,
@@ -54,7 +55,7 @@ impl Default for GatewayMetrics {
             in_flight: Gauge::default(),
             dlq_writes: Counter::default(),
             produce_errors: Counter::default(),
-            reply_log_restarts: Counter::default(),
+            reply_consumer_reopens: Counter::default(),
             producer_sessions_renewed: Counter::default(),
             reply_lag: Mutex::new(BTreeMap::new()),
         }
@@ -115,9 +116,9 @@ impl GatewayMetrics {
             self.produce_errors.get(),
         );
         out.counter(
-            "kreply_reply_log_restarts_total",
-            "Times a reply partition's log started over (topic re-created, broker restarted empty, log truncated) and the reply consumer was opened again.",
-            self.reply_log_restarts.get(),
+            "kreply_reply_consumer_reopens_total",
+            "Times the reply consumer was opened again: its log started over (topic re-created, broker restarted empty, log truncated), or it heard nothing from the brokers for reply_stale_after_ms.",
+            self.reply_consumer_reopens.get(),
         );
         out.counter(
             "kreply_producer_sessions_renewed_total",

@@ -9,6 +9,7 @@
 //! offset of every partition, or with the one sentence that says why not.
 
 mod log_watch;
+pub mod metadata_keeper;
 mod producer;
 pub mod producer_session;
 mod reply_consumer;
@@ -129,6 +130,7 @@ pub async fn connect_brokers(
         .client_id(client_id)
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .allow_auto_create_topics(false)
+        .metadata_max_age(metadata_keeper::METADATA_MAX_AGE)
         .connect()
         .await
         .map_err(|e| {

@@ -104,14 +104,25 @@ impl ProducerSession {
     }
 
     /// Queues `record` in the current session; `Err` carries the session it failed in.
+    ///
+    /// A record refused because its session was closed by a renewal meanwhile is queued
+    /// in the new one: a refused record never left this process, so that is no re-send.
     pub async fn enqueue(
         &self,
         record: Record,
     ) -> Result<(u64, DeliveryHandle), (u64, KrafkaError)> {
         let session = self.current();
-        match session.producer.enqueue(record).await {
-            Ok(delivery) => Ok((session.number, delivery)),
-            Err(e) => Err((session.number, e)),
+        let refused = match session.producer.enqueue(record.clone()).await {
+            Ok(delivery) => return Ok((session.number, delivery)),
+            Err(e) => e,
+        };
+        let now = self.current();
+        if !matches!(refused, KrafkaError::Closed { .. }) || now.number == session.number {
+            return Err((session.number, refused));
+        }
+        match now.producer.enqueue(record).await {
+            Ok(delivery) => Ok((now.number, delivery)),
+            Err(e) => Err((now.number, e)),
         }
     }
 

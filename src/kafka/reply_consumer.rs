@@ -25,7 +25,7 @@ use crate::registry::{Delivery, Registry, Reply};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, KrafkaError};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long one `poll` may wait before the loop checks back in.
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
@@ -115,7 +115,23 @@ impl ReplySource {
     }
 }
 
-/// Polls forever, delivering replies, and reopens the consumer when its log started over.
+/// What a poll says about the reply consumer.
+enum Verdict {
+    /// Positioned, and every partition fetched recently.
+    Healthy,
+    /// Some partition not fetched within `reply_stale_after_ms`.
+    Stale,
+    /// These partitions' logs started over.
+    StartedOver(Vec<i32>),
+    Failed(KrafkaError),
+}
+
+const HEARD_NOTHING: &str = "the reply consumer has heard nothing from the brokers recently";
+
+/// Polls forever, delivering replies, and opens the consumer again when its log started
+/// over or it has heard nothing for `reply_stale_after_ms`: krafka keeps asking for a
+/// re-created topic by its old id, and tansu's answers to that are discarded, so the old
+/// consumer would wait forever.
 pub async fn run(
     source: ReplySource,
     mut consumer: Consumer,
@@ -123,54 +139,68 @@ pub async fn run(
     readiness: Readiness,
     metrics: Arc<GatewayMetrics>,
 ) {
+    let stale_after = Duration::from_millis(source.config.reply_stale_after_ms);
     let mut watch = LogWatch::default();
+    let mut opened_at = Instant::now();
     let mut last_healthy_ms = now_ms();
     loop {
-        let healthy = match consumer.poll(POLL_TIMEOUT).await {
+        let verdict = match consumer.poll(POLL_TIMEOUT).await {
             Ok(records) => {
                 for record in records {
                     dispatch(&registry, record);
                 }
-                let (fresh, started_over) = look(&consumer, &mut watch, &metrics).await;
-                if !started_over.is_empty() {
-                    metrics.reply_log_restarts.inc();
-                    log::warn!(
-                        "the reply topic's log started over on partition(s) {started_over:?} (topic re-created, broker restarted empty, or log truncated); reading it again from the first reply written since it was last read"
-                    );
-                    report(&readiness, false, "the reply topic's log started over");
-                    consumer = reopen(&source, last_healthy_ms - CLOCK_MARGIN_MS, &readiness).await;
-                    watch = LogWatch::default();
-                    continue;
-                }
-                report(
-                    &readiness,
-                    fresh,
-                    "the reply consumer has heard nothing from the brokers recently",
-                );
-                fresh
+                look(&consumer, &mut watch, &metrics).await
             }
-            Err(e) => {
+            Err(e) => Verdict::Failed(e),
+        };
+        let why_reopen = match verdict {
+            Verdict::Healthy => {
+                report(&readiness, true, "");
+                last_healthy_ms = now_ms();
+                continue;
+            }
+            Verdict::Failed(e) => {
                 report(
                     &readiness,
                     false,
                     &format!("the reply consumer failed: {e}"),
                 );
                 tokio::time::sleep(RETRY_PAUSE).await;
-                false
+                continue;
+            }
+            Verdict::Stale => {
+                report(&readiness, false, HEARD_NOTHING);
+                if opened_at.elapsed() < stale_after {
+                    continue;
+                }
+                log::warn!(
+                    "the reply consumer has heard nothing from the brokers for {} ms; opening it again on a new connection",
+                    stale_after.as_millis()
+                );
+                HEARD_NOTHING
+            }
+            Verdict::StartedOver(partitions) => {
+                log::warn!(
+                    "the reply topic's log started over on partition(s) {partitions:?} (topic re-created, broker restarted empty, or log truncated); opening the reply consumer again"
+                );
+                "the reply topic's log started over"
             }
         };
-        if healthy {
-            last_healthy_ms = now_ms();
-        }
+        metrics.reply_consumer_reopens.inc();
+        report(&readiness, false, why_reopen);
+        let since_ms = last_healthy_ms - CLOCK_MARGIN_MS;
+        let old = std::mem::replace(
+            &mut consumer,
+            reopen(&source, since_ms, &readiness, why_reopen).await,
+        );
+        close_in_background(old);
+        watch = LogWatch::default();
+        opened_at = Instant::now();
     }
 }
 
-/// After a poll: whether every partition was fetched recently, and which logs started over.
-async fn look(
-    consumer: &Consumer,
-    watch: &mut LogWatch,
-    metrics: &GatewayMetrics,
-) -> (bool, Vec<i32>) {
+/// After a poll: the verdict, and the lag per partition for `/metrics`.
+async fn look(consumer: &Consumer, watch: &mut LogWatch, metrics: &GatewayMetrics) -> Verdict {
     let lag = consumer.lag().await;
     let fresh = lag.values().all(|l| !l.stale && l.position.is_some());
     let views: Vec<PartitionView> = lag
@@ -185,16 +215,29 @@ async fn look(
         lag.into_iter()
             .filter_map(|(tp, l)| Some((tp.partition, l.lag?))),
     );
-    (fresh, watch.started_over(&views))
+    let started_over = watch.started_over(&views);
+    match (started_over.is_empty(), fresh) {
+        (false, _) => Verdict::StartedOver(started_over),
+        (true, true) => Verdict::Healthy,
+        (true, false) => Verdict::Stale,
+    }
 }
 
-/// Opens the consumer again until it works; the brokers may still be on their way back.
-async fn reopen(source: &ReplySource, since_ms: i64, readiness: &Readiness) -> Consumer {
+/// Opens the consumer again until it works (the brokers may still be on their way back),
+/// at the first reply written since `since_ms`.
+async fn reopen(
+    source: &ReplySource,
+    since_ms: i64,
+    readiness: &Readiness,
+    why_not: &str,
+) -> Consumer {
     let mut failures = 0u32;
     loop {
         match source.open(Start::Since(since_ms)).await {
             Ok(consumer) => {
-                log::info!("the reply consumer was opened again after the log started over");
+                log::info!(
+                    "the reply consumer is open again, reading replies written since {since_ms} ms after the epoch"
+                );
                 return consumer;
             }
             Err(e) => {
@@ -202,11 +245,18 @@ async fn reopen(source: &ReplySource, since_ms: i64, readiness: &Readiness) -> C
                     log::warn!("cannot open the reply consumer again yet: {e}; retrying");
                 }
                 failures += 1;
-                report(readiness, false, "the reply consumer is being opened again");
+                report(readiness, false, why_not);
                 tokio::time::sleep(RETRY_PAUSE).await;
             }
         }
     }
+}
+
+/// Closes a replaced consumer (its fetch sessions) without holding up the new one.
+fn close_in_background(consumer: Consumer) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(RETRY_PAUSE, consumer.close()).await;
+    });
 }
 
 /// Feeds one poll's verdict to readiness, logging each change of state once.

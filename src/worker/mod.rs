@@ -132,6 +132,10 @@ async fn start(config: &Config, config_path: &str) -> Result<(Worker, Consumer),
             settings.results_topic
         ))
     })?;
+    let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
+    kafka::metadata_keeper::keep_fresh(&kafka, watched)
+        .await
+        .map_err(|e| StartupError::new(format!("cannot start the metadata refresher: {e}")))?;
     let session = Duration::from_millis(settings.session_timeout_ms);
     let consumer = kafka
         .consumer(settings.group_id.as_str())
