@@ -9,7 +9,10 @@ impl Broker {
     pub fn start_persistent() -> Broker {
         let file = log_dir().join(format!("tansu-{}.db", super::free_port()));
         let _ = std::fs::remove_file(&file);
-        Broker::start_with_storage(&format!("sqlite://{}", file.display()))
+        // tansu reads the path after `sqlite://` relative to its working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let relative = file.strip_prefix(&cwd).expect("the test dir is under the cwd");
+        Broker::start_with_storage(&format!("sqlite://{}", relative.display()))
     }
 
     /// SIGKILLs the broker and starts it again on the same port with the same storage.
