@@ -36,10 +36,21 @@ struct Answer {
     correlation_id: Option<String>,
     elapsed: Duration,
     at: Instant,
+    /// When it was sent, in ms since the epoch, to compare with record timestamps.
+    sent_ms: i64,
+    timeout_ms: u64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 fn pay(gateway: &Gateway, order_id: &str, timeout_ms: u64) -> Answer {
     let started = Instant::now();
+    let sent_ms = now_ms();
     let timeout = timeout_ms.to_string();
     let response = gateway.pay_with(
         "approve",
@@ -59,6 +70,8 @@ fn pay(gateway: &Gateway, order_id: &str, timeout_ms: u64) -> Answer {
         correlation_id: response.header("x-correlation-id").map(str::to_string),
         elapsed: started.elapsed(),
         at: Instant::now(),
+        sent_ms,
+        timeout_ms,
     }
 }
 
@@ -332,9 +345,14 @@ fn a_broker_restarted_with_its_log_loses_no_reply_and_charges_nothing_twice() {
             continue; // the warm-up payment
         };
         checked += 1;
+        // A reply written well before its caller's deadline must have reached it.
+        let deadline_ms = answer.sent_ms + answer.timeout_ms as i64;
+        let late = reply.timestamp >= deadline_ms - 1000;
         assert!(
-            answer.status == 200 || answer.status == 504,
-            "a reply was written for {id} but its caller got {answer:?}"
+            answer.status == 200 || (answer.status == 504 && late),
+            "a reply was written for {id} at {} ms, {} ms before its caller's deadline, but the caller got {answer:?}",
+            reply.timestamp,
+            deadline_ms - reply.timestamp
         );
     }
     assert!(checked > 0, "no reply of the run was found on the topic");

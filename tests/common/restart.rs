@@ -11,7 +11,9 @@ impl Broker {
         let _ = std::fs::remove_file(&file);
         // tansu reads the path after `sqlite://` relative to its working directory.
         let cwd = std::env::current_dir().unwrap();
-        let relative = file.strip_prefix(&cwd).expect("the test dir is under the cwd");
+        let relative = file
+            .strip_prefix(&cwd)
+            .expect("the test dir is under the cwd");
         Broker::start_with_storage(&format!("sqlite://{}", relative.display()))
     }
 
