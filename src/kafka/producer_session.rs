@@ -31,9 +31,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// An acknowledgement slower than this means the session may be stuck: start a new one.
-pub const STUCK_AFTER: Duration = Duration::from_secs(2);
+/// Long enough that a busy but healthy broker does not trigger it.
+pub const STUCK_AFTER: Duration = Duration::from_secs(4);
 /// How long records still in a replaced session may take to finish.
-const OLD_SESSION_GRACE: Duration = Duration::from_secs(2);
+const OLD_SESSION_GRACE: Duration = Duration::from_secs(3);
 /// krafka's default request timeout, which bounds a produce delivery from below.
 const KRAFKA_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -137,7 +138,7 @@ impl ProducerSession {
         let result = match tokio::time::timeout(STUCK_AFTER, &mut delivery).await {
             Ok(result) => result,
             Err(_) => {
-                self.renew_in_background(number, "an acknowledgement took longer than 2 s");
+                self.renew_in_background(number, "has had an acknowledgement outstanding for 4 s");
                 delivery.await
             }
         };
@@ -161,7 +162,7 @@ impl ProducerSession {
     /// Starts a new session if `error`, seen in session `number`, lies with the session.
     pub fn renew_after(self: &Arc<Self>, number: u64, error: &KrafkaError) {
         if breaks_session(error) {
-            self.renew_in_background(number, &error.to_string());
+            self.renew_in_background(number, &format!("failed: {error}"));
         }
     }
 
@@ -191,7 +192,7 @@ impl ProducerSession {
             return;
         }
         log::warn!(
-            "{}: starting a new producer session: session {number} failed ({why}); the failed record is not sent again",
+            "{}: starting a new producer session: session {number} {why}; records already sent in it keep their own outcome and are never sent again",
             self.what
         );
         let producer = match build(&self.kafka, &self.settings).await {

@@ -7,11 +7,12 @@
 //! process started belong to requests that no longer wait, and there is no group offset to
 //! resume from anyway.
 //!
-//! When a partition's log starts over under it (see [`super::log_watch`]), the consumer is
-//! opened again on a client of its own (fresh metadata, so a re-created topic's new id is
-//! used) and positioned at the first reply written since it last read the old log
-//! healthily, or at the latest offset when there is none: that skips nothing written since,
-//! and re-reads at most a few seconds of replies nobody waits for.
+//! When a partition's log starts over under it (see [`super::log_watch`]), or it has heard
+//! nothing from the brokers for `reply_stale_after_ms`, the consumer is opened again on a
+//! new client (fresh metadata, so a re-created topic's new id is used) and positioned at
+//! the first reply written since it last read healthily (less a margin for clock skew),
+//! or at the latest offset when there is none. That skips no reply written since, at the
+//! cost of reading again a few seconds of replies that nobody waits for any more.
 
 use crate::config::Config;
 use crate::correlation_id::CorrelationId;
