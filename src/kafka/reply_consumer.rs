@@ -25,6 +25,7 @@ use crate::record::{headers, now_ms};
 use crate::registry::{Delivery, Registry, Reply};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, KrafkaError};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,12 +38,47 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 const CLOCK_MARGIN_MS: i64 = 5_000;
 
 /// Where a (re)opened consumer starts on each partition.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Start {
     /// The end of the log: at startup.
     Latest,
-    /// The first record stamped at or after this time (ms since the epoch), else the end.
-    Since(i64),
+    /// Where the old consumer stood, when it is still the same log; else the first record
+    /// stamped at or after `since_ms` (ms since the epoch); else the end.
+    Resume { since_ms: i64, left: Left },
+}
+
+/// Where the old consumer left a topic: its id and a position per partition.
+#[derive(Debug, Clone, Default)]
+pub struct Left {
+    topic_id: Option<[u8; 16]>,
+    positions: HashMap<i32, i64>,
+}
+
+impl Left {
+    /// What `consumer` knows of `topic` now, from its cache (no broker is asked).
+    async fn of(consumer: &Consumer, topic: &str) -> Left {
+        let mut positions = HashMap::new();
+        for (tp, lag) in consumer.lag().await {
+            if let Some(position) = lag.position.filter(|p| *p >= 0) {
+                positions.insert(tp.partition, position);
+            }
+        }
+        Left {
+            topic_id: topic_id(consumer, None, topic).await,
+            positions,
+        }
+    }
+}
+
+/// `topic`'s id, from the cache (`refresh` `None`) or fresh from the brokers.
+async fn topic_id(consumer: &Consumer, refresh: Option<&str>, topic: &str) -> Option<[u8; 16]> {
+    let known = consumer.fetch_metadata(refresh).await.ok()?;
+    known
+        .topics
+        .iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.topic_id)
+        .filter(|id| *id != [0; 16])
 }
 
 /// Assigns every partition of `topic` and resolves each position from `start`.
@@ -62,9 +98,17 @@ pub async fn position(
         .assign(topic, partitions.to_vec())
         .await
         .map_err(failed)?;
+    let same_log = match &start {
+        Start::Resume { left, .. } => {
+            left.topic_id.is_some() && topic_id(consumer, Some(topic), topic).await == left.topic_id
+        }
+        Start::Latest => false,
+    };
     for &partition in partitions {
-        let found = match start {
-            Start::Since(ms) => consumer.seek_to_timestamp(topic, partition, ms).await,
+        let found = match &start {
+            Start::Resume { since_ms, left } => {
+                resume(consumer, topic, partition, *since_ms, left, same_log).await
+            }
             Start::Latest => Err(KrafkaError::no_offset(vec![])),
         };
         match found {
@@ -85,6 +129,26 @@ pub async fn position(
         log::info!("reply consumer at {topic}/{partition} offset {offset}");
     }
     Ok(())
+}
+
+/// Seeks where the old consumer left `partition` when the log is the same one and still
+/// holds that position (nothing skipped, nothing read twice), else to the first record
+/// stamped since `since_ms`.
+async fn resume(
+    consumer: &Consumer,
+    topic: &str,
+    partition: i32,
+    since_ms: i64,
+    left: &Left,
+    same_log: bool,
+) -> Result<(), KrafkaError> {
+    if let Some(&position) = left.positions.get(&partition).filter(|_| same_log) {
+        let (start, end) = consumer.fetch_watermarks(topic, partition).await?;
+        if (start..=end).contains(&position) {
+            return consumer.seek(topic, partition, position).await;
+        }
+    }
+    consumer.seek_to_timestamp(topic, partition, since_ms).await
 }
 
 /// Where replies come from, and how to open a positioned consumer on them: at startup,
@@ -189,10 +253,13 @@ pub async fn run(
         };
         metrics.reply_consumer_reopens.inc();
         report(&readiness, false, why_reopen);
-        let since_ms = last_healthy_ms - CLOCK_MARGIN_MS;
+        let start = Start::Resume {
+            since_ms: last_healthy_ms - CLOCK_MARGIN_MS,
+            left: Left::of(&consumer, &source.topic).await,
+        };
         let old = std::mem::replace(
             &mut consumer,
-            reopen(&source, since_ms, &readiness, why_reopen).await,
+            reopen(&source, start, &readiness, why_reopen).await,
         );
         close_in_background(old);
         watch = LogWatch::default();
@@ -225,20 +292,18 @@ async fn look(consumer: &Consumer, watch: &mut LogWatch, metrics: &GatewayMetric
 }
 
 /// Opens the consumer again until it works (the brokers may still be on their way back),
-/// at the first reply written since `since_ms`.
+/// positioned per `start`.
 async fn reopen(
     source: &ReplySource,
-    since_ms: i64,
+    start: Start,
     readiness: &Readiness,
     why_not: &str,
 ) -> Consumer {
     let mut failures = 0u32;
     loop {
-        match source.open(Start::Since(since_ms)).await {
+        match source.open(start.clone()).await {
             Ok(consumer) => {
-                log::info!(
-                    "the reply consumer is open again, reading replies written since {since_ms} ms after the epoch"
-                );
+                log::info!("the reply consumer is open again");
                 return consumer;
             }
             Err(e) => {
