@@ -9,10 +9,11 @@
 //!
 //! When a partition's log starts over under it (see [`super::log_watch`]), or it has heard
 //! nothing from the brokers for `reply_stale_after_ms`, the consumer is opened again on a
-//! new client (fresh metadata, so a re-created topic's new id is used) and positioned at
-//! the first reply written since it last read healthily (less a margin for clock skew),
-//! or at the latest offset when there is none. That skips no reply written since, at the
-//! cost of reading again a few seconds of replies that nobody waits for any more.
+//! new client (fresh metadata, so a re-created topic's new id is used). On the same log
+//! (same topic id, old position still inside it) it resumes exactly where it stood. On a
+//! different log it starts at the first reply written since it last read healthily (less
+//! a margin for clock skew), or at the latest offset when there is none: that skips no
+//! reply written since, at the cost of reading a few seconds of replies twice.
 
 use crate::config::Config;
 use crate::correlation_id::CorrelationId;
