@@ -7,6 +7,7 @@
 
 use crate::error::StartupError;
 use crate::late_replies::LateLimits;
+use crate::readiness::Hysteresis;
 use crate::registry::DEFAULT_MAX_IN_FLIGHT;
 use crate::topic_name;
 use serde::Deserialize;
@@ -51,6 +52,12 @@ pub struct Config {
     /// Not ready once the reply consumer has heard nothing from the brokers for this long
     /// (a fetch refreshes every partition's watermark every `fetch_max_wait_ms`).
     pub reply_stale_after_ms: u64,
+    /// Bad reply-consumer polls in a row (a failed poll, or a partition not fetched within
+    /// `reply_stale_after_ms`) before payments are refused and `/readyz` turns 503.
+    pub unready_after_bad_polls: u32,
+    /// Good polls in a row before a not-ready gateway takes payments again. Together with
+    /// `unready_after_bad_polls` this keeps readiness from flapping while a broker recovers.
+    pub ready_after_good_polls: u32,
     /// How long a broker connection attempt may take before startup gives up.
     pub connect_timeout_ms: u64,
     /// How long the producer waits to fill a batch; 0 favours latency.
@@ -202,6 +209,8 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             fetch_max_wait_ms: 10,
             reply_stale_after_ms: 3_000,
+            unready_after_bad_polls: 3,
+            ready_after_good_polls: 5,
             connect_timeout_ms: 3_000,
             producer_linger_ms: 0,
             producer_batch_bytes: 16 * 1024,
@@ -328,6 +337,12 @@ impl Config {
                 self.default_timeout_ms, self.max_timeout_ms
             ));
         }
+        if self.unready_after_bad_polls == 0 || self.ready_after_good_polls == 0 {
+            return fail(
+                "\"unready_after_bad_polls\" and \"ready_after_good_polls\" must be at least 1"
+                    .into(),
+            );
+        }
         if self.max_body_bytes == 0 {
             return fail("\"max_body_bytes\" must be above 0".into());
         }
@@ -372,6 +387,14 @@ impl Config {
 
     pub fn max_timeout(&self) -> Duration {
         Duration::from_millis(self.max_timeout_ms)
+    }
+
+    /// How many polls in a row change the gateway's readiness.
+    pub fn readiness_hysteresis(&self) -> Hysteresis {
+        Hysteresis {
+            unready_after: self.unready_after_bad_polls,
+            ready_after: self.ready_after_good_polls,
+        }
     }
 
     pub fn accepts_operation(&self, operation: &str) -> bool {
@@ -465,6 +488,25 @@ mod tests {
                 .unwrap_err();
             assert!(err.to_string().contains("must be above 0"), "{err}");
         }
+    }
+
+    #[test]
+    fn readiness_needs_at_least_one_poll_each_way() {
+        let config = parse(r#"{"ready_after_good_polls": 0}"#).unwrap();
+        let err = config
+            .validate(Path::new("k.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ready_after_good_polls"), "{err}");
+        let config =
+            parse(r#"{"unready_after_bad_polls": 2, "ready_after_good_polls": 4}"#).unwrap();
+        assert_eq!(
+            config.readiness_hysteresis(),
+            Hysteresis {
+                unready_after: 2,
+                ready_after: 4
+            }
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     log::info!("startup: config {}; {route}", config_path.display());
     let stop_signals = signals::listen()?;
     let registry = Registry::with_limits(config.max_in_flight, config.late_replies.limits());
-    let readiness = Readiness::default();
+    let readiness = Readiness::new(config.readiness_hysteresis());
     let metrics = Arc::new(GatewayMetrics::default());
     let sender = kafka::start(KafkaSetup {
         config: config.clone(),

@@ -43,6 +43,11 @@ pub struct GatewayMetrics {
     pub produce_errors: Counter,
     /// Payments refused with 503 `overloaded` (`max_in_flight` reached).
     pub overload_refusals: Counter,
+    /// Times the reply consumer was opened again (its log started over, or it heard
+    /// nothing from the brokers for `reply_stale_after_ms`).
+    pub reply_consumer_reopens: Counter,
+    /// Times the producer started a new session after the brokers stopped honouring one.
+    pub producer_sessions_renewed: Counter,
     reply_lag: Mutex<BTreeMap<i32, u64>>,
     /// The HTTP connections: open, refused, cut off.
     pub connections: Arc<ConnectionMetrics>,
@@ -121,6 +126,8 @@ impl Default for GatewayMetrics {
             dlq_writes: Counter::default(),
             produce_errors: Counter::default(),
             overload_refusals: Counter::default(),
+            reply_consumer_reopens: Counter::default(),
+            producer_sessions_renewed: Counter::default(),
             reply_lag: Mutex::new(BTreeMap::new()),
             connections: Arc::default(),
             bad_replies: CounterVec::default(),
@@ -194,6 +201,16 @@ impl GatewayMetrics {
             "kreply_produce_errors_total",
             "Records the brokers did not acknowledge.",
             self.produce_errors.get(),
+        );
+        out.counter(
+            "kreply_reply_consumer_reopens_total",
+            "Times the reply consumer was opened again: its log started over (topic re-created, broker restarted empty, log truncated), or it heard nothing from the brokers for reply_stale_after_ms.",
+            self.reply_consumer_reopens.get(),
+        );
+        out.counter(
+            "kreply_producer_sessions_renewed_total",
+            "Times the producer started a new session (new producer id) after the brokers stopped honouring its old one.",
+            self.producer_sessions_renewed.get(),
         );
         let lag: Vec<(String, f64)> = self
             .reply_lag

@@ -22,7 +22,7 @@ use tide::http::{Method, Request, Response, Url};
 fn gateway() -> (tide::Server<super::State>, SendQueue) {
     let (sender, queue) = channel();
     let readiness = Readiness::default();
-    readiness.set(true);
+    readiness.positioned();
     let gateway = Gateway {
         config: Config::default(),
         metrics: Arc::default(),

@@ -8,11 +8,14 @@
 //!
 //! The producer is idempotent with acks=all: its own internal retries cannot duplicate a
 //! record. The gateway itself never re-sends: a send whose outcome is unknown is reported
-//! as unknown, never tried again, because a second copy could charge twice.
+//! as unknown, never tried again, because a second copy could charge twice. When the
+//! brokers stop honouring the producer's session (a broker restarted with its state lost),
+//! the failed record is reported and later records go to a new session
+//! ([`super::producer_session`]).
 
+use super::producer_session::ProducerSession;
 use crate::gateway_metrics::GatewayMetrics;
 use crate::record::{OutgoingRecord, Placement};
-use krafka::producer::Producer;
 use krafka::{KrafkaError, Record};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -104,7 +107,11 @@ impl SendQueue {
 }
 
 /// Feeds queued records to the producer until every handle is dropped.
-pub async fn run(producer: Producer, mut queue: SendQueue, metrics: Arc<GatewayMetrics>) {
+pub async fn run(
+    producer: Arc<ProducerSession>,
+    mut queue: SendQueue,
+    metrics: Arc<GatewayMetrics>,
+) {
     while let Some(job) = queue.0.recv().await {
         let (record, ack) = match job {
             SendJob::Send { record, ack } => (record, ack),
@@ -121,13 +128,20 @@ pub async fn run(producer: Producer, mut queue: SendQueue, metrics: Arc<GatewayM
         let metrics = Arc::clone(&metrics);
         match producer.enqueue(to_krafka(record)).await {
             // Not queued: it never left this process.
-            Err(e) => finish(ack, label, Err(failure(false, e)), &metrics),
-            Ok(delivery) => {
+            Err((session, e)) => {
+                producer.renew_after(session, &e);
+                finish(ack, label, Err(failure(false, e)), &metrics);
+            }
+            Ok((session, delivery)) => {
+                let producer = Arc::clone(&producer);
                 tokio::spawn(async move {
-                    let result = delivery.await.map(|m| Placement {
-                        partition: m.partition,
-                        offset: m.offset,
-                    });
+                    let result = producer
+                        .outcome(session, delivery)
+                        .await
+                        .map(|m| Placement {
+                            partition: m.partition,
+                            offset: m.offset,
+                        });
                     finish(ack, label, result.map_err(|e| failure(true, e)), &metrics);
                 });
             }
@@ -169,13 +183,14 @@ fn finish(
 }
 
 /// After a record was queued, only a definite "not written" from the client rules out
-/// that the broker appended it.
+/// that the broker appended it. An out-of-order sequence is such an answer: the broker
+/// refused the batch because it lost an earlier one.
 fn failure(queued: bool, error: KrafkaError) -> SendFailure {
     let possibly_written = match &error {
         KrafkaError::DeliveryTimeout {
             possibly_written, ..
         } => *possibly_written,
-        KrafkaError::Broker { .. } => false,
+        KrafkaError::Broker { .. } | KrafkaError::OutOfOrderSequence { .. } => false,
         _ => queued,
     };
     SendFailure {

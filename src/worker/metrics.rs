@@ -16,6 +16,8 @@ pub struct WorkerMetrics {
     pub commit_errors: Counter,
     /// Times the worker left and rejoined its group over a stale assignment.
     pub group_rejoins: Counter,
+    /// New producer sessions started after the brokers stopped honouring one.
+    pub producer_sessions_renewed: Counter,
 }
 
 impl Default for WorkerMetrics {
@@ -27,6 +29,7 @@ impl Default for WorkerMetrics {
             partitions: Gauge::default(),
             commit_errors: Counter::default(),
             group_rejoins: Counter::default(),
+            producer_sessions_renewed: Counter::default(),
         }
     }
 }
@@ -73,6 +76,11 @@ impl WorkerMetrics {
             "kreply_worker_group_rejoins_total",
             "Times the worker left and rejoined its group because its assignment was stale (a crashed worker's partitions owned by nobody).",
             self.group_rejoins.get(),
+        );
+        out.counter(
+            "kreply_worker_producer_sessions_renewed_total",
+            "New producer sessions (new producer id) started after the brokers stopped honouring one.",
+            self.producer_sessions_renewed.get(),
         );
         out.finish()
     }

@@ -26,7 +26,6 @@ use crate::ops::notify::notify;
 use crate::record::OutgoingRecord;
 use krafka::ConsumerRecord;
 use krafka::consumer::{AutoOffsetReset, Consumer, OffsetAndMetadata, TopicPartition};
-use krafka::producer::Producer;
 use metrics::WorkerMetrics;
 use pg_client::PgClient;
 use results::ResultsStore;
@@ -45,7 +44,7 @@ const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// What every request task shares.
 pub struct Worker {
     metrics: Arc<WorkerMetrics>,
-    producer: Arc<Producer>,
+    producer: Arc<kafka::ProducerSession>,
     results: ResultsStore,
     pg: PgClient,
     pg_calls: Semaphore,
@@ -110,9 +109,19 @@ async fn start(
         &settings.pg_url,
         Duration::from_millis(settings.pg_timeout_ms),
     )?;
-    // Replies and results records have no caller deadline; 30 s bounds a stuck send.
-    let producer =
-        Arc::new(kafka::payment_producer(&kafka, config, Duration::from_secs(30)).await?);
+    // Replies and results records have no caller deadline; 30 s bounds a stuck send. The
+    // producer has a client of its own, so its sends never wait behind a fetch.
+    let metrics = Arc::new(WorkerMetrics::default());
+    let producing = kafka::connect_brokers(config, config_path, "kreply-worker-producer").await?;
+    let renewals = Arc::clone(&metrics);
+    let producer = kafka::payment_producer(
+        producing,
+        config,
+        Duration::from_secs(30),
+        "worker",
+        move || renewals.producer_sessions_renewed.inc(),
+    )
+    .await?;
     let fetch_wait = Duration::from_millis(config.fetch_max_wait_ms);
     let results = ResultsStore::open(
         &kafka,
@@ -128,6 +137,10 @@ async fn start(
             settings.results_topic
         ))
     })?;
+    let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
+    kafka::metadata_keeper::keep_fresh(&kafka, watched)
+        .await
+        .map_err(|e| StartupError::new(format!("cannot start the metadata refresher: {e}")))?;
     let session = Duration::from_millis(settings.session_timeout_ms);
     let rounds = Arc::new(Rounds::default());
     let consumer = kafka
@@ -169,7 +182,7 @@ async fn start(
     );
     Ok((
         Worker {
-            metrics: Arc::new(WorkerMetrics::default()),
+            metrics,
             producer,
             results,
             pg,

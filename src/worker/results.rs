@@ -10,9 +10,9 @@
 //! key: a record read back is applied only if it is newer than what is known (our own
 //! `Final` must not be overwritten by our own older `Pending` arriving late).
 
+use crate::kafka::ProducerSession;
 use crate::worker::answer::Recorded;
 use krafka::consumer::{AutoOffsetReset, Consumer};
-use krafka::producer::Producer;
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ pub struct ResultsStore {
     topic: String,
     partitions: Vec<i32>,
     reader: Consumer,
-    producer: Arc<Producer>,
+    producer: Arc<ProducerSession>,
     known: Mutex<HashMap<String, (i64, Recorded)>>,
 }
 
@@ -35,7 +35,7 @@ impl ResultsStore {
         kafka: &Kafka,
         topic: &str,
         partitions: Vec<i32>,
-        producer: Arc<Producer>,
+        producer: Arc<ProducerSession>,
         fetch_max_wait: Duration,
     ) -> Result<ResultsStore, KrafkaError> {
         let reader = kafka

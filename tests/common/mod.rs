@@ -6,6 +6,7 @@ pub mod answers;
 pub mod echo;
 pub mod hosts;
 pub mod raw;
+pub mod restart;
 pub mod system;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
@@ -57,44 +58,63 @@ fn log_dir() -> PathBuf {
     dir
 }
 
-/// A tansu broker on a free port, in memory; killed on drop.
+/// A tansu broker on a free port, in memory unless started with other storage; killed on
+/// drop.
 pub struct Broker {
     pub addr: String,
     child: Child,
     pub runtime: tokio::runtime::Runtime,
+    /// The `--storage-engine` URL, to restart with the same storage.
+    storage: String,
+}
+
+/// Starts tansu on `port` with `storage`, appending to its log, and waits until it listens.
+fn spawn_tansu(port: u16, storage: &str) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir().join(format!("tansu-{port}.log")))
+        .unwrap();
+    let child = Command::new(std::env::var("TANSU").unwrap_or_else(|_| "tansu".into()))
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", storage])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("tansu must be installed (see .ci/run)");
+    let addr = format!("127.0.0.1:{port}");
+    wait_until("tansu to listen", Duration::from_secs(10), || {
+        TcpStream::connect(&addr).is_ok()
+    });
+    child
 }
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with_storage("memory://tansu/")
+    }
+
+    /// A broker on `storage`, e.g. `sqlite:///path/file.db`.
+    pub fn start_with_storage(storage: &str) -> Broker {
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let log = std::fs::File::create(log_dir().join(format!("tansu-{port}.log"))).unwrap();
-        let child = Command::new(std::env::var("TANSU").unwrap_or_else(|_| "tansu".into()))
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("tansu must be installed (see .ci/run)");
-        let addr = format!("127.0.0.1:{port}");
-        wait_until("tansu to listen", Duration::from_secs(10), || {
-            TcpStream::connect(&addr).is_ok()
-        });
+        let child = spawn_tansu(port, storage);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         Broker {
-            addr,
+            addr: format!("127.0.0.1:{port}"),
             child,
             runtime,
+            storage: storage.to_string(),
         }
     }
 
