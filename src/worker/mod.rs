@@ -12,6 +12,7 @@
 //! Tokio thread: the work is waiting on the PG and the brokers, not computing.
 
 mod answer;
+mod member_list;
 mod metrics;
 mod pg_client;
 mod request;
@@ -26,6 +27,7 @@ use crate::ops::notify::notify;
 use crate::record::OutgoingRecord;
 use krafka::ConsumerRecord;
 use krafka::consumer::{AutoOffsetReset, Consumer, OffsetAndMetadata, TopicPartition};
+use member_list::MemberList;
 use metrics::WorkerMetrics;
 use pg_client::PgClient;
 use results::ResultsStore;
@@ -173,13 +175,13 @@ async fn start(
         settings.pg_url
     );
     let pg_calls = Semaphore::new(settings.concurrency);
-    let group = StaleGroup::new(
+    let members = MemberList::watch(
         admin,
-        &settings.group_id,
-        request_partitions,
-        session,
-        rounds,
+        config.clone(),
+        settings.group_id.clone(),
+        stale_group::check_interval(session),
     );
+    let group = StaleGroup::new(members, request_partitions, session, rounds);
     Ok((
         Worker {
             metrics,

@@ -19,7 +19,7 @@
 //! generation in which the assignment is computed again. Only the lowest member id
 //! rejoins, so that survivors do not all leave at once.
 
-use krafka::admin::{AdminClient, DescribeConsumerGroupsOptions};
+use crate::worker::member_list::MemberList;
 use krafka::consumer::{Consumer, ConsumerRebalanceListener, TopicPartition};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -51,11 +51,16 @@ impl ConsumerRebalanceListener for Rounds {
     }
 }
 
-/// Asks the coordinator for the member list every few heartbeats' worth of time and
-/// judges this worker's assignment against it.
+/// How often the member list is asked for and judged: a quarter of a heartbeat interval,
+/// so a stale group is acted on soon after the dead member's session ends.
+pub fn check_interval(session: Duration) -> Duration {
+    (session / 12).clamp(Duration::from_millis(250), Duration::from_secs(2))
+}
+
+/// Judges this worker's assignment against the group's member list every few heartbeats'
+/// worth of time.
 pub struct StaleGroup {
-    admin: AdminClient,
-    group: String,
+    members: MemberList,
     every: Duration,
     next_check: Instant,
     rounds: Arc<Rounds>,
@@ -65,18 +70,14 @@ pub struct StaleGroup {
 impl StaleGroup {
     /// `partitions`: how many the subscribed topic has; `session`: the group session.
     pub fn new(
-        admin: AdminClient,
-        group: &str,
+        members: MemberList,
         partitions: usize,
         session: Duration,
         rounds: Arc<Rounds>,
     ) -> StaleGroup {
-        // A quarter of a heartbeat interval: a stale group is acted on soon after the
-        // dead member's session ends.
-        let every = (session / 12).clamp(Duration::from_millis(250), Duration::from_secs(2));
+        let every = check_interval(session);
         StaleGroup {
-            admin,
-            group: group.to_string(),
+            members,
             every,
             next_check: Instant::now() + every,
             rounds,
@@ -99,7 +100,8 @@ impl StaleGroup {
         else {
             return self.judge.verdict(None, Instant::now());
         };
-        let members = self.members().await?;
+        // Only an answer newer than two checks counts: an old list would hide a change.
+        let members = self.members.fresh(self.every * 2)?;
         let seen = Seen {
             member: me.member_id(),
             generation: me.generation_id(),
@@ -113,24 +115,6 @@ impl StaleGroup {
     /// Forgets what was seen: after a rejoin, the group is judged afresh.
     pub fn rejoined(&mut self) {
         self.judge = Judge::new(self.judge.partitions, self.judge.session);
-    }
-
-    /// The member ids the coordinator lists; `None` when it cannot be asked now.
-    async fn members(&self) -> Option<BTreeSet<String>> {
-        let options = DescribeConsumerGroupsOptions::default().timeout(self.every * 4);
-        let described = self
-            .admin
-            .describe_consumer_groups([self.group.as_str()], options)
-            .await
-            .map(|mut all| all.remove(&self.group));
-        match described {
-            Ok(Some(Ok(group))) => Some(group.members.into_iter().map(|m| m.member_id).collect()),
-            Ok(Some(Err(e))) | Err(e) => {
-                log::debug!("worker: describing group {}: {e}", self.group);
-                None
-            }
-            Ok(None) => None,
-        }
     }
 }
 
