@@ -3,6 +3,9 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod echo;
+pub mod hosts;
+pub mod keep_alive;
+pub mod rss;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
@@ -256,6 +259,11 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process id, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends a signal by name (`TERM`, `KILL`).
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
@@ -322,6 +330,11 @@ impl Gateway {
     /// Starts a gateway process with the config file `config`, without waiting.
     pub fn spawn(broker: &str, host_ip: &str, config: &Path) -> Gateway {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Gateway::spawn_at(broker, host_ip, config, addr)
+    }
+
+    /// Like [`Gateway::spawn`], listening on `addr`.
+    pub fn spawn_at(broker: &str, host_ip: &str, config: &Path, addr: SocketAddr) -> Gateway {
         let listen = addr.to_string();
         let daemon = Daemon::spawn(
             &format!("gateway-{}", addr.port()),

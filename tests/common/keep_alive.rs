@@ -1,0 +1,138 @@
+//! A keep-alive HTTP/1.1 client: one connection reused for request after request, as a load
+//! balancer's connection pool does. The soak sends up to 100,000 payments; a fresh
+//! connection per request (what [`super::request`] does) would mostly measure connection
+//! setup, fill `TIME_WAIT`, and leave the gateway's keep-alive path untested.
+//!
+//! It never re-sends: a request whose connection fails is an error for the caller to count,
+//! since a payment must not be sent twice behind the test's back.
+
+use super::{HttpResponse, parse_response};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub struct KeepAlive {
+    addr: SocketAddr,
+    connection: Option<BufReader<TcpStream>>,
+}
+
+impl KeepAlive {
+    pub fn new(addr: SocketAddr) -> KeepAlive {
+        KeepAlive {
+            addr,
+            connection: None,
+        }
+    }
+
+    /// Sends one request on the open connection (opening one if needed) and reads its
+    /// response. After an error, or when the server says `connection: close`, the next
+    /// request opens a new connection.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        let result = self.exchange(method, path, headers, body);
+        let reusable = result
+            .as_ref()
+            .is_ok_and(|r| r.header("connection") != Some("close"));
+        if !reusable {
+            self.connection = None;
+        }
+        result
+    }
+
+    fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<HttpResponse> {
+        let connection = match &mut self.connection {
+            Some(open) => open,
+            none => none.insert(connect(self.addr)?),
+        };
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let stream = connection.get_mut();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        Ok(parse_response(&read_response(connection)?))
+    }
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<BufReader<TcpStream>> {
+    let stream = TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    Ok(BufReader::new(stream))
+}
+
+/// One response's raw bytes: the head, then a body framed by `content-length` or chunked.
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut length = 0;
+    let mut chunked = false;
+    loop {
+        let line = read_line(reader, &mut raw)?;
+        if line.is_empty() {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().map_err(invalid)?;
+        }
+        chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
+    }
+    if chunked {
+        read_chunks(reader, &mut raw)?;
+    } else {
+        let start = raw.len();
+        raw.resize(start + length, 0);
+        reader.read_exact(&mut raw[start..])?;
+    }
+    Ok(raw)
+}
+
+/// Chunks up to the last (empty) one and its trailer, appended raw for `parse_response`.
+fn read_chunks(reader: &mut BufReader<TcpStream>, raw: &mut Vec<u8>) -> std::io::Result<()> {
+    loop {
+        let size_text = read_line(reader, raw)?;
+        let size_hex = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16).map_err(invalid)?;
+        if size == 0 {
+            while !read_line(reader, raw)?.is_empty() {}
+            return Ok(());
+        }
+        let start = raw.len();
+        raw.resize(start + size + 2, 0);
+        reader.read_exact(&mut raw[start..])?;
+    }
+}
+
+/// Appends one CRLF-terminated line to `raw`; returns it without the line end.
+fn read_line(reader: &mut BufReader<TcpStream>, raw: &mut Vec<u8>) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    if reader.read_until(b'\n', &mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed before a whole response",
+        ));
+    }
+    raw.extend_from_slice(&line);
+    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
