@@ -3,8 +3,11 @@
 //! connection per request (what [`super::request`] does) would mostly measure connection
 //! setup, fill `TIME_WAIT`, and leave the gateway's keep-alive path untested.
 //!
-//! It never re-sends: a request whose connection fails is an error for the caller to count,
-//! since a payment must not be sent twice behind the test's back.
+//! A server may close a connection that sat idle (async-h1 does after 60 s, and a gateway
+//! may have an idle timeout of its own), so before reusing one the client checks that the
+//! server has not closed it, and opens a new one if it has. A request that fails is
+//! returned as an error, never sent again, since a payment must not be sent twice behind
+//! the test's back.
 
 use super::{HttpResponse, parse_response};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +17,8 @@ use std::time::Duration;
 pub struct KeepAlive {
     addr: SocketAddr,
     connection: Option<BufReader<TcpStream>>,
+    /// Reused connections found closed by the server and replaced.
+    pub reopened: usize,
 }
 
 impl KeepAlive {
@@ -21,6 +26,7 @@ impl KeepAlive {
         KeepAlive {
             addr,
             connection: None,
+            reopened: 0,
         }
     }
 
@@ -51,24 +57,55 @@ impl KeepAlive {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<HttpResponse> {
+        if self.connection.as_ref().is_some_and(closed_by_server) {
+            self.reopened += 1;
+            self.connection = None;
+        }
         let connection = match &mut self.connection {
             Some(open) => open,
             none => none.insert(connect(self.addr)?),
         };
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        let stream = connection.get_mut();
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
+        let request = encode(self.addr, method, path, headers, body);
+        connection.get_mut().write_all(&request)?;
         Ok(parse_response(&read_response(connection)?))
     }
+}
+
+/// Whether the server closed this idle connection (or sent something unasked): a
+/// non-blocking peek sees end-of-file, data or an error instead of "nothing yet".
+fn closed_by_server(connection: &BufReader<TcpStream>) -> bool {
+    if !connection.buffer().is_empty() {
+        return true;
+    }
+    let stream = connection.get_ref();
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let peeked = stream.peek(&mut [0u8; 1]);
+    let blocking = stream.set_nonblocking(false);
+    let idle = matches!(&peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    !idle || blocking.is_err()
+}
+
+/// The request's bytes: head and body in one buffer, written at once.
+fn encode(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 fn connect(addr: SocketAddr) -> std::io::Result<BufReader<TcpStream>> {
