@@ -584,12 +584,14 @@ fn check(settings: &Settings, run: &Run) {
         );
     }
     for series in &run.memory {
+        let warm = series.after_warmup(settings.warmup()).map(|s| s.kb);
         assert_ne!(
             series.flat(settings.warmup()),
             Some(false),
-            "{}'s memory grew past max(1.5x, +32 MB) of its warm sample: {:?}",
+            "{}'s memory grew past max(1.5x, +32 MB) of its warm sample: warm {} MB, end {} MB",
             series.name,
-            series.samples.iter().map(|s| s.kb).collect::<Vec<_>>()
+            megabytes(warm),
+            megabytes(series.last().map(|s| s.kb)),
         );
     }
 }
