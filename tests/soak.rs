@@ -579,7 +579,9 @@ fn check(settings: &Settings, run: &Run) {
         assert_eq!(
             tally.replied.len(),
             settings.requests,
-            "with a graceful restart every payment must end 200; 504s: {:?}",
+            "with a graceful restart every payment must end 200; 504s: {:?} (pg-unknown here \
+             means two workers settled one request at once: a partition moved to the new \
+             worker while its old owner was still settling it)",
             tally.unknown_by_code()
         );
     }

@@ -9,7 +9,7 @@
 //! returned as an error, never sent again, since a payment must not be sent twice behind
 //! the test's back.
 
-use super::{HttpResponse, parse_response};
+use super::{HttpResponse, encode_request, parse_response};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -40,7 +40,7 @@ impl KeepAlive {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> std::io::Result<HttpResponse> {
-        let result = self.exchange(method, path, headers, body);
+        let result = self.exchange(&encode_request(self.addr, method, path, headers, body));
         let reusable = result
             .as_ref()
             .is_ok_and(|r| r.header("connection") != Some("close"));
@@ -50,13 +50,7 @@ impl KeepAlive {
         result
     }
 
-    fn exchange(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> std::io::Result<HttpResponse> {
+    fn exchange(&mut self, request: &[u8]) -> std::io::Result<HttpResponse> {
         if self.connection.as_ref().is_some_and(closed_by_server) {
             self.reopened += 1;
             self.connection = None;
@@ -65,8 +59,7 @@ impl KeepAlive {
             Some(open) => open,
             none => none.insert(connect(self.addr)?),
         };
-        let request = encode(self.addr, method, path, headers, body);
-        connection.get_mut().write_all(&request)?;
+        connection.get_mut().write_all(request)?;
         Ok(parse_response(&read_response(connection)?))
     }
 }
@@ -85,27 +78,6 @@ fn closed_by_server(connection: &BufReader<TcpStream>) -> bool {
     let blocking = stream.set_nonblocking(false);
     let idle = matches!(&peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
     !idle || blocking.is_err()
-}
-
-/// The request's bytes: head and body in one buffer, written at once.
-fn encode(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Vec<u8> {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
 }
 
 fn connect(addr: SocketAddr) -> std::io::Result<BufReader<TcpStream>> {
