@@ -17,7 +17,7 @@ mod common;
 
 use common::hosts::{gateway_on_own_ip, host_table};
 use common::keep_alive::KeepAlive;
-use common::rss::{RssSampler, Series, leak_bound_kb};
+use common::rss::{RssSampler, Series, leak_bound_kb, rss_kb};
 use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -463,6 +463,8 @@ struct Run {
     memory: Vec<Series>,
     /// Redelivered requests answered from the results store, by every worker.
     repeats: usize,
+    /// The broker's memory at the end: shown, not checked (memory storage keeps every record).
+    broker_kb: Option<u64>,
     load_time: Duration,
 }
 
@@ -524,6 +526,11 @@ fn print_summary(settings: &Settings, run: &Run) {
             ))
     );
     print_memory(&run.memory, settings.warmup());
+    println!(
+        "{:<20}{:>40}  (not checked: memory storage keeps every record)",
+        "tansu",
+        megabytes(run.broker_kb)
+    );
 }
 
 fn print_memory(memory: &[Series], warmup: usize) {
@@ -619,6 +626,7 @@ fn soak_three_hosts_two_workers_one_restart() {
     let run = Run {
         charges: charges(&stack.pg, &tally),
         repeats: restarted.old_repeats + stack.workers.iter().map(repeats).sum::<usize>(),
+        broker_kb: rss_kb(stack.broker.pid()),
         tally,
         late,
         restarted,

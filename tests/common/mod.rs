@@ -97,6 +97,11 @@ impl Broker {
         }
     }
 
+    /// The broker's process id, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the broker, as a crash would.
     pub fn stop(&mut self) {
         let _ = self.child.kill();
