@@ -535,13 +535,13 @@ fn print_summary(settings: &Settings, run: &Run) {
 
 fn print_memory(memory: &[Series], warmup: usize) {
     println!(
-        "{:<20}{:>8}{:>8}{:>8}{:>8}{:>8}  flat",
+        "{:<20}{:>8}{:>8}{:>8}{:>8}{:>8}  flat  kB per 1k answers after warm-up",
         "RSS (MB)", "start", "warm", "middle", "end", "bound"
     );
     for series in memory {
         let warm = series.after_warmup(warmup).map(|s| s.kb);
         println!(
-            "{:<20}{:>8}{:>8}{:>8}{:>8}{:>8}  {}",
+            "{:<20}{:>8}{:>8}{:>8}{:>8}{:>8}  {:<4}  {}",
             series.name,
             megabytes(series.first().map(|s| s.kb)),
             megabytes(warm),
@@ -550,7 +550,10 @@ fn print_memory(memory: &[Series], warmup: usize) {
             megabytes(warm.map(leak_bound_kb)),
             series
                 .flat(warmup)
-                .map_or("-", |f| if f { "yes" } else { "NO" })
+                .map_or("-", |f| if f { "yes" } else { "NO" }),
+            series
+                .growth_per_thousand(warmup)
+                .map_or("-".into(), |g| format!("{g:+.0}"))
         );
     }
 }

@@ -63,6 +63,17 @@ impl Series {
             .copied()
     }
 
+    /// Growth from the warm sample to the last, in kB per 1,000 units of progress: a
+    /// store that keeps something per request shows up here long before the bound trips.
+    pub fn growth_per_thousand(&self, warmup: usize) -> Option<f64> {
+        let (warm, last) = (self.after_warmup(warmup)?, self.last()?);
+        let done = last
+            .progress
+            .checked_sub(warm.progress)
+            .filter(|d| *d > 0)?;
+        Some((last.kb as f64 - warm.kb as f64) * 1000.0 / done as f64)
+    }
+
     /// Whether the last sample is within [`leak_bound_kb`] of the warm one; `None` when
     /// the process did not live past its warm-up.
     pub fn flat(&self, warmup: usize) -> Option<bool> {
