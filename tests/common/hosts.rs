@@ -1,9 +1,11 @@
-//! Two gateway hosts as a load balancer sees them: different IPs, the same port. The
-//! host table routes a late-reply lookup from one to the other by IP and this shared port.
+//! Gateway hosts as a load balancer sees them. Two on different IPs and one shared port:
+//! the host table routes a late-reply lookup from one to the other by IP and that port.
+//! And hosts beyond the two in `etc/reply-hosts.txt`: a host table of a test's own, with
+//! gateways that each listen on their own loopback IP (the soak runs three hosts).
 
-use super::Gateway;
+use super::{Gateway, log_dir};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A port free on every one of `ips` right now.
 pub fn port_free_on(ips: &[&str]) -> u16 {
@@ -33,4 +35,27 @@ pub fn gateways_on_one_port(broker: &str, ips: &[&str], config: &Path) -> Vec<Ga
         gateway.wait_ready();
     }
     gateways
+}
+
+/// Writes a host table listing `hosts` as `(ip, suffix)` pairs; returns its path.
+pub fn host_table(hosts: &[(&str, &str)]) -> PathBuf {
+    let text: String = hosts
+        .iter()
+        .map(|(ip, suffix)| format!("{ip} {suffix}\n"))
+        .collect();
+    let path = log_dir().join(format!("reply-hosts-{}.txt", super::free_port()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A free port on `ip`.
+fn free_addr(ip: &str) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// Starts a gateway as host `host_ip`, listening on that IP, and waits until it is ready.
+pub fn gateway_on_own_ip(broker: &str, host_ip: &str, config: &Path) -> Gateway {
+    let gateway = Gateway::spawn_at(broker, host_ip, free_addr(host_ip), config);
+    gateway.wait_ready();
+    gateway
 }

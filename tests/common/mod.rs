@@ -5,8 +5,10 @@
 pub mod answers;
 pub mod echo;
 pub mod hosts;
+pub mod keep_alive;
 pub mod raw;
 pub mod restart;
+pub mod rss;
 pub mod system;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
@@ -116,6 +118,11 @@ impl Broker {
             runtime,
             storage: storage.to_string(),
         }
+    }
+
+    /// The broker's process id, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the broker, as a crash would.
@@ -283,6 +290,11 @@ impl Daemon {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id, e.g. to read its memory from `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Sends a signal by name (`TERM`, `KILL`).
@@ -583,16 +595,9 @@ pub fn request(
 ) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    let mut all = vec![("connection", "close")];
+    all.extend_from_slice(headers);
+    stream.write_all(&encode_request(addr, method, path, &all, body))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     if !raw.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -602,6 +607,27 @@ pub fn request(
         ));
     }
     Ok(parse_response(&raw))
+}
+
+/// A request's bytes: the head (with `host` and `content-length`), then the body.
+fn encode_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
 }
 
 pub fn parse_response(raw: &[u8]) -> HttpResponse {
