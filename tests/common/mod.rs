@@ -8,6 +8,7 @@ pub mod hosts;
 pub mod raw;
 pub mod restart;
 pub mod system;
+pub mod zombie;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
