@@ -102,11 +102,16 @@ async fn claim(worker: &Worker, key: &str) -> Result<Option<Answer>, String> {
         attempt: attempt.clone(),
         started_ms: now_ms(),
     };
+    let claiming = Instant::now();
     let before = worker
         .results
         .claim(key, &pending, &attempt)
         .await
         .map_err(|e| format!("cannot record the attempt for {key}, PG not called: {e}"))?;
+    log::debug!(
+        "{key}: pending recorded and read back in {} ms",
+        claiming.elapsed().as_millis()
+    );
     let race = race::decide(before.as_ref(), &attempt);
     if race != Race::Won {
         worker.metrics.lost_races.inc();
