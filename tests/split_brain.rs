@@ -20,7 +20,10 @@ const CALLER_TIMEOUT: &str = "30000";
 fn pay(gateway: &Gateway, key: &str, order: &str) -> HttpResponse {
     gateway.pay_with(
         "approve",
-        &[("idempotency-key", key), ("request-timeout", CALLER_TIMEOUT)],
+        &[
+            ("idempotency-key", key),
+            ("request-timeout", CALLER_TIMEOUT),
+        ],
         &json!({"order_id": order, "amount": 100}),
     )
 }

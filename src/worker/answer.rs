@@ -29,7 +29,10 @@ pub enum Recorded {
         #[serde(default)]
         started_ms: i64,
     },
-    Final { error: Option<String>, reply: Value },
+    Final {
+        error: Option<String>,
+        reply: Value,
+    },
     Retryable,
 }
 

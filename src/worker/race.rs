@@ -29,7 +29,9 @@ pub fn decide(before: Option<&Recorded>, attempt: &str) -> Race {
     match before {
         None | Some(Recorded::Retryable) => Race::Won,
         // Our own `pending` seen twice (a producer retry wrote it again): still first.
-        Some(Recorded::Pending { attempt: earlier, .. }) if earlier == attempt => Race::Won,
+        Some(Recorded::Pending {
+            attempt: earlier, ..
+        }) if earlier == attempt => Race::Won,
         Some(Recorded::Pending { started_ms, .. }) => Race::Running {
             started_ms: *started_ms,
         },
@@ -94,10 +96,7 @@ mod tests {
             error: None,
             reply: json!({"status": "APPROVED"}),
         };
-        assert_eq!(
-            decide(Some(&settled), "b"),
-            Race::Settled(settled.clone())
-        );
+        assert_eq!(decide(Some(&settled), "b"), Race::Settled(settled.clone()));
     }
 
     #[test]

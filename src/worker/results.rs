@@ -124,7 +124,10 @@ impl ResultsStore {
 
     /// What is known about `key`.
     pub fn get(&self, key: &str) -> Option<Recorded> {
-        self.lock().known.get(key).map(|(_, recorded)| recorded.clone())
+        self.lock()
+            .known
+            .get(key)
+            .map(|(_, recorded)| recorded.clone())
     }
 
     /// Writes `pending` (whose attempt is `attempt`) for `key` and reads the log until the
@@ -142,7 +145,10 @@ impl ResultsStore {
         let mut ours = None;
         let found = self
             .read_until(CATCH_UP_LIMIT, |state| {
-                ours = state.watched.get(key).and_then(|watch| watch.offset_of(attempt));
+                ours = state
+                    .watched
+                    .get(key)
+                    .and_then(|watch| watch.offset_of(attempt));
                 ours.is_some()
             })
             .await?;
@@ -266,10 +272,12 @@ impl ResultsStore {
 impl Watch {
     /// Where the reader met the `pending` of `attempt`.
     fn offset_of(&self, attempt: &str) -> Option<i64> {
-        self.seen.iter().find_map(|(offset, recorded)| match recorded {
-            Recorded::Pending { attempt: a, .. } if a == attempt => Some(*offset),
-            _ => None,
-        })
+        self.seen
+            .iter()
+            .find_map(|(offset, recorded)| match recorded {
+                Recorded::Pending { attempt: a, .. } if a == attempt => Some(*offset),
+                _ => None,
+            })
     }
 
     /// The latest record before `offset`.
@@ -294,10 +302,13 @@ impl<'a> WatchGuard<'a> {
     fn new(store: &'a ResultsStore, key: &'a str) -> WatchGuard<'a> {
         let state = &mut *store.lock();
         let newest = state.known.get(key).cloned();
-        let watch = state.watched.entry(key.to_string()).or_insert_with(|| Watch {
-            attempts: 0,
-            seen: newest.into_iter().collect(),
-        });
+        let watch = state
+            .watched
+            .entry(key.to_string())
+            .or_insert_with(|| Watch {
+                attempts: 0,
+                seen: newest.into_iter().collect(),
+            });
         watch.attempts += 1;
         WatchGuard { store, key }
     }
