@@ -325,3 +325,32 @@ impl Drop for WatchGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(attempt: &str) -> Recorded {
+        Recorded::Pending {
+            attempt: attempt.into(),
+            started_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_record_before_an_attempt_is_the_latest_by_offset_not_by_arrival() {
+        let watch = Watch {
+            attempts: 1,
+            seen: vec![
+                (3, Recorded::Retryable),
+                (9, pending("ours")),
+                (7, pending("theirs")),
+                (12, Recorded::Retryable),
+            ],
+        };
+        assert_eq!(watch.offset_of("ours"), Some(9));
+        assert_eq!(watch.before(9), Some(pending("theirs")));
+        assert_eq!(watch.offset_of("nobody"), None);
+        assert_eq!(watch.before(3), None);
+    }
+}
