@@ -2,8 +2,11 @@
 //!
 //! The record kept per idempotency key is what makes a repeat safe:
 //! - `Pending` is written *before* the PG is called. Finding it later means an attempt
-//!   started and never finished (the worker died, or the PG never answered), so the charge
-//!   may have happened: the repeat is answered `pg-unknown` and the PG is not called again.
+//!   started and has not finished: it may still be calling the PG, or its worker died or
+//!   the PG never answered, so the charge may have happened. The PG is not called again:
+//!   the repeat waits (bounded) for that attempt's final record, and is answered
+//!   `pg-unknown` if none comes. Its `attempt` id tells two overlapping attempts apart
+//!   (see [`race`](super::race)).
 //! - `Final` holds the answer to give every time (approved or declined).
 //! - `Retryable` means the PG said no without charging (5xx, unreachable): a new attempt
 //!   may call it again.
@@ -18,8 +21,18 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Recorded {
-    Pending,
-    Final { error: Option<String>, reply: Value },
+    Pending {
+        /// Which attempt wrote it (a uuid; empty in records of older versions).
+        #[serde(default)]
+        attempt: String,
+        /// When the attempt started (ms since the epoch; 0 in older records).
+        #[serde(default)]
+        started_ms: i64,
+    },
+    Final {
+        error: Option<String>,
+        reply: Value,
+    },
     Retryable,
 }
 
@@ -125,11 +138,27 @@ mod tests {
 
     #[test]
     fn records_serialize_with_a_state_tag() {
+        let pending = Recorded::Pending {
+            attempt: "a-1".into(),
+            started_ms: 5,
+        };
         assert_eq!(
-            serde_json::to_string(&Recorded::Pending).unwrap(),
-            r#"{"state":"pending"}"#
+            serde_json::to_string(&pending).unwrap(),
+            r#"{"state":"pending","attempt":"a-1","started_ms":5}"#
         );
         let back: Recorded = serde_json::from_str(r#"{"state":"retryable"}"#).unwrap();
         assert_eq!(back, Recorded::Retryable);
+    }
+
+    #[test]
+    fn a_pending_record_of_an_older_version_still_reads() {
+        let old: Recorded = serde_json::from_str(r#"{"state":"pending"}"#).unwrap();
+        assert_eq!(
+            old,
+            Recorded::Pending {
+                attempt: String::new(),
+                started_ms: 0
+            }
+        );
     }
 }

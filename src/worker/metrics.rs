@@ -18,6 +18,9 @@ pub struct WorkerMetrics {
     pub group_rejoins: Counter,
     /// New producer sessions started after the brokers stopped honouring one.
     pub producer_sessions_renewed: Counter,
+    /// Attempts that found an earlier attempt of the same payment before their own
+    /// `pending` in the log, and so did not call the PG.
+    pub lost_races: Counter,
 }
 
 impl Default for WorkerMetrics {
@@ -30,6 +33,7 @@ impl Default for WorkerMetrics {
             commit_errors: Counter::default(),
             group_rejoins: Counter::default(),
             producer_sessions_renewed: Counter::default(),
+            lost_races: Counter::default(),
         }
     }
 }
@@ -81,6 +85,11 @@ impl WorkerMetrics {
             "kreply_worker_producer_sessions_renewed_total",
             "New producer sessions (new producer id) started after the brokers stopped honouring one.",
             self.producer_sessions_renewed.get(),
+        );
+        out.counter(
+            "kreply_worker_lost_races_total",
+            "Attempts that found another attempt of the same payment first in the results log (two workers settling one request), so did not call the PG.",
+            self.lost_races.get(),
         );
         out.finish()
     }

@@ -15,6 +15,7 @@ mod answer;
 mod member_list;
 mod metrics;
 mod pg_client;
+mod race;
 mod request;
 mod results;
 mod settle;
@@ -42,6 +43,8 @@ use tokio::task::JoinSet;
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Beyond the PG timeout, how long an attempt may take to put its result on record.
+const RECORDING_MARGIN: Duration = Duration::from_secs(5);
 
 /// What every request task shares.
 pub struct Worker {
@@ -50,6 +53,8 @@ pub struct Worker {
     results: ResultsStore,
     pg: PgClient,
     pg_calls: Semaphore,
+    /// How long an attempt can run: past it, an unfinished one is not waited for.
+    attempt_limit: Duration,
 }
 
 impl Worker {
@@ -189,6 +194,7 @@ async fn start(
             results,
             pg,
             pg_calls,
+            attempt_limit: Duration::from_millis(settings.pg_timeout_ms) + RECORDING_MARGIN,
         },
         consumer,
         group,

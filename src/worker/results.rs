@@ -9,24 +9,51 @@
 //! A key always hashes to the same results partition, so offsets order the records of one
 //! key: a record read back is applied only if it is newer than what is known (our own
 //! `Final` must not be overwritten by our own older `Pending` arriving late).
+//!
+//! Settling also reads: an attempt reads its own `pending` back ([`ResultsStore::claim`])
+//! to learn what precedes it in the log, and a repeat waits for an unfinished attempt's
+//! final record ([`ResultsStore::wait_settled`]). Many settle tasks read at once, so one
+//! of them polls (under `poller`) and the others wait for that poll to be applied.
 
 use crate::kafka::ProducerSession;
 use crate::worker::answer::Recorded;
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// How long a catch-up may take before the worker reports it and tries again.
+/// How long a catch-up, or reading an attempt's own `pending` back, may take before the
+/// worker reports it and tries again.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+/// One poll of the reader; it returns as soon as records come.
+const READ_POLL: Duration = Duration::from_millis(200);
 
 pub struct ResultsStore {
     topic: String,
     partitions: Vec<i32>,
     reader: Consumer,
+    /// Held by the one task polling `reader`.
+    poller: tokio::sync::Mutex<()>,
+    /// Polls applied so far: a task that waited for `poller` reads the state again first.
+    polls: AtomicU64,
     producer: Arc<ProducerSession>,
-    known: Mutex<HashMap<String, (i64, Recorded)>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The newest record of each key, and its offset.
+    known: HashMap<String, (i64, Recorded)>,
+    /// Keys with an attempt reading its `pending` back: every record read for them.
+    watched: HashMap<String, Watch>,
+}
+
+/// The records of one key from some point on, for the attempts deciding their race.
+struct Watch {
+    attempts: usize,
+    seen: Vec<(i64, Recorded)>,
 }
 
 impl ResultsStore {
@@ -49,8 +76,10 @@ impl ResultsStore {
             topic: topic.to_string(),
             partitions,
             reader,
+            poller: tokio::sync::Mutex::new(()),
+            polls: AtomicU64::new(0),
             producer,
-            known: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         };
         store.catch_up().await?;
         Ok(store)
@@ -88,15 +117,104 @@ impl ResultsStore {
                     self.topic
                 )));
             }
-            for record in self.reader.poll(Duration::from_millis(200)).await? {
-                self.apply(record);
-            }
+            let polls = self.polls.load(Ordering::Acquire);
+            self.read_more(polls).await?;
         }
     }
 
     /// What is known about `key`.
     pub fn get(&self, key: &str) -> Option<Recorded> {
-        self.lock().get(key).map(|(_, recorded)| recorded.clone())
+        self.lock()
+            .known
+            .get(key)
+            .map(|(_, recorded)| recorded.clone())
+    }
+
+    /// Writes `pending` (whose attempt is `attempt`) for `key` and reads the log until the
+    /// reader has seen it; returns the latest record of `key` before it, which decides the
+    /// race ([`race::decide`](super::race::decide)). The offset in the produce ack is not
+    /// trusted: the reader must meet the record itself.
+    pub async fn claim(
+        &self,
+        key: &str,
+        pending: &Recorded,
+        attempt: &str,
+    ) -> Result<Option<Recorded>, KrafkaError> {
+        let _watch = WatchGuard::new(self, key);
+        self.put(key, pending).await?;
+        let mut ours = None;
+        let found = self
+            .read_until(CATCH_UP_LIMIT, |state| {
+                ours = state
+                    .watched
+                    .get(key)
+                    .and_then(|watch| watch.offset_of(attempt));
+                ours.is_some()
+            })
+            .await?;
+        let Some(offset) = ours.filter(|_| found) else {
+            return Err(KrafkaError::timeout(format!(
+                "reading back the pending record of {key} from {}",
+                self.topic
+            )));
+        };
+        Ok(self.lock().watched.get(key).and_then(|w| w.before(offset)))
+    }
+
+    /// Reads the log for up to `limit` until `key` has a final or retryable record; that
+    /// record, or `None` when the time ran out first.
+    pub async fn wait_settled(
+        &self,
+        key: &str,
+        limit: Duration,
+    ) -> Result<Option<Recorded>, KrafkaError> {
+        let mut settled = None;
+        self.read_until(limit, |state| {
+            settled = state
+                .known
+                .get(key)
+                .map(|(_, recorded)| recorded)
+                .filter(|recorded| !matches!(recorded, Recorded::Pending { .. }))
+                .cloned();
+            settled.is_some()
+        })
+        .await?;
+        Ok(settled)
+    }
+
+    /// Reads until `done` holds for the state (`true`) or `limit` has passed (`false`).
+    async fn read_until(
+        &self,
+        limit: Duration,
+        mut done: impl FnMut(&State) -> bool,
+    ) -> Result<bool, KrafkaError> {
+        let started = Instant::now();
+        loop {
+            // Taken before looking, so a poll applied in between is not missed.
+            let polls = self.polls.load(Ordering::Acquire);
+            if done(&self.lock()) {
+                return Ok(true);
+            }
+            if started.elapsed() >= limit {
+                return Ok(false);
+            }
+            self.read_more(polls).await?;
+        }
+    }
+
+    /// Polls the reader once and applies what it returns, unless another task has done
+    /// so since `polls` was read: then its records are there to look at first.
+    async fn read_more(&self, polls: u64) -> Result<(), KrafkaError> {
+        let _poller = self.poller.lock().await;
+        if self.polls.load(Ordering::Acquire) != polls {
+            return Ok(());
+        }
+        let polled = self.reader.poll(READ_POLL).await;
+        self.polls.fetch_add(1, Ordering::AcqRel);
+        for record in polled? {
+            self.apply(record);
+        }
+        Ok(())
     }
 
     /// Writes `recorded` for `key` (acks=all) and remembers it.
@@ -119,9 +237,16 @@ impl ResultsStore {
             .as_deref()
             .map(serde_json::from_slice::<Recorded>)
         {
-            Some(Ok(recorded)) => self.remember(key, record.offset, recorded),
+            Some(Ok(recorded)) => {
+                let mut state = self.lock();
+                if let Some(watch) = state.watched.get_mut(&key) {
+                    watch.seen.push((record.offset, recorded.clone()));
+                }
+                drop(state);
+                self.remember(key, record.offset, recorded);
+            }
             // A tombstone forgets the key.
-            None => drop(self.lock().remove(&key)),
+            None => drop(self.lock().known.remove(&key)),
             Some(Err(e)) => log::warn!(
                 "results record for {key} at offset {} is unreadable: {e}",
                 record.offset
@@ -130,16 +255,102 @@ impl ResultsStore {
     }
 
     fn remember(&self, key: String, offset: i64, recorded: Recorded) {
-        let mut known = self.lock();
+        let known = &mut self.lock().known;
         let newer = known.get(&key).is_none_or(|(seen, _)| offset >= *seen);
         if newer {
             known.insert(key, (offset, recorded));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Recorded)>> {
-        self.known
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Watch {
+    /// Where the reader met the `pending` of `attempt`.
+    fn offset_of(&self, attempt: &str) -> Option<i64> {
+        self.seen
+            .iter()
+            .find_map(|(offset, recorded)| match recorded {
+                Recorded::Pending { attempt: a, .. } if a == attempt => Some(*offset),
+                _ => None,
+            })
+    }
+
+    /// The latest record before `offset`.
+    fn before(&self, offset: i64) -> Option<Recorded> {
+        self.seen
+            .iter()
+            .filter(|(at, _)| *at < offset)
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, recorded)| recorded.clone())
+    }
+}
+
+/// Watches a key while an attempt on it decides its race. It starts from the newest
+/// record known, so with what the reader applies next it holds every record that can
+/// precede the attempt's `pending`; attempts on one key share it.
+struct WatchGuard<'a> {
+    store: &'a ResultsStore,
+    key: &'a str,
+}
+
+impl<'a> WatchGuard<'a> {
+    fn new(store: &'a ResultsStore, key: &'a str) -> WatchGuard<'a> {
+        let state = &mut *store.lock();
+        let newest = state.known.get(key).cloned();
+        let watch = state
+            .watched
+            .entry(key.to_string())
+            .or_insert_with(|| Watch {
+                attempts: 0,
+                seen: newest.into_iter().collect(),
+            });
+        watch.attempts += 1;
+        WatchGuard { store, key }
+    }
+}
+
+impl Drop for WatchGuard<'_> {
+    fn drop(&mut self) {
+        let watched = &mut self.store.lock().watched;
+        if let Some(watch) = watched.get_mut(self.key) {
+            watch.attempts -= 1;
+            if watch.attempts == 0 {
+                watched.remove(self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(attempt: &str) -> Recorded {
+        Recorded::Pending {
+            attempt: attempt.into(),
+            started_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_record_before_an_attempt_is_the_latest_by_offset_not_by_arrival() {
+        let watch = Watch {
+            attempts: 1,
+            seen: vec![
+                (3, Recorded::Retryable),
+                (9, pending("ours")),
+                (7, pending("theirs")),
+                (12, Recorded::Retryable),
+            ],
+        };
+        assert_eq!(watch.offset_of("ours"), Some(9));
+        assert_eq!(watch.before(9), Some(pending("theirs")));
+        assert_eq!(watch.offset_of("nobody"), None);
+        assert_eq!(watch.before(3), None);
     }
 }

@@ -1,10 +1,17 @@
 //! Settling one request: answer a repeat from the record, or charge once and record it.
+//!
+//! An attempt calls the PG only after its `pending` is in the log with nothing unfinished
+//! before it ([`race`]); an attempt behind an unfinished one, and a repeat that finds one,
+//! wait (bounded) for its final record instead, so "never charge twice" does not depend on
+//! the consumer group giving a partition to one worker at a time.
 
 use crate::payment::PaymentRequest;
+use crate::record::now_ms;
 use crate::reply_error::ReplyError;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::pg_client::PgAnswer;
+use crate::worker::race::{self, Race};
 use crate::worker::request::WorkItem;
 use std::time::Instant;
 
@@ -29,30 +36,28 @@ pub async fn settle_and_reply(worker: &Worker, item: WorkItem) -> Result<(), Str
 async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, String> {
     let key = payment.idempotency_key.as_deref().unwrap_or_default();
     let on_record = worker.results.get(key);
-    if matches!(on_record, Some(Recorded::Final { .. } | Recorded::Pending)) {
+    if matches!(
+        on_record,
+        Some(Recorded::Final { .. } | Recorded::Pending { .. })
+    ) {
         worker.metrics.request("repeat");
     }
     match on_record {
-        Some(Recorded::Final { error, reply }) => {
+        Some(settled @ Recorded::Final { .. }) => {
             log::info!("repeat of {key}: answered from the record, PG not called");
-            return Ok(Answer::from_final(error.as_deref(), &reply));
+            return Ok(answer_from(&settled));
         }
-        Some(Recorded::Pending) => {
-            log::warn!(
-                "repeat of {key}: an earlier attempt never finished; answering unknown, PG not called"
+        Some(Recorded::Pending { started_ms, .. }) => {
+            log::info!(
+                "repeat of {key}: an earlier attempt has not finished; PG not called, waiting for its record"
             );
-            return Ok(Answer::in_doubt(
-                "an earlier attempt of this payment was interrupted during the PG call; check with the PG before retrying",
-            ));
+            return Ok(await_earlier(worker, key, started_ms).await);
         }
         Some(Recorded::Retryable) | None => {}
     }
-    // On record before the call: if this worker dies mid-call, the repeat knows.
-    worker
-        .results
-        .put(key, &Recorded::Pending)
-        .await
-        .map_err(|e| format!("cannot record the attempt for {key}, PG not called: {e}"))?;
+    if let Some(answer) = claim(worker, key).await? {
+        return Ok(answer);
+    }
     let started = Instant::now();
     let pg_answer = {
         let _calling = worker.metrics.pg_calls_in_flight.track();
@@ -86,6 +91,84 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
         payment.operation,
     );
     Ok(answer)
+}
+
+/// Puts this attempt's `pending` on record before the call (if this worker dies
+/// mid-call, a repeat knows) and reads the log back to it: `None` when it is first, so
+/// the PG may be called; else the answer of the earlier attempt it lost to.
+async fn claim(worker: &Worker, key: &str) -> Result<Option<Answer>, String> {
+    let attempt = uuid::Uuid::new_v4().to_string();
+    let pending = Recorded::Pending {
+        attempt: attempt.clone(),
+        started_ms: now_ms(),
+    };
+    let claiming = Instant::now();
+    let before = worker
+        .results
+        .claim(key, &pending, &attempt)
+        .await
+        .map_err(|e| format!("cannot record the attempt for {key}, PG not called: {e}"))?;
+    log::debug!(
+        "{key}: pending recorded and read back in {} ms",
+        claiming.elapsed().as_millis()
+    );
+    let race = race::decide(before.as_ref(), &attempt);
+    if race != Race::Won {
+        worker.metrics.lost_races.inc();
+    }
+    match race {
+        Race::Won => Ok(None),
+        Race::Settled(settled) => {
+            log::warn!(
+                "lost the race for {key}: an earlier attempt finished first; PG not called, answered from its record"
+            );
+            // Ours is now the newest record of the key: the final one must be again, or a
+            // compacted topic would keep only our unfinished `pending`.
+            if let Err(e) = worker.results.put(key, &settled).await {
+                log::error!("cannot record the result for {key} again after ours: {e}");
+            }
+            Ok(Some(answer_from(&settled)))
+        }
+        Race::Running { started_ms } => {
+            log::warn!(
+                "lost the race for {key}: an earlier attempt is still running; PG not called, waiting for its record"
+            );
+            Ok(Some(await_earlier(worker, key, started_ms).await))
+        }
+    }
+}
+
+/// The answer of an earlier, unfinished attempt started at `started_ms`: its record once
+/// written, or `pg-unknown` when none comes while it could still be running.
+async fn await_earlier(worker: &Worker, key: &str, started_ms: i64) -> Answer {
+    let wait = race::wait_left(started_ms, now_ms(), worker.attempt_limit);
+    match worker.results.wait_settled(key, wait).await {
+        Ok(Some(settled)) => {
+            log::info!("{key}: answered from the earlier attempt's record, PG not called");
+            answer_from(&settled)
+        }
+        outcome => {
+            let why = outcome.err().map(|e| format!(" ({e})")).unwrap_or_default();
+            log::warn!(
+                "{key}: an earlier attempt never finished{why}; answering unknown, PG not called"
+            );
+            Answer::in_doubt(
+                "an earlier attempt of this payment was interrupted during the PG call; check with the PG before retrying",
+            )
+        }
+    }
+}
+
+/// The answer a settled (final or retryable) record gives.
+fn answer_from(settled: &Recorded) -> Answer {
+    match settled {
+        Recorded::Final { error, reply } => Answer::from_final(error.as_deref(), reply),
+        _ => Answer::failure(
+            ReplyError::PgError,
+            "FAILED",
+            "an earlier attempt of this payment failed without charging; it may be retried",
+        ),
+    }
 }
 
 fn with_final(answer: Answer) -> (Answer, Option<Recorded>) {

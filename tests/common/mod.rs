@@ -10,6 +10,7 @@ pub mod raw;
 pub mod restart;
 pub mod rss;
 pub mod system;
+pub mod zombie;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
