@@ -129,21 +129,14 @@ async fn start(
         move || renewals.producer_sessions_renewed.inc(),
     )
     .await?;
-    let fetch_wait = Duration::from_millis(config.fetch_max_wait_ms);
-    let results = ResultsStore::open(
-        &kafka,
-        &settings.results_topic,
-        results_partitions,
-        producer.clone(),
-        fetch_wait,
-    )
-    .await
-    .map_err(|e| {
-        StartupError::new(format!(
-            "cannot read the results topic \"{}\": {e}",
-            settings.results_topic
-        ))
-    })?;
+    let results = ResultsStore::open(&kafka, config, results_partitions, producer.clone())
+        .await
+        .map_err(|e| {
+            StartupError::new(format!(
+                "cannot read the results topic \"{}\": {e}",
+                settings.results_topic
+            ))
+        })?;
     let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
     kafka::metadata_keeper::keep_fresh(&kafka, watched)
         .await
@@ -156,7 +149,7 @@ async fn start(
         .session_timeout(session)
         .heartbeat_interval(session / 3)
         .rebalance_listener(Arc::clone(&rounds))
-        .fetch_max_wait(fetch_wait)
+        .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
         .auto_offset_reset(match settings.start_from {
             StartFrom::Latest => AutoOffsetReset::Latest,
             StartFrom::Earliest => AutoOffsetReset::Earliest,

@@ -13,9 +13,16 @@
 //! Settling also reads: an attempt reads its own `pending` back ([`ResultsStore::claim`])
 //! to learn what precedes it in the log, and a repeat waits for an unfinished attempt's
 //! final record ([`ResultsStore::wait_settled`]). Many settle tasks read at once, so one
-//! of them polls (under `poller`) and the others wait for that poll to be applied.
+//! of them polls (holding `reader`) and the others wait for that poll to be applied.
+//!
+//! A log that started over (a re-created topic, a broker that lost its data) would leave
+//! the reader asking for a topic id that no longer exists, or positioned past the new
+//! log's end: tansu answers neither with an error. An attempt that cannot read its own
+//! `pending` back within [`READ_BACK_STUCK`] therefore opens the reader again, on a new
+//! client, from the beginning ([`ResultsStore::reopen`]).
 
-use crate::kafka::ProducerSession;
+use crate::config::Config;
+use crate::kafka::{self, ProducerSession};
 use crate::worker::answer::Recorded;
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
@@ -29,13 +36,17 @@ use std::time::{Duration, Instant};
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 /// One poll of the reader; it returns as soon as records come.
 const READ_POLL: Duration = Duration::from_millis(200);
+/// Reading a `pending` back takes tens of milliseconds; this long means the reader is stuck
+/// on a log that started over.
+const READ_BACK_STUCK: Duration = Duration::from_secs(3);
 
 pub struct ResultsStore {
     topic: String,
     partitions: Vec<i32>,
-    reader: Consumer,
-    /// Held by the one task polling `reader`.
-    poller: tokio::sync::Mutex<()>,
+    /// Held by the one task polling it; replaced by [`ResultsStore::reopen`].
+    reader: tokio::sync::Mutex<Consumer>,
+    /// How the reader is built again: brokers, and the fetch wait.
+    config: Config,
     /// Polls applied so far: a task that waited for `poller` reads the state again first.
     polls: AtomicU64,
     producer: Arc<ProducerSession>,
@@ -60,23 +71,17 @@ impl ResultsStore {
     /// Opens the store on every partition of `topic`, from the beginning, and reads it all.
     pub async fn open(
         kafka: &Kafka,
-        topic: &str,
+        config: &Config,
         partitions: Vec<i32>,
         producer: Arc<ProducerSession>,
-        fetch_max_wait: Duration,
     ) -> Result<ResultsStore, KrafkaError> {
-        let reader = kafka
-            .consumer_without_group()
-            .auto_offset_reset(AutoOffsetReset::Earliest)
-            .fetch_max_wait(fetch_max_wait)
-            .build()
-            .await?;
-        reader.assign(topic, partitions.clone()).await?;
+        let topic = &config.worker.results_topic;
+        let reader = open_reader(kafka, config, &partitions).await?;
         let store = ResultsStore {
             topic: topic.to_string(),
             partitions,
-            reader,
-            poller: tokio::sync::Mutex::new(()),
+            reader: tokio::sync::Mutex::new(reader),
+            config: config.clone(),
             polls: AtomicU64::new(0),
             producer,
             state: Mutex::new(State::default()),
@@ -89,23 +94,18 @@ impl ResultsStore {
     pub async fn catch_up(&self) -> Result<(), KrafkaError> {
         let mut ends = Vec::with_capacity(self.partitions.len());
         for &partition in &self.partitions {
+            let reader = self.reader.lock().await;
             ends.push((
                 partition,
-                self.reader
-                    .fetch_watermarks(&self.topic, partition)
-                    .await?
-                    .1,
+                reader.fetch_watermarks(&self.topic, partition).await?.1,
             ));
         }
         let started = Instant::now();
         loop {
             let mut behind = false;
             for &(partition, end) in &ends {
-                let position = self
-                    .reader
-                    .position(&self.topic, partition)
-                    .await
-                    .unwrap_or(0);
+                let reader = self.reader.lock().await;
+                let position = reader.position(&self.topic, partition).await.unwrap_or(0);
                 behind |= position < end;
             }
             if !behind {
@@ -143,15 +143,18 @@ impl ResultsStore {
         let _watch = WatchGuard::new(self, key);
         self.put(key, pending).await?;
         let mut ours = None;
-        let found = self
-            .read_until(CATCH_UP_LIMIT, |state| {
-                ours = state
-                    .watched
-                    .get(key)
-                    .and_then(|watch| watch.offset_of(attempt));
-                ours.is_some()
-            })
-            .await?;
+        let mut met = |state: &State| {
+            ours = state
+                .watched
+                .get(key)
+                .and_then(|watch| watch.offset_of(attempt));
+            ours.is_some()
+        };
+        let mut found = self.read_until(READ_BACK_STUCK, &mut met).await?;
+        if !found {
+            self.reopen().await?;
+            found = self.read_until(CATCH_UP_LIMIT, &mut met).await?;
+        }
         let Some(offset) = ours.filter(|_| found) else {
             return Err(KrafkaError::timeout(format!(
                 "reading back the pending record of {key} from {}",
@@ -205,15 +208,37 @@ impl ResultsStore {
     /// Polls the reader once and applies what it returns, unless another task has done
     /// so since `polls` was read: then its records are there to look at first.
     async fn read_more(&self, polls: u64) -> Result<(), KrafkaError> {
-        let _poller = self.poller.lock().await;
+        let reader = self.reader.lock().await;
         if self.polls.load(Ordering::Acquire) != polls {
             return Ok(());
         }
-        let polled = self.reader.poll(READ_POLL).await;
+        let polled = reader.poll(READ_POLL).await;
         self.polls.fetch_add(1, Ordering::AcqRel);
         for record in polled? {
             self.apply(record);
         }
+        Ok(())
+    }
+
+    /// Opens the reader again on a new client (fresh topic ids), from the beginning. What
+    /// is known stays known, as older than anything the new log holds: a record of the old
+    /// log is better than none, and any record read from now on replaces it.
+    async fn reopen(&self) -> Result<(), KrafkaError> {
+        let mut reader = self.reader.lock().await;
+        log::warn!(
+            "worker: cannot read {} back; its log may have started over: reading it again from the beginning on a new connection",
+            self.topic
+        );
+        let kafka = kafka::connect_brokers(&self.config, "the config", "kreply-worker-results")
+            .await
+            .map_err(|e| {
+                KrafkaError::timeout(format!("reconnecting to read {}: {e}", self.topic))
+            })?;
+        *reader = open_reader(&kafka, &self.config, &self.partitions).await?;
+        for (offset, _) in self.lock().known.values_mut() {
+            *offset = -1;
+        }
+        self.polls.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -288,6 +313,24 @@ impl Watch {
             .max_by_key(|(at, _)| *at)
             .map(|(_, recorded)| recorded.clone())
     }
+}
+
+/// A reader on every partition of the results topic, from the beginning.
+async fn open_reader(
+    kafka: &Kafka,
+    config: &Config,
+    partitions: &[i32],
+) -> Result<Consumer, KrafkaError> {
+    let reader = kafka
+        .consumer_without_group()
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+        .build()
+        .await?;
+    reader
+        .assign(&config.worker.results_topic, partitions.to_vec())
+        .await?;
+    Ok(reader)
 }
 
 /// Watches a key while an attempt on it decides its race. It starts from the newest
