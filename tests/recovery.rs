@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 const RECOVERY: Duration = Duration::from_secs(10);
 const RESULTS_TOPIC: &str = "payment_results";
 
-/// The shipped config with topics created on demand and the worker's test timings.
+/// The shipped config with topics created on demand. The worker keeps the shipped 10 s
+/// session: the 4 s outage below must not outlast it, or tansu evicts the worker and its
+/// rejoin can loop for many seconds (a tansu group-forming fault, see README "Known
+/// limits"), which is not what these tests are about.
 fn test_config() -> PathBuf {
     config_with(|c| {
         c["topics"]["auto_create"] = json!(true);
-        c["worker"]["session_timeout_ms"] = json!(6000);
     })
 }
 
