@@ -4,12 +4,15 @@
 //!
 //! Delivery is at-least-once: a request's offset is committed only after its reply is
 //! acknowledged, so a worker that dies leaves its uncommitted requests to the next owner.
-//! That owner reads the results store first ([`results`]), which turns every redelivery
-//! into an answer from the record instead of a second charge.
+//! That owner reads the results store first (`results.rs`), which turns every redelivery
+//! into an answer from the record instead of a second charge; and since two workers can
+//! still settle one request at once, the first `pending` in the results log decides which
+//! of them may call the PG (`race.rs`).
 //!
 //! Records of one order (same key, same partition) are settled in order; different orders
-//! run concurrently, up to `worker.concurrency` PG calls at once. Everything runs on one
-//! Tokio thread: the work is waiting on the PG and the brokers, not computing.
+//! run concurrently, up to `worker.concurrency` PG calls at once. The Kafka side runs on one
+//! Tokio thread (the work is waiting on the PG and the brokers, not computing); the PG
+//! client and the `/metrics` server do their I/O on async-std.
 
 mod answer;
 mod member_list;
