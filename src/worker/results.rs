@@ -49,6 +49,9 @@ pub struct ResultsStore {
     config: Config,
     /// Polls applied so far: a task that waited for `poller` reads the state again first.
     polls: AtomicU64,
+    /// Reopens so far: attempts stuck at the same moment reopen the reader once, not once
+    /// each (each reopen connects anew, up to `connect_timeout_ms` while brokers are away).
+    reopens: AtomicU64,
     producer: Arc<ProducerSession>,
     state: Mutex<State>,
 }
@@ -83,6 +86,7 @@ impl ResultsStore {
             reader: tokio::sync::Mutex::new(reader),
             config: config.clone(),
             polls: AtomicU64::new(0),
+            reopens: AtomicU64::new(0),
             producer,
             state: Mutex::new(State::default()),
         };
@@ -150,9 +154,10 @@ impl ResultsStore {
                 .and_then(|watch| watch.offset_of(attempt));
             ours.is_some()
         };
+        let reopens = self.reopens.load(Ordering::Acquire);
         let mut found = self.read_until(READ_BACK_STUCK, &mut met).await?;
         if !found {
-            self.reopen().await?;
+            self.reopen(reopens).await?;
             found = self.read_until(CATCH_UP_LIMIT, &mut met).await?;
         }
         let Some(offset) = ours.filter(|_| found) else {
@@ -222,9 +227,13 @@ impl ResultsStore {
 
     /// Opens the reader again on a new client (fresh topic ids), from the beginning. What
     /// is known stays known, as older than anything the new log holds: a record of the old
-    /// log is better than none, and any record read from now on replaces it.
-    async fn reopen(&self) -> Result<(), KrafkaError> {
+    /// log is better than none, and any record read from now on replaces it. Nothing is
+    /// done when another attempt has reopened it since `seen` reopens.
+    async fn reopen(&self, seen: u64) -> Result<(), KrafkaError> {
         let mut reader = self.reader.lock().await;
+        if self.reopens.load(Ordering::Acquire) != seen {
+            return Ok(());
+        }
         log::warn!(
             "worker: cannot read {} back; its log may have started over: reading it again from the beginning on a new connection",
             self.topic
@@ -238,6 +247,7 @@ impl ResultsStore {
         for (offset, _) in self.lock().known.values_mut() {
             *offset = -1;
         }
+        self.reopens.fetch_add(1, Ordering::AcqRel);
         self.polls.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
