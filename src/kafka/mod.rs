@@ -26,7 +26,7 @@ use crate::gateway_metrics::GatewayMetrics;
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::reply_route::ReplyRoute;
-use krafka::Kafka;
+use krafka::{Kafka, KrafkaError};
 use reply_consumer::{ReplySource, Start};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -121,27 +121,33 @@ impl std::fmt::Display for Place {
     }
 }
 
-/// Connects to the brokers named in `config`, as `client_id`.
+/// Connects to the brokers named in `config`, as `client_id`, at startup: a failure is
+/// told as a startup error naming the setting to check.
 pub async fn connect_brokers(
     config: &Config,
     config_path: &str,
     client_id: &str,
 ) -> Result<Kafka, StartupError> {
     let brokers = config.brokers.join(",");
-    let kafka = Kafka::builder(brokers.as_str())
+    let kafka = client(config, client_id).await.map_err(|e| {
+        StartupError::new(format!(
+            "cannot reach the Kafka brokers {brokers}: {e}; check \"brokers\" in {config_path} or KREPLY_BROKERS"
+        ))
+    })?;
+    log::info!("startup: connected to {brokers}");
+    Ok(kafka)
+}
+
+/// A new client of the brokers named in `config`, as `client_id`: for a connection of its
+/// own, or to connect again after the old one broke.
+pub async fn client(config: &Config, client_id: &str) -> Result<Kafka, KrafkaError> {
+    Kafka::builder(config.brokers.join(",").as_str())
         .client_id(client_id)
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .allow_auto_create_topics(false)
         .metadata_max_age(metadata_keeper::METADATA_MAX_AGE)
         .connect()
         .await
-        .map_err(|e| {
-            StartupError::new(format!(
-                "cannot reach the Kafka brokers {brokers}: {e}; check \"brokers\" in {config_path} or KREPLY_BROKERS"
-            ))
-        })?;
-    log::info!("startup: connected to {brokers}");
-    Ok(kafka)
 }
 
 /// The idempotent acks=all producer every payment record goes through, on `kafka`;

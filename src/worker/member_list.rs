@@ -61,10 +61,7 @@ impl MemberList {
                     log::debug!("worker: describing group {group}: {e}");
                     if failures >= RECONNECT_AFTER {
                         failures = 0;
-                        if let Ok(fresh) =
-                            kafka::connect_brokers(&config, "the config", "kreply-worker-admin")
-                                .await
-                        {
+                        if let Ok(fresh) = kafka::client(&config, "kreply-worker-admin").await {
                             admin = fresh.admin();
                         }
                     }
