@@ -91,6 +91,10 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// The compacted topic of payment results, keyed by idempotency key.
     pub results_topic: String,
+    /// How long a payment's result is kept by idempotency key: a repeat within it is
+    /// answered from the record; a request older than it is not charged. The results
+    /// topic must keep records at least this long (it is compacted, so it keeps them).
+    pub idempotency_window_ms: u64,
     /// How long the group waits for a silent worker before giving its partitions away.
     pub session_timeout_ms: u64,
     /// Where a group with no committed offsets starts: "latest" or "earliest".
@@ -231,6 +235,7 @@ impl Default for WorkerConfig {
             pg_timeout_ms: 3_000,
             concurrency: 32,
             results_topic: "payment_results".to_string(),
+            idempotency_window_ms: 24 * 60 * 60 * 1000,
             session_timeout_ms: 10_000,
             start_from: StartFrom::Latest,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9310)),
@@ -359,6 +364,12 @@ impl Config {
             return fail(
                 "\"worker.concurrency\" and \"worker.pg_timeout_ms\" must be above 0".into(),
             );
+        }
+        if self.worker.idempotency_window_ms <= self.worker.pg_timeout_ms {
+            return fail(format!(
+                "\"worker.idempotency_window_ms\" ({}) must be above \"worker.pg_timeout_ms\" ({}): a payment must be remembered longer than one attempt takes",
+                self.worker.idempotency_window_ms, self.worker.pg_timeout_ms
+            ));
         }
         let http = &self.http;
         if [
@@ -506,6 +517,22 @@ mod tests {
                 unready_after: 2,
                 ready_after: 4
             }
+        );
+    }
+
+    #[test]
+    fn the_idempotency_window_must_outlast_an_attempt() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.worker.idempotency_window_ms, 86_400_000);
+        let config =
+            parse(r#"{"worker": {"pg_timeout_ms": 5000, "idempotency_window_ms": 5000}}"#).unwrap();
+        let err = config
+            .validate(Path::new("k.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"worker.idempotency_window_ms\" (5000)"),
+            "{err}"
         );
     }
 

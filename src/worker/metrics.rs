@@ -8,11 +8,14 @@ use std::time::Duration;
 use tide::{Request, Response, StatusCode};
 
 pub struct WorkerMetrics {
-    /// By result: approved, declined, pg-error, pg-unknown, invalid-request, repeat, skipped.
+    /// By result: approved, declined, pg-error, pg-unknown, invalid-request, expired, repeat,
+    /// skipped.
     requests: CounterVec,
     pg_calls: HistogramVec,
     pub pg_calls_in_flight: Gauge,
     pub partitions: Gauge,
+    /// Idempotency keys held in memory (those within the idempotency window).
+    pub results_keys: Gauge,
     pub commit_errors: Counter,
     /// Times the worker left and rejoined its group over a stale assignment.
     pub group_rejoins: Counter,
@@ -30,6 +33,7 @@ impl Default for WorkerMetrics {
             pg_calls: HistogramVec::new(LATENCY_BUCKETS),
             pg_calls_in_flight: Gauge::default(),
             partitions: Gauge::default(),
+            results_keys: Gauge::default(),
             commit_errors: Counter::default(),
             group_rejoins: Counter::default(),
             producer_sessions_renewed: Counter::default(),
@@ -51,7 +55,7 @@ impl WorkerMetrics {
         let mut out = Exposition::default();
         out.counter_vec(
             "kreply_worker_requests_total",
-            "Requests settled, by result (approved, declined, pg-error, pg-unknown, invalid-request, repeat, skipped).",
+            "Requests settled, by result (approved, declined, pg-error, pg-unknown, invalid-request, expired, repeat, skipped).",
             &["result"],
             &self.requests,
         );
@@ -70,6 +74,11 @@ impl WorkerMetrics {
             "kreply_worker_partitions_assigned",
             "Request partitions this worker owns.",
             self.partitions.get() as f64,
+        );
+        out.gauge(
+            "kreply_worker_results_keys",
+            "Idempotency keys this worker holds in memory: those written within the idempotency window.",
+            self.results_keys.get() as f64,
         );
         out.counter(
             "kreply_worker_commit_errors_total",

@@ -21,6 +21,7 @@ mod pg_client;
 mod race;
 mod request;
 mod results;
+mod results_index;
 mod settle;
 mod stale_group;
 
@@ -229,6 +230,10 @@ async fn serve(worker: Arc<Worker>, requests: &mut Requests<'_>, stop: &mut Stop
         if !records.is_empty() {
             let settled = settle_batch(&worker, records).await;
             commit(consumer, topic, settled, &worker.metrics).await;
+            worker
+                .metrics
+                .results_keys
+                .set(worker.results.keys() as i64);
         }
         if let Some(reason) = requests.group.check(consumer, owned.partitions.len()).await {
             if !rejoin(requests, &reason, &worker.metrics, stop).await {
@@ -414,7 +419,7 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
         }
     };
     let _permit = worker.pg_calls.acquire().await;
-    match settle::settle_and_reply(worker, item).await {
+    match settle::settle_and_reply(worker, item, record.timestamp).await {
         Ok(()) => true,
         Err(why) => {
             log::error!("worker: request at {at}: {why}; it will be read again");

@@ -2,9 +2,12 @@
 //!
 //! A compacted topic is the durable record: it survives a worker restart and, unlike a
 //! local file, every worker can read it, so it moves with the request partitions when the
-//! group rebalances. Each worker reads the whole topic into memory, and reads it up to its
-//! end again whenever it is given new request partitions, before serving them, so that
-//! what the previous owner recorded is known first.
+//! group rebalances. Each worker reads the whole topic, keeping what
+//! [`ResultsIndex`] keeps of it, and reads it up to its end again whenever it is given new
+//! request partitions, before serving them, so that what the previous owner recorded is
+//! known first. "Its end" is not the high watermark, which tansu reports wrong after a
+//! batch of several records: the worker writes a marker record to each partition and reads
+//! until its markers come back ([`ResultsStore::catch_up`]).
 //!
 //! A key always hashes to the same results partition, so offsets order the records of one
 //! key: a record read back is applied only if it is newer than what is known (our own
@@ -20,13 +23,18 @@
 //! log's end: tansu answers neither with an error. An attempt that cannot read its own
 //! `pending` back within [`READ_BACK_STUCK`] therefore opens the reader again, on a new
 //! client, from the beginning ([`ResultsStore::reopen`]).
+//!
+//! A final record's reply is not kept in memory: a repeat that needs it reads it at its
+//! place in the log, on a connection of its own ([`ResultsStore::lookup`]).
 
 use crate::config::Config;
 use crate::kafka::{self, ProducerSession};
-use crate::worker::answer::Recorded;
+use crate::record::now_ms;
+use crate::worker::answer::{Answer, Recorded};
+use crate::worker::results_index::{Kept, Known, LogPlace, ResultsIndex};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -39,6 +47,10 @@ const READ_POLL: Duration = Duration::from_millis(200);
 /// Reading a `pending` back takes tens of milliseconds; this long means the reader is stuck
 /// on a log that started over.
 const READ_BACK_STUCK: Duration = Duration::from_secs(3);
+/// Marker records have this key, with the partition number after it. No idempotency key
+/// can equal it (the worker reads keys as UTF-8, and 0xFF never occurs in UTF-8), so
+/// compaction never drops a payment's record for a marker.
+const MARKER_KEY: &[u8] = b"\xffkreply-catch-up/";
 
 pub struct ResultsStore {
     topic: String,
@@ -52,22 +64,25 @@ pub struct ResultsStore {
     /// Reopens so far: attempts stuck at the same moment reopen the reader once, not once
     /// each (each reopen connects anew, up to `connect_timeout_ms` while brokers are away).
     reopens: AtomicU64,
+    /// Reads final records back at their place; connected on first use, and again after
+    /// an error.
+    finals: tokio::sync::Mutex<Option<Consumer>>,
     producer: Arc<ProducerSession>,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
-    /// The newest record of each key, and its offset.
-    known: HashMap<String, (i64, Recorded)>,
+    known: ResultsIndex,
     /// Keys with an attempt reading its `pending` back: every record read for them.
     watched: HashMap<String, Watch>,
+    /// Marker records written by a catch-up and not read back yet.
+    markers: HashSet<String>,
 }
 
 /// The records of one key from some point on, for the attempts deciding their race.
 struct Watch {
     attempts: usize,
-    seen: Vec<(i64, Recorded)>,
+    seen: Vec<Known>,
 }
 
 impl ResultsStore {
@@ -87,51 +102,74 @@ impl ResultsStore {
             config: config.clone(),
             polls: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
+            finals: tokio::sync::Mutex::new(None),
             producer,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                known: ResultsIndex::new(Duration::from_millis(
+                    config.worker.idempotency_window_ms,
+                )),
+                watched: HashMap::new(),
+                markers: HashSet::new(),
+            }),
         };
         store.catch_up().await?;
         Ok(store)
     }
 
-    /// Reads every partition up to the end it has now.
+    /// Reads every partition up to the end it has now: writes a marker record to each and
+    /// reads until all of them come back.
     pub async fn catch_up(&self) -> Result<(), KrafkaError> {
-        let mut ends = Vec::with_capacity(self.partitions.len());
+        let mut ours = Vec::with_capacity(self.partitions.len());
         for &partition in &self.partitions {
-            let reader = self.reader.lock().await;
-            ends.push((
-                partition,
-                reader.fetch_watermarks(&self.topic, partition).await?.1,
-            ));
+            let id = uuid::Uuid::new_v4().to_string();
+            self.lock().markers.insert(id.clone());
+            ours.push(id.clone());
+            let mut key = MARKER_KEY.to_vec();
+            key.extend_from_slice(partition.to_string().as_bytes());
+            let marker = Record::new(self.topic.as_str(), id.into_bytes())
+                .key(key)
+                .partition(partition);
+            if let Err(e) = self.producer.send(marker).await {
+                self.forget_markers(&ours);
+                return Err(e);
+            }
         }
-        let started = Instant::now();
-        loop {
-            let mut behind = false;
-            for &(partition, end) in &ends {
-                let reader = self.reader.lock().await;
-                let position = reader.position(&self.topic, partition).await.unwrap_or(0);
-                behind |= position < end;
-            }
-            if !behind {
-                return Ok(());
-            }
-            if started.elapsed() > CATCH_UP_LIMIT {
-                return Err(KrafkaError::timeout(format!(
-                    "reading {} to its end",
-                    self.topic
-                )));
-            }
-            let polls = self.polls.load(Ordering::Acquire);
-            self.read_more(polls).await?;
+        let met = |state: &State| ours.iter().all(|id| !state.markers.contains(id));
+        let found = self.read_back(met).await;
+        self.forget_markers(&ours);
+        match found? {
+            true => Ok(()),
+            false => Err(KrafkaError::timeout(format!(
+                "reading {} to its end (its marker records did not come back)",
+                self.topic
+            ))),
         }
     }
 
-    /// What is known about `key`.
-    pub fn get(&self, key: &str) -> Option<Recorded> {
-        self.lock()
-            .known
-            .get(key)
-            .map(|(_, recorded)| recorded.clone())
+    fn forget_markers(&self, ids: &[String]) {
+        let markers = &mut self.lock().markers;
+        for id in ids {
+            markers.remove(id);
+        }
+    }
+
+    /// The newest record of `key`, reading a final one's reply back from the log.
+    pub async fn lookup(&self, key: &str) -> Result<Option<Recorded>, KrafkaError> {
+        let known = self.lock().known.get(key).cloned();
+        match known {
+            None => Ok(None),
+            Some(known) => self.whole(key, &known).await.map(Some),
+        }
+    }
+
+    /// Whether a record written at `written_ms` is older than the idempotency window.
+    pub fn past_window(&self, written_ms: i64) -> bool {
+        self.lock().known.past_window(written_ms, now_ms())
+    }
+
+    /// How many keys are known (within the idempotency window).
+    pub fn keys(&self) -> usize {
+        self.lock().known.len()
     }
 
     /// Writes `pending` (whose attempt is `attempt`) for `key` and reads the log until the
@@ -154,19 +192,30 @@ impl ResultsStore {
                 .and_then(|watch| watch.offset_of(attempt));
             ours.is_some()
         };
-        let reopens = self.reopens.load(Ordering::Acquire);
-        let mut found = self.read_until(READ_BACK_STUCK, &mut met).await?;
-        if !found {
-            self.reopen(reopens).await?;
-            found = self.read_until(CATCH_UP_LIMIT, &mut met).await?;
-        }
+        let found = self.read_back(&mut met).await?;
         let Some(offset) = ours.filter(|_| found) else {
             return Err(KrafkaError::timeout(format!(
                 "reading back the pending record of {key} from {}",
                 self.topic
             )));
         };
-        Ok(self.lock().watched.get(key).and_then(|w| w.before(offset)))
+        let before = self.lock().watched.get(key).and_then(|w| w.before(offset));
+        match before {
+            None => Ok(None),
+            Some(known) => self.whole(key, &known).await.map(Some),
+        }
+    }
+
+    /// Reads until `met` holds for a record this worker has just written; when it does not
+    /// within [`READ_BACK_STUCK`], the log may have started over: reopens the reader and
+    /// tries once more. `false` when the record never came.
+    async fn read_back(&self, mut met: impl FnMut(&State) -> bool) -> Result<bool, KrafkaError> {
+        let reopens = self.reopens.load(Ordering::Acquire);
+        if self.read_until(READ_BACK_STUCK, &mut met).await? {
+            return Ok(true);
+        }
+        self.reopen(reopens).await?;
+        self.read_until(CATCH_UP_LIMIT, &mut met).await
     }
 
     /// Reads the log for up to `limit` until `key` has a final or retryable record; that
@@ -181,13 +230,47 @@ impl ResultsStore {
             settled = state
                 .known
                 .get(key)
-                .map(|(_, recorded)| recorded)
-                .filter(|recorded| !matches!(recorded, Recorded::Pending { .. }))
+                .filter(|known| !matches!(known.kept, Kept::Pending { .. }))
                 .cloned();
             settled.is_some()
         })
         .await?;
-        Ok(settled)
+        match settled {
+            None => Ok(None),
+            Some(known) => self.whole(key, &known).await.map(Some),
+        }
+    }
+
+    /// The whole record `known` stands for: as kept, or a final one read back.
+    async fn whole(&self, key: &str, known: &Known) -> Result<Recorded, KrafkaError> {
+        match known.kept.whole() {
+            Some(recorded) => Ok(recorded),
+            None => self.read_final(key, known.place).await,
+        }
+    }
+
+    /// Reads the final record of `key` at `place`. One that is no longer there (its log
+    /// started over, or the record was removed) gives an in-doubt answer: the payment was
+    /// settled, but what it said is lost, so it must not be charged again.
+    async fn read_final(&self, key: &str, place: LogPlace) -> Result<Recorded, KrafkaError> {
+        if place.offset < 0 {
+            return Ok(no_longer_kept());
+        }
+        let mut finals = self.finals.lock().await;
+        let reader = match finals.take() {
+            Some(reader) => reader,
+            None => {
+                let kafka = kafka::client(&self.config, "kreply-worker-results-finals").await?;
+                open_reader(&kafka, &self.config, &[]).await?
+            }
+        };
+        let read = read_at(&reader, &self.topic, place).await?;
+        *finals = Some(reader);
+        Ok(read
+            .filter(|record| record.key.as_deref() == Some(key.as_bytes()))
+            .and_then(|record| serde_json::from_slice(record.value.as_deref()?).ok())
+            .filter(|recorded| matches!(recorded, Recorded::Final { .. }))
+            .unwrap_or_else(no_longer_kept))
     }
 
     /// Reads until `done` holds for the state (`true`) or `limit` has passed (`false`).
@@ -238,15 +321,9 @@ impl ResultsStore {
             "worker: cannot read {} back; its log may have started over: reading it again from the beginning on a new connection",
             self.topic
         );
-        let kafka = kafka::connect_brokers(&self.config, "the config", "kreply-worker-results")
-            .await
-            .map_err(|e| {
-                KrafkaError::timeout(format!("reconnecting to read {}: {e}", self.topic))
-            })?;
+        let kafka = kafka::client(&self.config, "kreply-worker-results").await?;
         *reader = open_reader(&kafka, &self.config, &self.partitions).await?;
-        for (offset, _) in self.lock().known.values_mut() {
-            *offset = -1;
-        }
+        self.lock().known.log_started_over();
         self.reopens.fetch_add(1, Ordering::AcqRel);
         self.polls.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -259,13 +336,34 @@ impl ResultsStore {
             .producer
             .send(Record::new(self.topic.as_str(), value).key(key.as_bytes().to_vec()))
             .await?;
-        self.remember(key.to_string(), meta.offset, recorded.clone());
+        let place = LogPlace {
+            partition: meta.partition,
+            offset: meta.offset,
+        };
+        let known = Known {
+            place,
+            written_ms: now_ms(),
+            kept: Kept::of(recorded),
+        };
+        // Not into a watch: an attempt must meet its own `pending` where the reader
+        // finds it, after what precedes it, not where the ack says it is.
+        self.lock().known.remember(key, known, now_ms());
         Ok(())
     }
 
     fn apply(&self, record: ConsumerRecord) {
-        let Some(key) = record.key_str().map(str::to_string) else {
+        let key = record.key.as_deref().unwrap_or_default();
+        if key.starts_with(MARKER_KEY) {
+            let id = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
+            self.lock().markers.remove(id.as_ref());
             return;
+        }
+        let Some(key) = record.key_str() else {
+            return;
+        };
+        let place = LogPlace {
+            partition: record.partition,
+            offset: record.offset,
         };
         match record
             .value
@@ -273,27 +371,23 @@ impl ResultsStore {
             .map(serde_json::from_slice::<Recorded>)
         {
             Some(Ok(recorded)) => {
-                let mut state = self.lock();
-                if let Some(watch) = state.watched.get_mut(&key) {
-                    watch.seen.push((record.offset, recorded.clone()));
+                let known = Known {
+                    place,
+                    written_ms: record.timestamp,
+                    kept: Kept::of(&recorded),
+                };
+                let state = &mut *self.lock();
+                if let Some(watch) = state.watched.get_mut(key) {
+                    watch.seen.push(known.clone());
                 }
-                drop(state);
-                self.remember(key, record.offset, recorded);
+                state.known.remember(key, known, now_ms());
             }
             // A tombstone forgets the key.
-            None => drop(self.lock().known.remove(&key)),
+            None => self.lock().known.forget(key),
             Some(Err(e)) => log::warn!(
                 "results record for {key} at offset {} is unreadable: {e}",
                 record.offset
             ),
-        }
-    }
-
-    fn remember(&self, key: String, offset: i64, recorded: Recorded) {
-        let known = &mut self.lock().known;
-        let newer = known.get(&key).is_none_or(|(seen, _)| offset >= *seen);
-        if newer {
-            known.insert(key, (offset, recorded));
         }
     }
 
@@ -307,21 +401,19 @@ impl ResultsStore {
 impl Watch {
     /// Where the reader met the `pending` of `attempt`.
     fn offset_of(&self, attempt: &str) -> Option<i64> {
-        self.seen
-            .iter()
-            .find_map(|(offset, recorded)| match recorded {
-                Recorded::Pending { attempt: a, .. } if a == attempt => Some(*offset),
-                _ => None,
-            })
+        self.seen.iter().find_map(|known| match &known.kept {
+            Kept::Pending { attempt: a, .. } if **a == *attempt => Some(known.place.offset),
+            _ => None,
+        })
     }
 
     /// The latest record before `offset`.
-    fn before(&self, offset: i64) -> Option<Recorded> {
+    fn before(&self, offset: i64) -> Option<Known> {
         self.seen
             .iter()
-            .filter(|(at, _)| *at < offset)
-            .max_by_key(|(at, _)| *at)
-            .map(|(_, recorded)| recorded.clone())
+            .filter(|known| known.place.offset < offset)
+            .max_by_key(|known| known.place.offset)
+            .cloned()
     }
 }
 
@@ -341,6 +433,39 @@ async fn open_reader(
         .assign(&config.worker.results_topic, partitions.to_vec())
         .await?;
     Ok(reader)
+}
+
+/// The record at `place`, read with `reader` (left assigned to that partition); `None`
+/// when the log no longer holds it (a later offset comes first).
+async fn read_at(
+    reader: &Consumer,
+    topic: &str,
+    place: LogPlace,
+) -> Result<Option<ConsumerRecord>, KrafkaError> {
+    reader.assign(topic, vec![place.partition]).await?;
+    reader.seek(topic, place.partition, place.offset).await?;
+    let started = Instant::now();
+    while started.elapsed() < READ_BACK_STUCK {
+        let polled = reader.poll(READ_POLL).await?;
+        if let Some(record) = polled
+            .into_iter()
+            .find(|r| r.partition == place.partition && r.offset >= place.offset)
+        {
+            return Ok(Some(record).filter(|r| r.offset == place.offset));
+        }
+    }
+    Err(KrafkaError::timeout(format!(
+        "reading {topic}/{}@{} back",
+        place.partition, place.offset
+    )))
+}
+
+/// The answer for a payment that was settled, when what it said is no longer on record.
+fn no_longer_kept() -> Recorded {
+    Answer::in_doubt(
+        "this payment was settled before, but its answer is no longer on record; check with the PG before retrying",
+    )
+    .to_final()
 }
 
 /// Watches a key while an attempt on it decides its race. It starts from the newest
@@ -383,6 +508,17 @@ impl Drop for WatchGuard<'_> {
 mod tests {
     use super::*;
 
+    fn at(offset: i64, recorded: Recorded) -> Known {
+        Known {
+            place: LogPlace {
+                partition: 0,
+                offset,
+            },
+            written_ms: 0,
+            kept: Kept::of(&recorded),
+        }
+    }
+
     fn pending(attempt: &str) -> Recorded {
         Recorded::Pending {
             attempt: attempt.into(),
@@ -395,14 +531,14 @@ mod tests {
         let watch = Watch {
             attempts: 1,
             seen: vec![
-                (3, Recorded::Retryable),
-                (9, pending("ours")),
-                (7, pending("theirs")),
-                (12, Recorded::Retryable),
+                at(3, Recorded::Retryable),
+                at(9, pending("ours")),
+                at(7, pending("theirs")),
+                at(12, Recorded::Retryable),
             ],
         };
         assert_eq!(watch.offset_of("ours"), Some(9));
-        assert_eq!(watch.before(9), Some(pending("theirs")));
+        assert_eq!(watch.before(9), Some(at(7, pending("theirs"))));
         assert_eq!(watch.offset_of("nobody"), None);
         assert_eq!(watch.before(3), None);
     }

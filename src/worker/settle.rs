@@ -15,13 +15,23 @@ use crate::worker::race::{self, Race};
 use crate::worker::request::WorkItem;
 use std::time::Instant;
 
-/// Settles `item` and sends its reply; `Err` when the reply was not acknowledged, so the
-/// request must be read again (the record then answers the repeat).
-pub async fn settle_and_reply(worker: &Worker, item: WorkItem) -> Result<(), String> {
+/// Settles `item`, a request written at `written_ms`, and sends its reply; `Err` when the
+/// reply was not acknowledged, so the request must be read again (the record then answers
+/// the repeat).
+pub async fn settle_and_reply(
+    worker: &Worker,
+    item: WorkItem,
+    written_ms: i64,
+) -> Result<(), String> {
     let answer = match &item.payment {
         Err(why) => {
             worker.metrics.request("invalid-request");
             Answer::invalid(why)
+        }
+        // Its key may be forgotten already: charging it could charge twice.
+        Ok(_) if worker.results.past_window(written_ms) => {
+            worker.metrics.request("expired");
+            Answer::invalid("the request is older than the idempotency window; it was not charged")
         }
         Ok(payment) => settle(worker, payment).await?,
     };
@@ -35,7 +45,11 @@ pub async fn settle_and_reply(worker: &Worker, item: WorkItem) -> Result<(), Str
 /// The answer for `payment`, calling the PG only if no attempt is on record.
 async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, String> {
     let key = payment.idempotency_key.as_deref().unwrap_or_default();
-    let on_record = worker.results.get(key);
+    let on_record = worker
+        .results
+        .lookup(key)
+        .await
+        .map_err(|e| format!("cannot read the result of {key}, PG not called: {e}"))?;
     if matches!(
         on_record,
         Some(Recorded::Final { .. } | Recorded::Pending { .. })

@@ -7,10 +7,19 @@ use std::path::PathBuf;
 
 /// The local-stack config (topics created on demand) with the worker's timings for tests.
 pub fn system_config(pg_timeout_ms: u64) -> PathBuf {
+    system_config_with(pg_timeout_ms, |_| {})
+}
+
+/// [`system_config`] with `change` applied.
+pub fn system_config_with(
+    pg_timeout_ms: u64,
+    change: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     config_with(|c| {
         c["topics"]["auto_create"] = json!(true);
         c["worker"]["session_timeout_ms"] = json!(6000);
         c["worker"]["pg_timeout_ms"] = json!(pg_timeout_ms);
+        change(c);
     })
 }
 

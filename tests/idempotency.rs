@@ -1,0 +1,126 @@
+//! The worker's memory of past payments: what it keeps (a digest and a place in the results
+//! log, not the reply), for how long (the idempotency window), and what a repeat or a
+//! redelivered request gets at each end of that window.
+
+mod common;
+
+use common::system::{System, system_config_with};
+use common::*;
+use krafka::Record;
+use serde_json::json;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn pay(system: &System, key: &str, order_id: &str) -> HttpResponse {
+    system.gateway.pay_with(
+        "approve",
+        &[("idempotency-key", key)],
+        &json!({"order_id": order_id, "amount": 700}),
+    )
+}
+
+fn pg_calls(system: &System) -> u64 {
+    system.pg.charges()["calls"].as_u64().unwrap()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The worker keeps no reply in memory; a new worker process has read none at all. The
+/// repeat's answer can only come from the record in the log.
+#[test]
+fn a_repeat_after_the_worker_restarted_gets_the_first_answer_read_from_the_log() {
+    let mut system = System::start(1, &[], 3000);
+    let first = pay(&system, "restart-1", "R-1");
+    first.assert_status(200);
+
+    let mut old = system.workers.pop().unwrap();
+    old.daemon.signal("TERM");
+    assert_eq!(old.daemon.wait_exit(Duration::from_secs(20)), Some(0));
+    let fresh = system.spawn_worker();
+    wait_assigned(&[&fresh], 3);
+
+    let repeat = pay(&system, "restart-1", "R-1");
+    repeat.assert_status(200);
+    assert_eq!(repeat.json(), first.json());
+    assert_eq!(pg_calls(&system), 1, "the PG was called for the repeat");
+    fresh.daemon.wait_for_log(
+        "repeat of restart-1: answered from the record",
+        Duration::from_secs(5),
+    );
+    wait_until("the key counted", Duration::from_secs(5), || {
+        fresh.metric("kreply_worker_results_keys") == Some(1.0)
+    });
+}
+
+/// A request that waited in Kafka longer than the window (a worker down for days) may have
+/// outlived its key, so charging it could charge twice: it is refused, not charged.
+#[test]
+fn a_request_older_than_the_idempotency_window_is_answered_but_not_charged() {
+    let config = config_with_window(60_000);
+    let system = System::start_with(1, &[], config);
+    let kafka = system.broker.kafka();
+    let envelope = json!({"operation": "approve", "body": {"order_id": "OLD-1", "amount": 5}});
+    system.broker.runtime.block_on(async {
+        let producer = kafka.producer().build().await.unwrap();
+        let old = Record::new(REQUEST_TOPIC, envelope.to_string())
+            .key("OLD-1")
+            .timestamp(now_ms() - 120_000)
+            .header("kafka_replyTopic", REPLY_LOCAL2)
+            .header("kafka_correlationId", vec![3u8; 16])
+            .header("kreply_idempotencyKey", "old-1");
+        let _ack = producer.send(old).await.unwrap();
+    });
+
+    let replies = system.broker.read_topic(REPLY_LOCAL2, 1);
+    assert_eq!(replies.len(), 1);
+    let reply = &replies[0];
+    assert_eq!(reply.header_str("kreply_error"), Some("invalid-request"));
+    let body: serde_json::Value = serde_json::from_slice(reply.value.as_deref().unwrap()).unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("idempotency window"),
+        "{body}"
+    );
+    assert_eq!(pg_calls(&system), 0, "an expired request reached the PG");
+    // A fresh one still goes through.
+    pay(&system, "new-1", "N-1").assert_status(200);
+    assert_eq!(pg_calls(&system), 1);
+}
+
+/// The window is what bounds the worker's memory: a key is dropped once it is older, and
+/// only then may the same key be charged again (as the README's guarantees say).
+#[test]
+fn a_key_is_forgotten_only_after_the_window() {
+    let window = Duration::from_secs(3);
+    let system = System::start_with(1, &[], config_with_window(window.as_millis() as u64));
+    let worker = &system.workers[0];
+    let first = pay(&system, "window-1", "W-1");
+    first.assert_status(200);
+    pay(&system, "window-1", "W-1").assert_status(200);
+    assert_eq!(
+        pg_calls(&system),
+        1,
+        "a repeat within the window was charged"
+    );
+
+    // The window itself is what is under test: let it pass.
+    std::thread::sleep(window + Duration::from_millis(500));
+    pay(&system, "window-2", "W-2").assert_status(200);
+    wait_until("the old key dropped", Duration::from_secs(5), || {
+        worker.metric("kreply_worker_results_keys") == Some(1.0)
+    });
+    pay(&system, "window-1", "W-1").assert_status(200);
+    assert_eq!(pg_calls(&system), 3, "a key past the window was still held");
+}
+
+fn config_with_window(window_ms: u64) -> std::path::PathBuf {
+    system_config_with(3000, |c| {
+        c["worker"]["idempotency_window_ms"] = json!(window_ms);
+    })
+}
