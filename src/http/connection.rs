@@ -29,11 +29,11 @@ use async_std::net::TcpStream;
 use std::future::Future;
 use std::net::Shutdown;
 use std::pin::pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
-use tide::http::{Method, Request, Response};
+use tide::http::{Body, Method, Request, Response};
 
 /// When the request's body must have arrived; the payment handler reads it against this.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +42,9 @@ pub struct BodyDeadline(pub Instant);
 /// How long a closing connection keeps discarding input, so that a client still sending
 /// reads its answer instead of a reset (what Apache calls a lingering close).
 const LINGER: Duration = Duration::from_secs(1);
+/// The request body's own read buffer: payment bodies are a few hundred bytes, and the
+/// decoder's buffer underneath already batches reads from the socket.
+const SMALL_READS: usize = 512;
 /// Unread body bytes that may be skipped to keep a connection alive; beyond, it closes.
 const SKIPPABLE_BODY: u64 = 64 * 1024;
 
@@ -62,7 +65,8 @@ pub async fn serve<S>(
     // head's deadline, so silent connections cannot hold slots for the long idle timeout.
     let mut wait_for_request = limits.head_timeout();
     loop {
-        let (mut req, mut body) = match next_request(&stream, limits, wait_for_request).await {
+        let next = Box::pin(next_request(&stream, limits, wait_for_request)).await;
+        let (mut req, body) = match next {
             Ok(Some(request)) => request,
             Ok(None) => return,
             Err((cut, problem)) => {
@@ -81,6 +85,10 @@ pub async fn serve<S>(
         req.set_local_addr(local);
         req.ext_mut()
             .insert(BodyDeadline(Instant::now() + limits.body_timeout()));
+        // The decoder's handle on the body holds its read buffer (8 KiB) until dropped;
+        // the request's body reads through the same buffer and lets go of it at its end.
+        drop(body);
+        let mut body = ReleasedAtEnd::wrap(&mut req);
         let method = req.method();
         let close_asked = asks_to_close(&req);
         // Boxed, like the decoder below: the task then holds only what the phase it is
@@ -168,6 +176,54 @@ async fn next_request(
 fn asks_to_close(req: &Request) -> bool {
     req.header("connection")
         .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"))
+}
+
+/// A request body that lets go of its reader, and with it the read buffers, as soon as it
+/// has been read to its end: a payment waiting for its reply then holds no buffer. The
+/// connection keeps a second handle to skip what the handler left unread.
+#[derive(Clone)]
+struct ReleasedAtEnd(Arc<Mutex<Unread>>);
+
+struct Unread {
+    reader: Option<Body>,
+    /// Bytes still to come, when the length is known: a reader of known length ends
+    /// there without another read reporting its end.
+    left: Option<usize>,
+}
+
+impl ReleasedAtEnd {
+    /// Puts `req`'s body behind a shared handle; returns the connection's handle.
+    fn wrap(req: &mut Request) -> ReleasedAtEnd {
+        let left = req.len();
+        let reader = Some(req.take_body()).filter(|_| left != Some(0));
+        let shared = ReleasedAtEnd(Arc::new(Mutex::new(Unread { reader, left })));
+        req.set_body(Body::from_reader(
+            async_std::io::BufReader::with_capacity(SMALL_READS, shared.clone()),
+            left,
+        ));
+        shared
+    }
+}
+
+impl Read for ReleasedAtEnd {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut unread = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(reader) = unread.reader.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let read = std::pin::Pin::new(reader).poll_read(cx, buf);
+        if let Poll::Ready(Ok(n)) = read {
+            unread.left = unread.left.map(|left| left.saturating_sub(n));
+            if (n == 0 && !buf.is_empty()) || unread.left == Some(0) {
+                unread.reader = None;
+            }
+        }
+        read
+    }
 }
 
 /// Whether the request body is consumed: skips what has already arrived (up to a limit)

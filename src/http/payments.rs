@@ -28,7 +28,7 @@ use crate::registry::{Refused, Reply, ReplyWaiter};
 use crate::reply_check;
 use crate::reply_error::ReplyError;
 use async_std::future::timeout;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tide::{Request, Response, StatusCode};
 
 /// Every payment answer carries its correlation id here, for support tickets.
@@ -85,6 +85,47 @@ async fn exchange(
     operation: &str,
     trail: &mut Trail,
 ) -> Result<Reply, Problem> {
+    // Boxed: the checks, the body and the parsed payment are gone once the record is
+    // built, so thousands of payments waiting for replies hold only what waiting needs.
+    let (waiter, record, wait) = Box::pin(prepare(gateway, req, operation, trail)).await?;
+    let id = waiter.id().clone();
+    let deadline = Instant::now() + wait;
+    let placement = match timeout(wait, gateway.sender.send(record.clone())).await {
+        Ok(Ok(placement)) => placement,
+        Ok(Err(failure)) if failure.possibly_written => {
+            // The reply may even have come already; if not, keep it when it does.
+            return waiter
+                .give_up()
+                .ok_or_else(|| send_failed(gateway, &record, &id, failure));
+        }
+        Ok(Err(failure)) => return Err(send_failed(gateway, &record, &id, failure)),
+        Err(_) => {
+            let why = format!(
+                "no acknowledgement from the brokers within {} ms",
+                wait.as_millis()
+            );
+            return give_up(gateway, waiter, &record, None, why);
+        }
+    };
+    let mut waiter = waiter;
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    match timeout(remaining, &mut waiter).await {
+        Ok(reply) => Ok(reply),
+        Err(_) => {
+            let why = format!("no reply within {} ms", wait.as_millis());
+            give_up(gateway, waiter, &record, Some(placement), why)
+        }
+    }
+}
+
+/// Checks everything about the input, then registers a correlation id: the waiter, the
+/// record to produce, and how long the caller waits.
+async fn prepare(
+    gateway: &Gateway,
+    req: &mut Request<State>,
+    operation: &str,
+    trail: &mut Trail,
+) -> Result<(ReplyWaiter, OutgoingRecord, Duration), Problem> {
     let config = &gateway.config;
     if !config.accepts_operation(operation) {
         return Err(Problem::new(
@@ -117,7 +158,7 @@ async fn exchange(
     }
 
     let id = CorrelationId::new_spring();
-    let mut waiter = gateway
+    let waiter = gateway
         .registry
         .register(id.clone())
         .map_err(|refused| match refused {
@@ -131,33 +172,7 @@ async fn exchange(
         })?;
     trail.correlation_id = Some(id.clone());
     let record = payment.to_record(&config.request_topic, &id, &gateway.route);
-    let deadline = Instant::now() + wait;
-
-    let placement = match timeout(wait, gateway.sender.send(record.clone())).await {
-        Ok(Ok(placement)) => placement,
-        Ok(Err(failure)) if failure.possibly_written => {
-            // The reply may even have come already; if not, keep it when it does.
-            return waiter
-                .give_up()
-                .ok_or_else(|| send_failed(gateway, &record, &id, failure));
-        }
-        Ok(Err(failure)) => return Err(send_failed(gateway, &record, &id, failure)),
-        Err(_) => {
-            let why = format!(
-                "no acknowledgement from the brokers within {} ms",
-                wait.as_millis()
-            );
-            return give_up(gateway, waiter, &record, None, why);
-        }
-    };
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    match timeout(remaining, &mut waiter).await {
-        Ok(reply) => Ok(reply),
-        Err(_) => {
-            let why = format!("no reply within {} ms", wait.as_millis());
-            give_up(gateway, waiter, &record, Some(placement), why)
-        }
-    }
+    Ok((waiter, record, wait))
 }
 
 /// The deadline passed: the reply if it came in that very instant, else a 504, and the
