@@ -29,7 +29,7 @@ mod common;
 use common::answers::counter;
 use common::cpu::{own_threads_cpu, process_cpu};
 use common::floor::{Floor, FloorSettings, REQUESTER_THREADS, RESPONDER_THREADS, Requester};
-use common::hosts::gateway_on_own_ip;
+use common::hosts::gateway_on_own_ip_logging;
 use common::keep_alive::KeepAlive;
 use common::raw::payment_head;
 use common::rss::rss_kb;
@@ -47,7 +47,8 @@ use std::time::{Duration, Instant};
 /// The gateway hosts, from `etc/reply-hosts.txt`: replies to `payment_response_local2`
 /// and `payment_response_local3`.
 const HOSTS: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
-/// The shipped default log filter: one INFO line per payment, as in production.
+/// The shipped default log filter: one INFO line per payment, as in production. (The
+/// harness's "info" also logs krafka's tracing spans, lines per send and per poll.)
 const LOG_FILTER: &str = "info,krafka=warn";
 /// A call without an answer by then counts as an error (the gateway's default wait).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,6 +73,7 @@ impl Settings {
             warmup: Duration::from_secs(env_number("BENCH_WARMUP_SECONDS", 2) as u64),
             connections: connections
                 .split(',')
+                .filter(|c| !c.trim().is_empty())
                 .map(|c| {
                     c.trim()
                         .parse()
@@ -352,7 +354,7 @@ impl Stack {
         // results topic.
         let gateways: Vec<Gateway> = HOSTS[..hosts]
             .iter()
-            .map(|ip| gateway_on_own_ip(&broker.addr, ip, &config.path))
+            .map(|ip| gateway_on_own_ip_logging(&broker.addr, ip, &config.path, LOG_FILTER))
             .collect();
         let name = format!("bench-worker-{}", free_port());
         let worker = Worker::spawn_logging(&name, &broker.addr, &pg, &config.path, LOG_FILTER);
@@ -469,27 +471,34 @@ impl Waiting {
     }
 }
 
+/// How long an unanswered payment waits: longer than opening all of them takes (about
+/// 20 s for 10,000 here: the gateway accepts, reads and produces each on the way).
+const UNANSWERED_WAIT_MS: u64 = 120_000;
+
 /// `count` payments sent to one gateway with no worker running: each waits for a reply
 /// that never comes. The gateway's limits are raised to hold them all.
 fn waiting_row(count: usize) -> Waiting {
     let config = BenchConfig::new(|c| {
+        c["max_timeout_ms"] = json!(UNANSWERED_WAIT_MS);
         c["max_in_flight"] = json!(count);
         c["http"]["max_connections"] = json!(count + 64);
     });
     let broker = Broker::start();
-    let gateway = gateway_on_own_ip(&broker.addr, HOSTS[0], &config.path);
+    let gateway = gateway_on_own_ip_logging(&broker.addr, HOSTS[0], &config.path, LOG_FILTER);
     let pid = gateway.daemon.pid();
     let idle_kb = rss_kb(pid);
     let started = Instant::now();
     let open: Vec<TcpStream> = (0..count)
         .filter_map(|n| send_unanswered(gateway.addr, n).ok())
         .collect();
-    // Every request waits 30 s at most (`request-timeout`); measure well before.
-    let deadline = started + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut held = 0;
-    while held < open.len() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    loop {
         held = held.max(counter(gateway.addr, "kreply_waiting_replies") as usize);
+        if held >= open.len() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let took = started.elapsed();
     let mut peak_kb = rss_kb(pid);
@@ -510,7 +519,8 @@ fn waiting_row(count: usize) -> Waiting {
 /// A payment on a connection of its own, left open without reading the answer.
 fn send_unanswered(addr: SocketAddr, n: usize) -> std::io::Result<TcpStream> {
     let body = format!(r#"{{"order_id":"WAIT-{n}","amount":1000,"currency":"KRW"}}"#);
-    let mut request = payment_head("approve", body.len(), b"request-timeout: 30000\r\n");
+    let timeout = format!("request-timeout: {UNANSWERED_WAIT_MS}\r\n");
+    let mut request = payment_head("approve", body.len(), timeout.as_bytes());
     request.extend_from_slice(body.as_bytes());
     let mut stream = TcpStream::connect(addr)?;
     stream.write_all(&request)?;

@@ -371,6 +371,18 @@ impl Gateway {
 
     /// Starts a gateway for host `host_ip` listening on `addr`, without waiting.
     pub fn spawn_at(broker: &str, host_ip: &str, addr: SocketAddr, config: &Path) -> Gateway {
+        Gateway::spawn_logging(broker, host_ip, addr, config, "info")
+    }
+
+    /// [`Gateway::spawn_at`] with the log filter `rust_log`. ("info" logs krafka's tracing
+    /// spans too, a few lines per send and poll; the shipped default does not.)
+    pub fn spawn_logging(
+        broker: &str,
+        host_ip: &str,
+        addr: SocketAddr,
+        config: &Path,
+        rust_log: &str,
+    ) -> Gateway {
         let listen = addr.to_string();
         let daemon = Daemon::spawn(
             &format!("gateway-{}", addr.port()),
@@ -379,6 +391,7 @@ impl Gateway {
                 ("KREPLY_BROKERS", broker),
                 ("KREPLY_LISTEN", &listen),
                 ("KREPLY_HOST_IP", host_ip),
+                ("RUST_LOG", rust_log),
             ],
         );
         Gateway { addr, daemon }
