@@ -593,6 +593,19 @@ fn fixed(value: Option<f64>, decimals: usize) -> String {
     value.map_or("-".into(), |v| format!("{v:.decimals$}"))
 }
 
+/// `10000` as `10,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
 fn megabytes(kb: Option<u64>) -> String {
     fixed(kb.map(|kb| kb as f64 / 1024.0), 1)
 }
@@ -633,9 +646,9 @@ fn table_line(row: &mut Row, floor: Option<(f64, Option<f64>)>) -> String {
 fn waiting_line(waiting: &Waiting) -> String {
     format!(
         "| {} waiting requests, no worker | {} | - | - | - | - | {} | - | - | {} | - | - | - |\n",
+        thousands(waiting.count),
         waiting.count,
-        waiting.count,
-        waiting.count - waiting.held,
+        waiting.count.saturating_sub(waiting.held),
         megabytes(waiting.peak_kb),
     )
 }
@@ -689,9 +702,9 @@ fn report(
     }
     if let Some(w) = waiting {
         text.push_str(&format!(
-            "{} waiting: {} held after {:.1} s; gateway RSS {} MB idle, {} MB holding them: {} KB per waiting request (issue 8 target: under 64 MB)\n",
-            w.count,
-            w.held,
+            "{} waiting requests: {} held {:.1} s after the first was sent; gateway RSS {} MB idle, {} MB holding them: {} KB per waiting request (issue 8 target: under 64 MB)\n",
+            thousands(w.count),
+            thousands(w.held),
             w.took.as_secs_f64(),
             megabytes(w.idle_kb),
             megabytes(w.peak_kb),
@@ -742,6 +755,13 @@ fn bench() {
         silent.is_empty(),
         "rows without a single answer: {silent:?}"
     );
+}
+
+#[test]
+fn thousands_are_separated() {
+    assert_eq!(thousands(10_000), "10,000");
+    assert_eq!(thousands(100), "100");
+    assert_eq!(thousands(1_234_567), "1,234,567");
 }
 
 #[test]
