@@ -279,6 +279,8 @@ fn until_answered(what: &str, mut attempt: impl FnMut(usize) -> Result<(), Strin
                 "{what} answered nothing within {FIRST_ANSWER_WITHIN:?}; last: {e}"
             ),
         }
+        // A refusal (503 not-ready) comes at once; no need to ask a hundred times a second.
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
