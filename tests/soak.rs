@@ -73,13 +73,6 @@ impl Settings {
     }
 }
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).map_or(default, |v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
-}
-
 /// Broker, PG simulator, three gateway hosts and two workers with the partitions shared.
 struct Stack {
     broker: Broker,

@@ -9,10 +9,20 @@ use std::time::Duration;
 /// A group-less consumer on every partition of `topic`, positioned at its end. (A group
 /// join takes ~10 s on tansu; a test responder needs none.)
 pub async fn request_consumer(kafka: &Kafka, topic: &str) -> krafka::Result<Consumer> {
+    consumer_at_end(kafka, topic, Duration::from_millis(10)).await
+}
+
+/// [`request_consumer`] with a fetch wait of the caller's (the benchmark's floor uses
+/// kreply's `fetch_max_wait_ms`), for requests or replies alike.
+pub async fn consumer_at_end(
+    kafka: &Kafka,
+    topic: &str,
+    fetch_max_wait: Duration,
+) -> krafka::Result<Consumer> {
     let consumer = kafka
         .consumer_without_group()
         .auto_offset_reset(AutoOffsetReset::Latest)
-        .fetch_max_wait(Duration::from_millis(10))
+        .fetch_max_wait(fetch_max_wait)
         .build()
         .await?;
     let meta = consumer.fetch_metadata(Some(topic)).await?;

@@ -55,7 +55,17 @@ fn free_addr(ip: &str) -> SocketAddr {
 
 /// Starts a gateway as host `host_ip`, listening on that IP, and waits until it is ready.
 pub fn gateway_on_own_ip(broker: &str, host_ip: &str, config: &Path) -> Gateway {
-    let gateway = Gateway::spawn_at(broker, host_ip, free_addr(host_ip), config);
+    gateway_on_own_ip_logging(broker, host_ip, config, "info")
+}
+
+/// [`gateway_on_own_ip`] with the log filter `rust_log`.
+pub fn gateway_on_own_ip_logging(
+    broker: &str,
+    host_ip: &str,
+    config: &Path,
+    rust_log: &str,
+) -> Gateway {
+    let gateway = Gateway::spawn_logging(broker, host_ip, free_addr(host_ip), config, rust_log);
     gateway.wait_ready();
     gateway
 }

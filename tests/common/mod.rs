@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod answers;
+pub mod cpu;
 pub mod echo;
+pub mod floor;
 pub mod hosts;
 pub mod keep_alive;
 pub mod raw;
@@ -369,6 +371,18 @@ impl Gateway {
 
     /// Starts a gateway for host `host_ip` listening on `addr`, without waiting.
     pub fn spawn_at(broker: &str, host_ip: &str, addr: SocketAddr, config: &Path) -> Gateway {
+        Gateway::spawn_logging(broker, host_ip, addr, config, "info")
+    }
+
+    /// [`Gateway::spawn_at`] with the log filter `rust_log`. ("info" logs krafka's tracing
+    /// spans too, a few lines per send and poll; the shipped default does not.)
+    pub fn spawn_logging(
+        broker: &str,
+        host_ip: &str,
+        addr: SocketAddr,
+        config: &Path,
+        rust_log: &str,
+    ) -> Gateway {
         let listen = addr.to_string();
         let daemon = Daemon::spawn(
             &format!("gateway-{}", addr.port()),
@@ -377,6 +391,7 @@ impl Gateway {
                 ("KREPLY_BROKERS", broker),
                 ("KREPLY_LISTEN", &listen),
                 ("KREPLY_HOST_IP", host_ip),
+                ("RUST_LOG", rust_log),
             ],
         );
         Gateway { addr, daemon }
@@ -465,6 +480,21 @@ pub struct Worker {
 
 impl Worker {
     pub fn spawn(name: &str, broker: &str, pg: &MockPg, config: &Path) -> Worker {
+        // krafka's group protocol lines, for the log a failed test shows.
+        let log =
+            "info,krafka=warn,krafka::consumer::group=debug,krafka::consumer::rebalance=debug";
+        Worker::spawn_logging(name, broker, pg, config, log)
+    }
+
+    /// [`Worker::spawn`] with the log filter `rust_log` (the benchmark runs the shipped
+    /// default, without the group protocol's debug lines).
+    pub fn spawn_logging(
+        name: &str,
+        broker: &str,
+        pg: &MockPg,
+        config: &Path,
+        rust_log: &str,
+    ) -> Worker {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = metrics_addr.to_string();
         let daemon = Daemon::spawn(
@@ -474,11 +504,7 @@ impl Worker {
                 ("KREPLY_BROKERS", broker),
                 ("KREPLY_PG_URL", &pg.url),
                 ("KREPLY_METRICS_LISTEN", &listen),
-                // krafka's group protocol lines, for the log a failed test shows.
-                (
-                    "RUST_LOG",
-                    "info,krafka=warn,krafka::consumer::group=debug,krafka::consumer::rebalance=debug",
-                ),
+                ("RUST_LOG", rust_log),
             ],
         );
         Worker {
@@ -509,6 +535,14 @@ impl Worker {
             .filter_map(|p| p.trim().parse().ok())
             .collect()
     }
+}
+
+/// A whole number from the environment variable `name`, else `default`.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+    })
 }
 
 /// Waits until `workers` each own some partitions and together own all `partitions`.
