@@ -15,6 +15,13 @@
 //!
 //! Its sqlite storage does none of this (records are stored one by one), nor does Kafka.
 //!
+//! krafka adds a way to land inside a batch: a poll hands out at most `max_poll_records`
+//! (default 500) and decodes at most about twice that of a fetch response; the rest is
+//! fetched again from where decoding stopped, which can be inside a batch. A reader with
+//! the default settings, started at the beginning of a 6,000-record partition written in
+//! batches, lost 694 records from offset 1,000 on. Hence `max_poll_records(-1)` on every
+//! consumer that reads multi-record batches.
+//!
 //! What kreply does about it, here: a poll's repeats are dropped ([`drop_repeats`]), and a
 //! consumer only ever commits or seeks to where one of its polls began or ended on a
 //! partition ([`spans`]), which is the first offset of a batch, never to a record inside

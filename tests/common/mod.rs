@@ -161,11 +161,15 @@ impl Broker {
     }
 
     /// A consumer on every partition of `topic`, from the start.
+    /// Polls hand out everything fetched: krafka cuts a poll at 500 records, and after a
+    /// cut inside a batch its next fetch starts there, from which tansu's memory storage
+    /// skips the rest of the batch (see `kreply::kafka::whole_batches`).
     async fn from_start(kafka: &Kafka, topic: &str) -> Consumer {
         let consumer = kafka
             .consumer_without_group()
             .auto_offset_reset(AutoOffsetReset::Earliest)
             .fetch_max_wait(Duration::from_millis(10))
+            .max_poll_records(-1)
             .build()
             .await
             .unwrap();
