@@ -129,8 +129,9 @@ impl Registry {
 
     /// Hands a reply to the request waiting for `id`, compared byte for byte.
     pub fn deliver(&self, id: &[u8], reply: Reply) -> Delivery {
-        let slot = lock(&self.inner.waiting).remove(id);
-        let Some(slot) = slot else {
+        let mut waiting = lock(&self.inner.waiting);
+        let Some(slot) = waiting.remove(id) else {
+            drop(waiting);
             // A give-up moves its id to the store under the `waiting` lock, so an id
             // missing above is already in the store if it was given up on.
             return match lock(&self.inner.late).keep(id, reply, Instant::now()) {
@@ -141,12 +142,15 @@ impl Registry {
                 }
             };
         };
+        // Stored before `waiting` is let go: a give-up takes that lock first, so it either
+        // finds the reply or ran before the slot was removed (and the id is in the store).
         let waker = {
             let mut state = lock(&slot.state);
             state.reply = Some(reply);
             state.waker.take()
         };
-        // Woken outside the lock: the waiter's executor may poll it at once.
+        drop(waiting);
+        // Woken outside the locks: the waiter's executor may poll it at once.
         if let Some(waker) = waker {
             waker.wake();
         }

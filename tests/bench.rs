@@ -104,13 +104,8 @@ struct BenchConfig {
 impl BenchConfig {
     /// With topics created on demand, production batching, and `change` applied.
     fn new(change: impl FnOnce(&mut Value)) -> BenchConfig {
-        let shipped: Value =
-            serde_json::from_str(&std::fs::read_to_string(shipped_config()).unwrap()).unwrap();
         let mut json = Value::Null;
         let path = config_with(|c| {
-            // `config_with` writes one record per batch for the tests (tansu misreports the
-            // end offset of larger batches); the benchmark measures the production value.
-            c["producer_batch_bytes"] = shipped["producer_batch_bytes"].clone();
             c["topics"]["auto_create"] = json!(true);
             change(c);
             json = c.clone();

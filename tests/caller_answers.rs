@@ -202,7 +202,7 @@ fn a_reply_to_an_id_this_host_never_issued_is_not_kept() {
     let id = uuid::Uuid::new_v4();
     let kafka = broker.kafka();
     broker.runtime.block_on(async {
-        let producer = kafka.producer().batch_size(1).build().await.unwrap();
+        let producer = kafka.producer().build().await.unwrap();
         let stray = Record::new(REPLY_LOCAL2, r#"{"status":"APPROVED"}"#)
             .header("kafka_correlationId", id.as_bytes().to_vec());
         let _ack = producer.send(stray).await.unwrap();

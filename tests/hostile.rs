@@ -149,7 +149,7 @@ fn garbage_replies_are_counted_and_dropped_while_real_payments_get_their_replies
 
     let producer = broker
         .runtime
-        .block_on(broker.kafka().producer().batch_size(1).build())
+        .block_on(broker.kafka().producer().build())
         .unwrap();
     let garbage = [
         Record::new(REPLY_LOCAL2, "{}"),

@@ -11,6 +11,13 @@
 //! payment. So the consumer watches for the signs itself, whatever the broker says: an end
 //! offset below one seen before, or a position below zero.
 //!
+//! The ends it compares must all come from fetch responses (krafka's `lag()`), never from
+//! ListOffsets: tansu's memory storage lists the end of a multi-record batch as its first
+//! offset + 1, below the end its fetches report, and an end taken from each would look like
+//! a log going backwards (see [`super::whole_batches`]). Fetch responses report it right
+//! and never lower than before on a healthy log: the tests read bursts of multi-record
+//! batches without a reopen.
+//!
 //! Runtime-free: it only compares numbers, so its rules are unit-tested.
 
 use std::collections::HashMap;
@@ -20,6 +27,7 @@ use std::collections::HashMap;
 pub struct PartitionView {
     pub partition: i32,
     pub position: Option<i64>,
+    /// The end the latest fetch response reported, not a ListOffsets answer.
     pub high_watermark: Option<i64>,
 }
 
@@ -93,8 +101,8 @@ mod tests {
 
     #[test]
     fn a_position_past_the_end_alone_is_not_enough() {
-        // tansu reports a multi-record batch's end as its first offset + 1, so a
-        // position past the end happens on a healthy log; the end never goes down there.
+        // The end is only as fresh as the latest fetch response, so a position past it is
+        // no sign by itself; only an end that went down tells a log that started over.
         let mut watch = LogWatch::default();
         assert!(watch.started_over(&[view(0, 20, 11)]).is_empty());
         assert!(watch.started_over(&[view(0, 20, 11)]).is_empty());

@@ -14,6 +14,7 @@ mod producer;
 pub mod producer_session;
 mod reply_consumer;
 pub mod topics;
+pub mod whole_batches;
 
 pub use producer::{SendFailure, SendHandle, to_krafka};
 #[cfg(test)]

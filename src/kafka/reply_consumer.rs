@@ -5,7 +5,11 @@
 //! partition is assigned by hand, because a worker picks the reply partition by hashing the
 //! key over all of them. Reading starts at the latest offset: replies written before this
 //! process started belong to requests that no longer wait, and there is no group offset to
-//! resume from anyway.
+//! resume from anyway. On tansu's memory storage "latest" can lie inside the newest
+//! produce batch; the fetch from there skips the rest of that batch (replies older than
+//! this consumer) and returns the batches after it more than once, and those repeats are
+//! dropped before delivery ([`whole_batches`](super::whole_batches)), so each reply reaches
+//! the registry once.
 //!
 //! When a partition's log starts over under it (see [`super::log_watch`]), or it has heard
 //! nothing from the brokers for `reply_stale_after_ms`, the consumer is opened again on a
@@ -21,6 +25,7 @@ use crate::error::StartupError;
 use crate::gateway_metrics::GatewayMetrics;
 use crate::kafka::Place;
 use crate::kafka::log_watch::{LogWatch, PartitionView};
+use crate::kafka::whole_batches;
 use crate::readiness::{Change, Readiness};
 use crate::record::{headers, now_ms};
 use crate::registry::{Delivery, Registry, Reply};
@@ -173,6 +178,8 @@ impl ReplySource {
             .consumer_without_group()
             .auto_offset_reset(AutoOffsetReset::Latest)
             .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+            // A poll hands out everything fetched, so a fetch's repeats are all in one poll.
+            .max_poll_records(-1)
             .lag_staleness_threshold(Duration::from_millis(config.reply_stale_after_ms))
             .build()
             .await
@@ -212,7 +219,13 @@ pub async fn run(
     let mut last_healthy_ms = now_ms();
     loop {
         let verdict = match consumer.poll(POLL_TIMEOUT).await {
-            Ok(records) => {
+            Ok(mut records) => {
+                let repeats = whole_batches::drop_repeats(&mut records);
+                if repeats > 0 {
+                    log::debug!(
+                        "{repeats} reply record(s) fetched twice in one poll; delivered once"
+                    );
+                }
                 for record in records {
                     dispatch(&registry, &metrics, record);
                 }

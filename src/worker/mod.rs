@@ -27,6 +27,7 @@ mod stale_group;
 
 use crate::config::{Config, StartFrom};
 use crate::error::StartupError;
+use crate::kafka::whole_batches::{self, Reread, Span};
 use crate::kafka::{self, topics, topics::NeededTopic};
 use crate::ops::notify::notify;
 use crate::record::OutgoingRecord;
@@ -49,6 +50,9 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Beyond the PG timeout, how long an attempt may take to put its result on record.
 const RECORDING_MARGIN: Duration = Duration::from_secs(5);
+/// Bytes one fetch of requests may bring: a few hundred requests, about krafka's default
+/// of 500 records a poll, now that a poll hands out everything fetched.
+const FETCH_MAX_BYTES: i32 = 128 * 1024;
 
 /// What every request task shares.
 pub struct Worker {
@@ -154,6 +158,11 @@ async fn start(
         .heartbeat_interval(session / 3)
         .rebalance_listener(Arc::clone(&rounds))
         .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+        // Every poll hands out all that was fetched, so the position only stops where a
+        // batch ends: a commit or a seek inside a multi-record batch would make tansu skip
+        // the rest of it (see `whole_batches`).
+        .max_poll_records(-1)
+        .fetch_max_bytes(FETCH_MAX_BYTES)
         .auto_offset_reset(match settings.start_from {
             StartFrom::Latest => AutoOffsetReset::Latest,
             StartFrom::Earliest => AutoOffsetReset::Earliest,
@@ -215,7 +224,7 @@ async fn serve(worker: Arc<Worker>, requests: &mut Requests<'_>, stop: &mut Stop
             _ = stop.requested() => return,
             polled = consumer.poll(POLL_TIMEOUT) => polled,
         };
-        let records = match polled {
+        let mut records = match polled {
             Ok(records) => records,
             Err(e) => {
                 log::warn!("worker: polling {topic}: {e}");
@@ -223,13 +232,23 @@ async fn serve(worker: Arc<Worker>, requests: &mut Requests<'_>, stop: &mut Stop
                 continue;
             }
         };
-        if !owned.update(&worker, consumer, topic, &records).await {
-            rewind(consumer, topic, &records).await;
+        let repeats = whole_batches::drop_repeats(&mut records);
+        if repeats > 0 {
+            log::debug!("worker: {repeats} request(s) fetched twice in one poll; read once");
+        }
+        let spans = whole_batches::spans(&records);
+        if !owned.update(&worker, consumer, topic, &spans).await {
+            rewind(consumer, topic, &spans).await;
             continue;
         }
+        owned.reread.drop_handled(&mut records);
         if !records.is_empty() {
             let settled = settle_batch(&worker, records).await;
-            commit(consumer, topic, settled, &worker.metrics).await;
+            let read = Read {
+                spans: &spans,
+                reread: &mut owned.reread,
+            };
+            commit(consumer, topic, settled, read, &worker.metrics).await;
             worker
                 .metrics
                 .results_keys
@@ -250,17 +269,19 @@ struct Owned {
     partitions: HashSet<i32>,
     /// Since when the worker has been rejoining after a stale assignment.
     regaining: Option<Instant>,
+    /// Requests already settled in batches being read again.
+    reread: Reread,
 }
 
 impl Owned {
     /// Takes the consumer's assignment; `false` when the results store could not be read
-    /// first, so the batch (`records`) must be read again later.
+    /// first, so the batch (which read `spans`) must be read again later.
     async fn update(
         &mut self,
         worker: &Worker,
         consumer: &Consumer,
         topic: &str,
-        records: &[ConsumerRecord],
+        spans: &BTreeMap<i32, Span>,
     ) -> bool {
         let assigned: HashSet<i32> = consumer
             .assignment()
@@ -272,6 +293,7 @@ impl Owned {
         if assigned == self.partitions {
             return true;
         }
+        self.reread.clear();
         // New partitions may carry repeats of what their previous owner recorded;
         // losing partitions brings nothing new to read.
         let new: Vec<i32> = assigned.difference(&self.partitions).copied().collect();
@@ -280,7 +302,7 @@ impl Owned {
             log::error!("worker: cannot read the results store, will retry: {e}");
             return false;
         }
-        anchor(consumer, topic, &new, records, &worker.metrics).await;
+        anchor(consumer, topic, &new, spans, &worker.metrics).await;
         let mut sorted: Vec<_> = assigned.iter().copied().collect();
         sorted.sort_unstable();
         log::info!("worker: assigned partitions {sorted:?} of {topic}");
@@ -304,29 +326,24 @@ async fn anchor(
     consumer: &Consumer,
     topic: &str,
     new: &[i32],
-    records: &[ConsumerRecord],
+    spans: &BTreeMap<i32, Span>,
     metrics: &WorkerMetrics,
 ) {
-    let mut starts = Vec::new();
+    let mut anchors = Vec::new();
     for &partition in new {
         // The batch in hand starts there; without records, the next one will.
-        let first = records
-            .iter()
-            .filter(|r| r.partition == partition)
-            .map(|r| r.offset)
-            .min();
-        let start = match first {
-            Some(offset) => Some(offset),
+        let start = match spans.get(&partition) {
+            Some(span) => Some(span.start),
             None => consumer.position(topic, partition).await,
         };
         if let Some(start) = start {
-            starts.push((
+            anchors.push((
                 TopicPartition::new(topic, partition),
                 OffsetAndMetadata::new(start),
             ));
         }
     }
-    if let Err(e) = consumer.commit_offsets(starts).await {
+    if let Err(e) = consumer.commit_offsets(anchors).await {
         metrics.commit_errors.inc();
         log::warn!("worker: committing the start of new partitions of {topic}: {e}");
     }
@@ -418,7 +435,6 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
             return true;
         }
     };
-    let _permit = worker.pg_calls.acquire().await;
     match settle::settle_and_reply(worker, item, record.timestamp).await {
         Ok(()) => true,
         Err(why) => {
@@ -428,15 +444,37 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
     }
 }
 
-/// Commits each partition up to its first unsettled offset and re-reads from there.
-async fn commit(consumer: &Consumer, topic: &str, settled: Settled, metrics: &WorkerMetrics) {
+/// What a batch read, and what of it was settled in earlier readings.
+struct Read<'a> {
+    /// Per partition, from the first offset of a produce batch to the end of one.
+    spans: &'a BTreeMap<i32, Span>,
+    reread: &'a mut Reread,
+}
+
+/// Commits each partition whose requests were all settled, at the end of what the batch
+/// read there. A partition with an unsettled request is read again from where the batch
+/// began there, skipping what was settled; nothing is committed for it. Seeking to the
+/// unsettled request itself would make tansu skip it and the rest of its produce batch
+/// (see `whole_batches`), and committing it would make the next owner do the same.
+async fn commit(
+    consumer: &Consumer,
+    topic: &str,
+    settled: Settled,
+    read: Read<'_>,
+    metrics: &WorkerMetrics,
+) {
     for (partition, offsets) in settled {
-        let first_unsettled = offsets
-            .iter()
-            .find(|(_, ok)| !**ok)
-            .map(|(offset, _)| *offset);
-        let next =
-            first_unsettled.unwrap_or_else(|| offsets.keys().last().map_or(0, |last| last + 1));
+        let Some(span) = read.spans.get(&partition) else {
+            continue;
+        };
+        if offsets.values().any(|ok| !ok) {
+            let handled = offsets.iter().filter(|(_, ok)| **ok).map(|(at, _)| *at);
+            read.reread.remember(partition, handled);
+            let _ = consumer.seek(topic, partition, span.start).await;
+            continue;
+        }
+        read.reread.done(partition);
+        let next = span.end;
         let position = (
             TopicPartition::new(topic, partition),
             OffsetAndMetadata::new(next),
@@ -447,21 +485,14 @@ async fn commit(consumer: &Consumer, topic: &str, settled: Settled, metrics: &Wo
                 "worker: committing {topic}/{partition} at {next}: {e} (the next owner may repeat; the record answers)"
             );
         }
-        if first_unsettled.is_some() {
-            let _ = consumer.seek(topic, partition, next).await;
-        }
     }
 }
 
-/// Reads a batch again later, e.g. when the results store could not be read first.
-async fn rewind(consumer: &Consumer, topic: &str, records: &[ConsumerRecord]) {
-    let mut first: BTreeMap<i32, i64> = BTreeMap::new();
-    for record in records {
-        let offset = first.entry(record.partition).or_insert(record.offset);
-        *offset = (*offset).min(record.offset);
-    }
-    for (partition, offset) in first {
-        let _ = consumer.seek(topic, partition, offset).await;
+/// Reads a batch (which read `spans`) again later, e.g. when the results store could not
+/// be read first.
+async fn rewind(consumer: &Consumer, topic: &str, spans: &BTreeMap<i32, Span>) {
+    for (&partition, span) in spans {
+        let _ = consumer.seek(topic, partition, span.start).await;
     }
     tokio::time::sleep(RETRY_PAUSE).await;
 }

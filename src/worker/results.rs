@@ -47,6 +47,10 @@ const READ_POLL: Duration = Duration::from_millis(200);
 /// Reading a `pending` back takes tens of milliseconds; this long means the reader is stuck
 /// on a log that started over.
 const READ_BACK_STUCK: Duration = Duration::from_secs(3);
+/// More records than a produce batch holds (`producer_batch_bytes` 16 KiB of results
+/// records of 150 bytes or more): reading from this far back starts at or before the
+/// batch that holds a record.
+const BATCH_RECORDS: i64 = 1024;
 /// Marker records have this key, with the partition number after it. No idempotency key
 /// can equal it (the worker reads keys as UTF-8, and 0xFF never occurs in UTF-8), so
 /// compaction never drops a payment's record for a marker.
@@ -61,6 +65,8 @@ pub struct ResultsStore {
     config: Config,
     /// Polls applied so far: a task that waited for `poller` reads the state again first.
     polls: AtomicU64,
+    /// Records applied so far: whether the reader is still moving.
+    applied: AtomicU64,
     /// Reopens so far: attempts stuck at the same moment reopen the reader once, not once
     /// each (each reopen connects anew, up to `connect_timeout_ms` while brokers are away).
     reopens: AtomicU64,
@@ -101,6 +107,7 @@ impl ResultsStore {
             reader: tokio::sync::Mutex::new(reader),
             config: config.clone(),
             polls: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
             finals: tokio::sync::Mutex::new(None),
             producer,
@@ -206,16 +213,41 @@ impl ResultsStore {
         }
     }
 
-    /// Reads until `met` holds for a record this worker has just written; when it does not
-    /// within [`READ_BACK_STUCK`], the log may have started over: reopens the reader and
-    /// tries once more. `false` when the record never came.
+    /// Reads until `met` holds for a record this worker has just written. When the reader
+    /// brings nothing new for [`READ_BACK_STUCK`] first, the log may have started over:
+    /// reopens the reader and tries once more. `false` when the record never came. Only a
+    /// stall counts, not the time taken: a new worker reads the whole topic before its
+    /// markers come back.
     async fn read_back(&self, mut met: impl FnMut(&State) -> bool) -> Result<bool, KrafkaError> {
         let reopens = self.reopens.load(Ordering::Acquire);
-        if self.read_until(READ_BACK_STUCK, &mut met).await? {
+        if self.read_while_moving(&mut met).await? {
             return Ok(true);
         }
         self.reopen(reopens).await?;
-        self.read_until(CATCH_UP_LIMIT, &mut met).await
+        self.read_while_moving(&mut met).await
+    }
+
+    /// Reads until `met` holds (`true`) or the reader has applied no record for
+    /// [`READ_BACK_STUCK`] (`false`).
+    async fn read_while_moving(
+        &self,
+        mut met: impl FnMut(&State) -> bool,
+    ) -> Result<bool, KrafkaError> {
+        let mut applied = self.applied.load(Ordering::Acquire);
+        let mut moved = Instant::now();
+        loop {
+            let polls = self.polls.load(Ordering::Acquire);
+            if met(&self.lock()) {
+                return Ok(true);
+            }
+            let now_applied = self.applied.load(Ordering::Acquire);
+            if now_applied != applied {
+                (applied, moved) = (now_applied, Instant::now());
+            } else if moved.elapsed() >= READ_BACK_STUCK {
+                return Ok(false);
+            }
+            self.read_more(polls).await?;
+        }
     }
 
     /// Reads the log for up to `limit` until `key` has a final or retryable record; that
@@ -302,9 +334,12 @@ impl ResultsStore {
         }
         let polled = reader.poll(READ_POLL).await;
         self.polls.fetch_add(1, Ordering::AcqRel);
-        for record in polled? {
+        let polled = polled?;
+        let count = polled.len() as u64;
+        for record in polled {
             self.apply(record);
         }
+        self.applied.fetch_add(count, Ordering::AcqRel);
         Ok(())
     }
 
@@ -423,10 +458,14 @@ async fn open_reader(
     config: &Config,
     partitions: &[i32],
 ) -> Result<Consumer, KrafkaError> {
+    // Drained polls: krafka otherwise stops decoding a fetch after about 1,000 records
+    // and fetches again from there, inside a batch, and tansu's memory storage skips the
+    // rest of a batch fetched from its middle (see `kafka::whole_batches`).
     let reader = kafka
         .consumer_without_group()
         .auto_offset_reset(AutoOffsetReset::Earliest)
         .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+        .max_poll_records(-1)
         .build()
         .await?;
     reader
@@ -436,22 +475,47 @@ async fn open_reader(
 }
 
 /// The record at `place`, read with `reader` (left assigned to that partition); `None`
-/// when the log no longer holds it (a later offset comes first).
+/// when the log no longer holds it. A fetch from inside a batch may start at the next
+/// batch on tansu's memory storage, so when records after `place` come first, the read
+/// starts again further back, and at last from the beginning.
 async fn read_at(
     reader: &Consumer,
     topic: &str,
     place: LogPlace,
 ) -> Result<Option<ConsumerRecord>, KrafkaError> {
     reader.assign(topic, vec![place.partition]).await?;
-    reader.seek(topic, place.partition, place.offset).await?;
+    for back in [0, BATCH_RECORDS, place.offset] {
+        let from = place.offset.saturating_sub(back).max(0);
+        reader.seek(topic, place.partition, from).await?;
+        let limit = if from == 0 {
+            CATCH_UP_LIMIT
+        } else {
+            READ_BACK_STUCK
+        };
+        match first_from(reader, topic, place, limit).await? {
+            Some(record) if record.offset == place.offset => return Ok(Some(record)),
+            _ if from == 0 => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The first record at or after `place` that a read from the reader's position meets.
+async fn first_from(
+    reader: &Consumer,
+    topic: &str,
+    place: LogPlace,
+    limit: Duration,
+) -> Result<Option<ConsumerRecord>, KrafkaError> {
     let started = Instant::now();
-    while started.elapsed() < READ_BACK_STUCK {
+    while started.elapsed() < limit {
         let polled = reader.poll(READ_POLL).await?;
-        if let Some(record) = polled
+        let mut at_or_after = polled
             .into_iter()
-            .find(|r| r.partition == place.partition && r.offset >= place.offset)
-        {
-            return Ok(Some(record).filter(|r| r.offset == place.offset));
+            .filter(|r| r.partition == place.partition && r.offset >= place.offset);
+        if let Some(first) = at_or_after.by_ref().min_by_key(|r| r.offset) {
+            return Ok(Some(first));
         }
     }
     Err(KrafkaError::timeout(format!(

@@ -72,11 +72,16 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
     if let Some(answer) = claim(worker, key).await? {
         return Ok(answer);
     }
+    // Only the PG call is bounded by `worker.concurrency`: the Kafka work around it (the
+    // claim, the records) waits on the brokers, and bounding it too capped throughput at
+    // concurrency / (time per payment), whatever the PG could take.
+    let permit = worker.pg_calls.acquire().await;
     let started = Instant::now();
     let pg_answer = {
         let _calling = worker.metrics.pg_calls_in_flight.track();
         worker.pg.charge(payment).await
     };
+    drop(permit);
     let (answer, recorded) = match pg_answer {
         PgAnswer::Approved(body) => with_final(Answer { error: None, body }),
         PgAnswer::Declined(body) => with_final(Answer {

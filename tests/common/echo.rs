@@ -7,7 +7,10 @@ use krafka::{ConsumerRecord, Kafka, Record};
 use std::time::Duration;
 
 /// A group-less consumer on every partition of `topic`, positioned at its end. (A group
-/// join takes ~10 s on tansu; a test responder needs none.)
+/// join takes ~10 s on tansu; a test responder needs none.) On tansu's memory storage the
+/// end can lie inside a batch, and the first fetch from there may return a request twice:
+/// a poll hands out everything fetched, so [`drop_repeats`](kreply::kafka::whole_batches)
+/// on each poll leaves every request once.
 pub async fn request_consumer(kafka: &Kafka, topic: &str) -> krafka::Result<Consumer> {
     consumer_at_end(kafka, topic, Duration::from_millis(10)).await
 }
@@ -23,6 +26,7 @@ pub async fn consumer_at_end(
         .consumer_without_group()
         .auto_offset_reset(AutoOffsetReset::Latest)
         .fetch_max_wait(fetch_max_wait)
+        .max_poll_records(-1)
         .build()
         .await?;
     let meta = consumer.fetch_metadata(Some(topic)).await?;
