@@ -1,5 +1,7 @@
 //! The `kreply` command line. Arguments are few, so they are parsed by hand.
 
+#![forbid(unsafe_code)]
+
 use kreply::config::{Config, DEFAULT_CONFIG_PATH};
 use kreply::error::StartupError;
 use kreply::mock_pg::{self, MockPgOptions};

@@ -32,7 +32,7 @@ fn gateway() -> (tide::Server<super::State>, SendQueue) {
             topic: "payment_response_local2".into(),
         },
         hosts: HostTable::parse(Path::new("hosts"), "127.0.0.2 local2\n").unwrap(),
-        registry: Registry::new(),
+        registry: Registry::default(),
         sender,
         readiness,
     };

@@ -16,7 +16,7 @@ mod problem_response;
 mod requests;
 
 pub use connection::BodyDeadline;
-pub use listener::{Limits, serve, serve_gateway};
+pub use listener::{serve, serve_gateway};
 
 use crate::config::Config;
 use crate::gateway_metrics::GatewayMetrics;

@@ -8,7 +8,7 @@
 //! resume from anyway. On tansu's memory storage "latest" can lie inside the newest
 //! produce batch; the fetch from there skips the rest of that batch (replies older than
 //! this consumer) and returns the batches after it more than once, and those repeats are
-//! dropped before delivery ([`whole_batches`](super::whole_batches)), so each reply reaches
+//! dropped before delivery ([`whole_batches`]), so each reply reaches
 //! the registry once.
 //!
 //! When a partition's log starts over under it (see [`super::log_watch`]), or it has heard

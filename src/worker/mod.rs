@@ -55,7 +55,7 @@ const RECORDING_MARGIN: Duration = Duration::from_secs(5);
 const FETCH_MAX_BYTES: i32 = 128 * 1024;
 
 /// What every request task shares.
-pub struct Worker {
+pub(crate) struct Worker {
     metrics: Arc<WorkerMetrics>,
     producer: Arc<kafka::ProducerSession>,
     results: ResultsStore,
