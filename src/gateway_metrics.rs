@@ -17,9 +17,10 @@ pub enum RequestOutcome {
     Ok,
     /// No reply (or acknowledgement) in time.
     Timeout,
-    /// Produced, but the send failed or the worker answered with an error.
+    /// The send failed, the worker answered with an error, or the gateway failed itself
+    /// (a correlation id already in use).
     Error,
-    /// Refused before anything was produced (4xx, not ready).
+    /// Refused before anything was produced (bad input, not ready, overloaded).
     Rejected,
 }
 
