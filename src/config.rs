@@ -258,7 +258,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, StartupError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             StartupError::new(format!(
-                "cannot read the config file {}: {e}; pass --config PATH or set KREPLY_CONFIG",
+                "cannot read the config file {} (pass --config PATH or set KREPLY_CONFIG): {e}",
                 path.display()
             ))
         })?;

@@ -75,7 +75,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     task::block_on(async move {
         let listener = async_std::net::TcpListener::bind(listen).await.map_err(|e| {
             StartupError::new(format!(
-                "cannot listen on {listen}: {e}; set \"listen\" in {} or KREPLY_LISTEN to a free address",
+                "cannot listen on {listen} (set \"listen\" in {} or KREPLY_LISTEN to a free address): {e}",
                 config_path.display()
             ))
         })?;

@@ -118,7 +118,7 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
             .await
             .map_err(|e| {
                 StartupError::new(format!(
-                    "mock-pg cannot listen on {listen}: {e}; pass --listen to a free address"
+                    "mock-pg cannot listen on {listen} (pass --listen with a free address): {e}"
                 ))
             })?;
         log::info!("ready: mock PG on http://{listen}");

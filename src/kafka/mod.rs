@@ -132,7 +132,7 @@ pub(crate) async fn connect_brokers(
     let brokers = config.brokers.join(",");
     let kafka = client(config, client_id).await.map_err(|e| {
         StartupError::new(format!(
-            "cannot reach the Kafka brokers {brokers}: {e}; check \"brokers\" in {config_path} or KREPLY_BROKERS"
+            "cannot reach the Kafka brokers {brokers} (check \"brokers\" in {config_path} or KREPLY_BROKERS): {e}"
         ))
     })?;
     log::info!("startup: connected to {brokers}");

@@ -85,7 +85,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         let listen = config.worker.metrics_listen;
         metrics::serve(Arc::clone(&worker.metrics), listen).await.map_err(|e| {
             StartupError::new(format!(
-                "the worker cannot serve /metrics on {listen}: {e}; set \"worker.metrics_listen\" or KREPLY_METRICS_LISTEN to a free address"
+                "the worker cannot serve /metrics on {listen} (set \"worker.metrics_listen\" or KREPLY_METRICS_LISTEN to a free address): {e}"
             ))
         })?;
         log::info!("ready: worker metrics on http://{listen}/metrics");
