@@ -46,9 +46,10 @@ impl OutgoingRecord {
     }
 }
 
-/// Where the broker put a record.
+/// Where the broker wrote a produced record, as its acknowledgement said (for records
+/// read back, `kafka::ConsumedAt` is the place shown in log lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
+pub struct WrittenAt {
     pub partition: i32,
     pub offset: i64,
 }

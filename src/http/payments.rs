@@ -19,11 +19,11 @@ use super::requests::reply_url;
 use crate::correlation_id::CorrelationId;
 use crate::dead_letter::{self, Cause};
 use crate::gateway_metrics::RequestOutcome;
-use crate::http::Gateway;
+use crate::http::GatewayState;
 use crate::kafka::SendFailure;
 use crate::payment::PaymentRequest;
 use crate::problem::{Outcome, Problem};
-use crate::record::{OutgoingRecord, Placement, headers};
+use crate::record::{OutgoingRecord, WrittenAt, headers};
 use crate::registry::{Refused, Reply, ReplyWaiter};
 use crate::reply_check;
 use crate::reply_error::ReplyError;
@@ -116,7 +116,7 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
 
 /// Validates, produces, and waits for the reply.
 async fn exchange(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     req: &mut Request<State>,
     operation: &str,
     trail: &mut Trail,
@@ -126,8 +126,8 @@ async fn exchange(
     let (waiter, record, wait) = Box::pin(prepare(gateway, req, operation, trail)).await?;
     let id = waiter.id().clone();
     let deadline = Instant::now() + wait;
-    let placement = match timeout(wait, gateway.sender.send(record.clone())).await {
-        Ok(Ok(placement)) => placement,
+    let written = match timeout(wait, gateway.sender.send(record.clone())).await {
+        Ok(Ok(written)) => written,
         Ok(Err(failure)) if failure.possibly_written => {
             // The reply may even have come already; if not, keep it when it does.
             return waiter
@@ -151,7 +151,7 @@ async fn exchange(
         Ok(reply) => Ok(reply),
         Err(_) => {
             let why = format!("no reply within {} ms", wait.as_millis());
-            give_up(gateway, waiter, &record, Some(placement), why)
+            give_up(gateway, waiter, &record, Some(written), why)
         }
     }
 }
@@ -159,7 +159,7 @@ async fn exchange(
 /// Checks everything about the input, then registers a correlation id: the waiter, the
 /// record to produce, and how long the caller waits.
 async fn prepare(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     req: &mut Request<State>,
     operation: &str,
     trail: &mut Trail,
@@ -190,7 +190,7 @@ async fn prepare(
 /// Everything about the input, and whether the gateway takes payments now: whatever fails
 /// here is a refusal, with nothing registered or produced.
 async fn check(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     req: &mut Request<State>,
     operation: &str,
     trail: &mut Trail,
@@ -231,20 +231,20 @@ async fn check(
 /// The deadline passed: the reply if it came in that very instant, else a 504, and the
 /// id is remembered so a reply that comes later is kept.
 fn give_up(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     waiter: ReplyWaiter,
     record: &OutgoingRecord,
-    placement: Option<Placement>,
+    written: Option<WrittenAt>,
     why: String,
 ) -> Result<Reply, Failed> {
     let id = waiter.id().clone();
     waiter
         .give_up()
-        .ok_or_else(|| Failed::timeout(timed_out(gateway, record, placement, &id, why)))
+        .ok_or_else(|| Failed::timeout(timed_out(gateway, record, written, &id, why)))
 }
 
 /// 503 `overloaded`: nothing was registered or produced (nor, on the early check, read).
-fn overloaded(gateway: &Gateway) -> Problem {
+fn overloaded(gateway: &GatewayState) -> Problem {
     gateway.metrics.overload_refusals.inc();
     Problem::new(
         503,
@@ -329,7 +329,7 @@ fn ok_response(body: Vec<u8>) -> Response {
 
 /// The send did not succeed: dead-letter it and say whether a retry is safe.
 fn send_failed(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     record: &OutgoingRecord,
     id: &CorrelationId,
     failure: SendFailure,
@@ -359,13 +359,13 @@ fn send_failed(
 
 /// No reply (or no acknowledgement) in time: the payment's fate is unknown.
 fn timed_out(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     record: &OutgoingRecord,
-    placement: Option<Placement>,
+    written: Option<WrittenAt>,
     id: &CorrelationId,
     why: String,
 ) -> Problem {
-    dead_letter(gateway, record, placement, Cause::ReplyTimeout, &why);
+    dead_letter(gateway, record, written, Cause::ReplyTimeout, &why);
     Problem::new(
         504,
         "reply-timeout",
@@ -377,13 +377,13 @@ fn timed_out(
 }
 
 fn dead_letter(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     record: &OutgoingRecord,
-    placement: Option<Placement>,
+    written: Option<WrittenAt>,
     cause: Cause,
     why: &str,
 ) {
-    let letter = dead_letter::record(&gateway.config.dlq_topic, record, placement, cause, why);
+    let letter = dead_letter::record(&gateway.config.dlq_topic, record, written, cause, why);
     gateway.metrics.dlq_writes.inc();
     gateway.sender.send_and_forget(letter);
 }

@@ -100,15 +100,15 @@ struct Connected {
 /// Where a consumed record sits, shown as `topic/partition@offset` in log lines. Built
 /// for every record but formatted only when a line is logged, so it costs no allocation
 /// on the reply path.
-pub(crate) struct Place {
+pub(crate) struct ConsumedAt {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
 }
 
-impl Place {
-    pub(crate) fn of(record: &krafka::ConsumerRecord) -> Place {
-        Place {
+impl ConsumedAt {
+    pub(crate) fn of(record: &krafka::ConsumerRecord) -> ConsumedAt {
+        ConsumedAt {
             topic: Arc::clone(&record.topic),
             partition: record.partition,
             offset: record.offset,
@@ -116,7 +116,7 @@ impl Place {
     }
 }
 
-impl std::fmt::Display for Place {
+impl std::fmt::Display for ConsumedAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
     }

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::correlation_id::CorrelationId;
 use crate::error::StartupError;
 use crate::gateway_metrics::GatewayMetrics;
-use crate::kafka::Place;
+use crate::kafka::ConsumedAt;
 use crate::kafka::log_watch::{LogWatch, PartitionView};
 use crate::kafka::whole_batches;
 use crate::readiness::{Change, Readiness};
@@ -357,7 +357,7 @@ fn report(readiness: &Readiness, ok: bool, why_not: &str) {
 /// name a waiter is counted and dropped; one that names a waiter but breaks the
 /// conventions is counted and delivered, and its waiter answers `502`.
 fn dispatch(registry: &Registry, metrics: &GatewayMetrics, record: ConsumerRecord) {
-    let at = Place::of(&record);
+    let at = ConsumedAt::of(&record);
     let id = record.header(headers::CORRELATION_ID).flatten().cloned();
     if let Some(bad) = reply_check::unroutable(id.as_deref()) {
         metrics.bad_reply(bad);

@@ -421,7 +421,7 @@ async fn settle_batch(worker: &Arc<Worker>, records: Vec<ConsumerRecord>) -> Set
 
 /// `true` when the record needs no further work (answered, or unanswerable and skipped).
 async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
-    let at = kafka::Place::of(record);
+    let at = kafka::ConsumedAt::of(record);
     let header = |name: &str| record.header(name).flatten().map(|bytes| bytes.as_ref());
     let item = match request::read(
         header,
