@@ -23,90 +23,90 @@ pub const DEFAULT_CONFIG_PATH: &str = "etc/kreply.json";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Bootstrap brokers, `host:port` each.
-    pub brokers: Vec<String>,
+    pub(crate) brokers: Vec<String>,
     /// The HTTP listen address.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// The IP-to-suffix table; a relative path is resolved against the config file's folder.
-    pub host_table: PathBuf,
+    pub(crate) host_table: PathBuf,
     /// Use this IP for the host-table lookup instead of detecting the host's IPs.
-    pub host_ip: Option<IpAddr>,
+    pub(crate) host_ip: Option<IpAddr>,
     /// The Kafka client id the gateway announces.
-    pub client_id: String,
+    pub(crate) client_id: String,
     /// Where payment requests are produced.
-    pub request_topic: String,
+    pub(crate) request_topic: String,
     /// This host's reply topic is `<reply_topic_base>_<suffix>`.
-    pub reply_topic_base: String,
+    pub(crate) reply_topic_base: String,
     /// Where dead-letter records go on a timeout or a failed send.
-    pub dlq_topic: String,
+    pub(crate) dlq_topic: String,
     /// The `{operation}` values `POST /v1/payments/{operation}` accepts.
-    pub operations: Vec<String>,
+    pub(crate) operations: Vec<String>,
     /// How long a caller waits for a reply unless the request asks for less or more.
-    pub default_timeout_ms: u64,
+    pub(crate) default_timeout_ms: u64,
     /// The most a caller may ask for with `request-timeout` or `?timeout_ms=`.
-    pub max_timeout_ms: u64,
+    pub(crate) max_timeout_ms: u64,
     /// Largest request body accepted, in bytes.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// How long the broker may hold a reply fetch; keep it small (brokers like tansu do not
     /// answer a fetch early when data arrives, so this bounds reply latency).
-    pub fetch_max_wait_ms: u64,
+    pub(crate) fetch_max_wait_ms: u64,
     /// Not ready once the reply consumer has heard nothing from the brokers for this long
     /// (a fetch refreshes every partition's watermark every `fetch_max_wait_ms`).
-    pub reply_stale_after_ms: u64,
+    pub(crate) reply_stale_after_ms: u64,
     /// Bad reply-consumer polls in a row (a failed poll, or a partition not fetched within
     /// `reply_stale_after_ms`) before payments are refused and `/readyz` turns 503.
-    pub unready_after_bad_polls: u32,
+    pub(crate) unready_after_bad_polls: u32,
     /// Good polls in a row before a not-ready gateway takes payments again. Together with
     /// `unready_after_bad_polls` this keeps readiness from flapping while a broker recovers.
-    pub ready_after_good_polls: u32,
+    pub(crate) ready_after_good_polls: u32,
     /// How long a broker connection attempt may take before startup gives up.
-    pub connect_timeout_ms: u64,
+    pub(crate) connect_timeout_ms: u64,
     /// How long the producer waits to fill a batch; 0 favours latency.
-    pub producer_linger_ms: u64,
+    pub(crate) producer_linger_ms: u64,
     /// Largest produce batch per partition, in bytes (Java's `batch.size`). tansu misreports
     /// the offsets of multi-record batches, so stacks on tansu set 1 (one record per batch).
-    pub producer_batch_bytes: usize,
+    pub(crate) producer_batch_bytes: usize,
     /// Payments that may wait for a reply at once; more are refused with 503 `overloaded`.
-    pub max_in_flight: usize,
+    pub(crate) max_in_flight: usize,
     /// Replies that come after their caller was told "outcome unknown".
-    pub late_replies: LateRepliesConfig,
+    pub(crate) late_replies: LateRepliesConfig,
     /// Checking and creating the topics at startup.
-    pub topics: TopicsConfig,
+    pub(crate) topics: TopicsConfig,
     /// Limits on HTTP connections: slow, idle and too many clients.
-    pub http: HttpConfig,
+    pub(crate) http: HttpConfig,
     /// `kreply worker` only.
-    pub worker: WorkerConfig,
+    pub(crate) worker: WorkerConfig,
 }
 
 /// The reference worker's settings (`kreply worker`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct WorkerConfig {
+pub(crate) struct WorkerConfig {
     /// The consumer group the workers share the request topic in.
-    pub group_id: String,
+    pub(crate) group_id: String,
     /// The payment provider's base URL (`http://host:port`); payments are POSTed to `/charge`.
-    pub pg_url: String,
+    pub(crate) pg_url: String,
     /// How long one PG call may take before its outcome counts as unknown.
-    pub pg_timeout_ms: u64,
+    pub(crate) pg_timeout_ms: u64,
     /// How many PG calls one worker makes at once.
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     /// The compacted topic of payment results, keyed by idempotency key.
-    pub results_topic: String,
+    pub(crate) results_topic: String,
     /// How long a payment's result is kept by idempotency key: a repeat within it is
     /// answered from the record; a request older than it is not charged. The results
     /// topic must keep records at least this long (it is compacted, so it keeps them).
-    pub idempotency_window_ms: u64,
+    pub(crate) idempotency_window_ms: u64,
     /// How long the group waits for a silent worker before giving its partitions away.
-    pub session_timeout_ms: u64,
+    pub(crate) session_timeout_ms: u64,
     /// Where a group with no committed offsets starts: "latest" or "earliest".
-    pub start_from: StartFrom,
+    pub(crate) start_from: StartFrom,
     /// Where the worker serves `/metrics` and `/healthz`.
-    pub metrics_listen: SocketAddr,
+    pub(crate) metrics_listen: SocketAddr,
 }
 
 /// Where a new consumer group starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum StartFrom {
+pub(crate) enum StartFrom {
     /// Only requests produced from now on (the safe choice against an old topic).
     Latest,
     /// Everything still in the topic.
@@ -116,11 +116,11 @@ pub enum StartFrom {
 /// How many late replies are kept, and for how long (`GET /v1/requests/{id}`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct LateRepliesConfig {
+pub(crate) struct LateRepliesConfig {
     /// Ids given up on (answered or not) remembered at once; the oldest go first. 0 keeps none.
-    pub max_count: usize,
+    pub(crate) max_count: usize,
     /// How long after the caller's 504 its id and reply are remembered.
-    pub max_age_ms: u64,
+    pub(crate) max_age_ms: u64,
 }
 
 impl Default for LateRepliesConfig {
@@ -137,17 +137,17 @@ impl Default for LateRepliesConfig {
 /// slow client (or a stuck load balancer) holds memory and a file descriptor forever.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     /// A request's head must arrive within this, from its first byte (else `408`), and a new
     /// connection must begin its first request within this (else it is closed).
-    pub head_timeout_ms: u64,
+    pub(crate) head_timeout_ms: u64,
     /// A request's body must arrive within this, from the end of its head; else `408`.
-    pub body_timeout_ms: u64,
+    pub(crate) body_timeout_ms: u64,
     /// A keep-alive connection with no request for this long is closed. Keep it above the
     /// load balancer's idle timeout, so the balancer closes first.
-    pub idle_timeout_ms: u64,
+    pub(crate) idle_timeout_ms: u64,
     /// Open connections at most; one beyond it is answered `503` and closed.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
 }
 
 impl Default for HttpConfig {
@@ -162,7 +162,7 @@ impl Default for HttpConfig {
 }
 
 impl LateRepliesConfig {
-    pub fn limits(&self) -> LateLimits {
+    pub(crate) fn limits(&self) -> LateLimits {
         LateLimits {
             max_count: self.max_count,
             max_age: Duration::from_millis(self.max_age_ms),
@@ -171,15 +171,15 @@ impl LateRepliesConfig {
 }
 
 impl HttpConfig {
-    pub fn head_timeout(&self) -> Duration {
+    pub(crate) fn head_timeout(&self) -> Duration {
         Duration::from_millis(self.head_timeout_ms)
     }
 
-    pub fn body_timeout(&self) -> Duration {
+    pub(crate) fn body_timeout(&self) -> Duration {
         Duration::from_millis(self.body_timeout_ms)
     }
 
-    pub fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
 }
@@ -187,13 +187,13 @@ impl HttpConfig {
 /// Whether startup may create missing topics, and how.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TopicsConfig {
+pub(crate) struct TopicsConfig {
     /// Create missing request, reply and DLQ topics instead of refusing to start.
-    pub auto_create: bool,
+    pub(crate) auto_create: bool,
     /// Partitions of a created topic.
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// Replication factor of a created topic (3 in production, with min.insync.replicas=2).
-    pub replication_factor: i16,
+    pub(crate) replication_factor: i16,
 }
 
 impl Default for Config {
@@ -258,7 +258,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, StartupError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             StartupError::new(format!(
-                "cannot read the config file {}: {e}; pass --config PATH or set KREPLY_CONFIG",
+                "cannot read the config file {} (pass --config PATH or set KREPLY_CONFIG): {e}",
                 path.display()
             ))
         })?;
@@ -269,7 +269,7 @@ impl Config {
     }
 
     /// Parses the JSON text; the host table path becomes relative to the file's folder.
-    pub fn parse(path: &Path, text: &str) -> Result<Config, StartupError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, StartupError> {
         let mut config: Config = serde_json::from_str(text).map_err(|e| {
             StartupError::new(format!(
                 "{} is not a valid kreply config: {e}",
@@ -284,7 +284,10 @@ impl Config {
     }
 
     /// Applies `KREPLY_BROKERS`, `KREPLY_LISTEN`, `KREPLY_HOST_IP` and `KREPLY_PG_URL`.
-    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), StartupError> {
+    pub(crate) fn apply_env(
+        &mut self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), StartupError> {
         if let Some(brokers) = env("KREPLY_BROKERS") {
             self.brokers = brokers
                 .split(',')
@@ -317,7 +320,7 @@ impl Config {
     }
 
     /// Rejects settings that cannot work, naming the file and the key.
-    pub fn validate(&self, path: &Path) -> Result<(), StartupError> {
+    pub(crate) fn validate(&self, path: &Path) -> Result<(), StartupError> {
         let fail = |why: String| Err(StartupError::new(format!("{}: {why}", path.display())));
         if self.brokers.is_empty() {
             return fail(
@@ -392,23 +395,23 @@ impl Config {
         Ok(())
     }
 
-    pub fn default_timeout(&self) -> Duration {
+    pub(crate) fn default_timeout(&self) -> Duration {
         Duration::from_millis(self.default_timeout_ms)
     }
 
-    pub fn max_timeout(&self) -> Duration {
+    pub(crate) fn max_timeout(&self) -> Duration {
         Duration::from_millis(self.max_timeout_ms)
     }
 
     /// How many polls in a row change the gateway's readiness.
-    pub fn readiness_hysteresis(&self) -> Hysteresis {
+    pub(crate) fn readiness_hysteresis(&self) -> Hysteresis {
         Hysteresis {
             unready_after: self.unready_after_bad_polls,
             ready_after: self.ready_after_good_polls,
         }
     }
 
-    pub fn accepts_operation(&self, operation: &str) -> bool {
+    pub(crate) fn accepts_operation(&self, operation: &str) -> bool {
         self.operations.iter().any(|o| o == operation)
     }
 }

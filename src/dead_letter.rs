@@ -5,7 +5,7 @@
 //! DLQ topic with Spring's `kafka_dlt-*` headers, so that Spring tooling and operators can
 //! find and reconcile it. Replaying it blindly could charge twice; the README says so.
 
-use crate::record::{OutgoingRecord, Placement, headers, now_ms};
+use crate::record::{OutgoingRecord, WrittenAt, headers, now_ms};
 
 /// Why the request is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,15 +27,15 @@ impl Cause {
 }
 
 /// The dead-letter record for `original`: its key, value and headers, then the DLT headers.
-/// `placement` is where the original landed, when the broker said so; -1 otherwise.
+/// `written` is where the original landed, when the broker said so; -1 otherwise.
 pub fn record(
     dlq_topic: &str,
     original: &OutgoingRecord,
-    placement: Option<Placement>,
+    written: Option<WrittenAt>,
     cause: Cause,
     message: &str,
 ) -> OutgoingRecord {
-    let (partition, offset) = placement.map_or((-1, -1), |p| (p.partition, p.offset));
+    let (partition, offset) = written.map_or((-1, -1), |p| (p.partition, p.offset));
     let mut dlt_headers = original.headers.clone();
     dlt_headers.extend(
         [
@@ -88,14 +88,14 @@ mod tests {
 
     #[test]
     fn keeps_the_original_and_adds_spring_dlt_headers_in_their_binary_forms() {
-        let placement = Some(Placement {
+        let written = Some(WrittenAt {
             partition: 2,
             offset: 41,
         });
         let dlq = record(
             "payment_request-dlt",
             &original(),
-            placement,
+            written,
             Cause::ReplyTimeout,
             "no reply in 500 ms",
         );

@@ -12,7 +12,7 @@ use std::fmt;
 pub struct StartupError(String);
 
 impl StartupError {
-    pub fn new(sentence: impl Into<String>) -> Self {
+    pub(crate) fn new(sentence: impl Into<String>) -> Self {
         StartupError(sentence.into())
     }
 }

@@ -14,10 +14,10 @@ use crate::error::StartupError;
 use crate::gateway_metrics::GatewayMetrics;
 use crate::host_ips;
 use crate::host_table::HostTable;
-use crate::http::{self, Gateway};
+use crate::http::{self, GatewayState};
 use crate::kafka::{self, KafkaSetup};
 use crate::ops::notify::{self, notify};
-use crate::ops::signals::{self, StopSignal};
+use crate::ops::signals::{self, SignalName};
 use crate::readiness::Readiness;
 use crate::registry::Registry;
 use crate::reply_route::{self, ReplyRoute};
@@ -63,7 +63,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         metrics: Arc::clone(&metrics),
     })?;
     let listen = config.listen;
-    let gateway = Arc::new(Gateway {
+    let gateway = Arc::new(GatewayState {
         config,
         metrics,
         route,
@@ -75,7 +75,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     task::block_on(async move {
         let listener = async_std::net::TcpListener::bind(listen).await.map_err(|e| {
             StartupError::new(format!(
-                "cannot listen on {listen}: {e}; set \"listen\" in {} or KREPLY_LISTEN to a free address",
+                "cannot listen on {listen} (set \"listen\" in {} or KREPLY_LISTEN to a free address): {e}",
                 config_path.display()
             ))
         })?;
@@ -113,10 +113,10 @@ async fn watchdog(every: Duration) {
 
 /// The graceful stop, step by step.
 async fn stop(
-    gateway: &Gateway,
-    signal: StopSignal,
+    gateway: &GatewayState,
+    signal: SignalName,
     accepting: &AtomicBool,
-    more: Receiver<StopSignal>,
+    more: Receiver<SignalName>,
 ) {
     log::info!(
         "{signal}: stopping: /readyz is 503, new connections are refused, in-flight payments finish"

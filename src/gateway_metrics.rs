@@ -17,9 +17,10 @@ pub enum RequestOutcome {
     Ok,
     /// No reply (or acknowledgement) in time.
     Timeout,
-    /// Produced, but the send failed or the worker answered with an error.
+    /// The send failed, the worker answered with an error, or the gateway failed itself
+    /// (a correlation id already in use).
     Error,
-    /// Refused before anything was produced (4xx, not ready).
+    /// Refused before anything was produced (bad input, not ready, overloaded).
     Rejected,
 }
 
@@ -146,10 +147,6 @@ impl GatewayMetrics {
         self.bad_replies.inc(&[what.label()]);
     }
 
-    pub fn bad_replies(&self, what: BadReply) -> u64 {
-        self.bad_replies.get(&[what.label()])
-    }
-
     /// The reply consumer's lag per partition, as of its last poll.
     pub fn set_reply_lag(&self, lag: impl IntoIterator<Item = (i32, u64)>) {
         let mut current = self.reply_lag.lock().unwrap_or_else(|p| p.into_inner());
@@ -239,10 +236,6 @@ impl GatewayMetrics {
         );
         out.finish()
     }
-
-    pub fn requests(&self, operation: &str, outcome: RequestOutcome) -> u64 {
-        self.requests.get(&[operation, outcome.label()])
-    }
 }
 
 /// The late-reply store: what it holds now, and what went in and out since startup.
@@ -299,7 +292,7 @@ mod tests {
         metrics.set_reply_lag([(0, 2), (1, 0)]);
         metrics.connections.cut(ConnectionCut::BodyTimeout);
         metrics.bad_reply(BadReply::NotJson);
-        let text = metrics.render(&Registry::new(), true);
+        let text = metrics.render(&Registry::default(), true);
         assert!(
             text.contains("kreply_requests_total{operation=\"approve\",outcome=\"ok\"} 1\n"),
             "{text}"

@@ -29,31 +29,38 @@ impl HostTable {
     pub fn load(path: &Path) -> Result<HostTable, StartupError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             StartupError::new(format!(
-                "cannot read the host table {}: {e}; set \"host_table\" in the config to the file that maps host IPs to reply-topic suffixes",
+                "cannot read the host table {} (set \"host_table\" in the config to the file that maps host IPs to reply-topic suffixes): {e}",
                 path.display()
             ))
         })?;
         HostTable::parse(path, &text)
     }
 
-    /// Parses `IP SUFFIX` lines; `#` starts a comment, blank lines are ignored.
+    /// Parses `IP SUFFIX` lines; `#` starts a comment, blank lines are ignored. Every bad
+    /// line is reported, not only the first, so one edit can fix them all; still in one
+    /// sentence, as every startup error is.
     pub fn parse(path: &Path, text: &str) -> Result<HostTable, StartupError> {
         let mut entries: Vec<HostEntry> = Vec::new();
+        let mut bad: Vec<String> = Vec::new();
         for (index, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or("").trim();
             if line.is_empty() {
                 continue;
             }
             let at = format!("{}:{}", path.display(), index + 1);
-            let entry =
-                parse_line(line).map_err(|why| StartupError::new(format!("{at}: {why}")))?;
-            if let Some(other) = entries.iter().find(|e| e.ip == entry.ip) {
-                return Err(StartupError::new(format!(
-                    "{at}: IP {} is listed twice (first with suffix \"{}\"); each host must map to exactly one reply topic",
-                    entry.ip, other.suffix
-                )));
+            match parse_line(line) {
+                Err(why) => bad.push(format!("{at}: {why}")),
+                Ok(entry) => match entries.iter().find(|e| e.ip == entry.ip) {
+                    Some(other) => bad.push(format!(
+                        "{at}: IP {} is listed twice (first with suffix \"{}\"), but each host must map to exactly one reply topic",
+                        entry.ip, other.suffix
+                    )),
+                    None => entries.push(entry),
+                },
             }
-            entries.push(entry);
+        }
+        if !bad.is_empty() {
+            return Err(StartupError::new(bad_lines(bad)));
         }
         Ok(HostTable {
             path: path.to_path_buf(),
@@ -73,6 +80,21 @@ impl HostTable {
     pub fn lookup_suffix(&self, suffix: &str) -> Option<&HostEntry> {
         self.entries.iter().find(|e| e.suffix == suffix)
     }
+}
+
+/// At most this many bad lines are told one by one; a file that is not a host table at
+/// all would otherwise make a sentence of thousands.
+const MAX_BAD_LINES_TOLD: usize = 10;
+
+/// The bad lines as one sentence, `; ` between them.
+fn bad_lines(mut bad: Vec<String>) -> String {
+    let untold = bad.len().saturating_sub(MAX_BAD_LINES_TOLD);
+    bad.truncate(MAX_BAD_LINES_TOLD);
+    let mut sentence = bad.join("; ");
+    if untold > 0 {
+        sentence.push_str(&format!("; and {untold} more bad line(s)"));
+    }
+    sentence
 }
 
 fn parse_line(line: &str) -> Result<HostEntry, String> {
@@ -132,6 +154,35 @@ mod tests {
         );
         let err = parse("10.0.1.11 prod/1").unwrap_err().to_string();
         assert!(err.contains("prod/1"), "{err}");
+    }
+
+    #[test]
+    fn reports_every_bad_line_in_one_line() {
+        let err = parse("10.0.1.11 a\n10.0.1.12\n10.0.1.11 b\nnot-an-ip c\n10.0.1.13 d\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("etc/hosts:2: expected \"IP SUFFIX\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("; etc/hosts:3: IP 10.0.1.11 is listed twice"),
+            "{err}"
+        );
+        assert!(
+            err.contains("; etc/hosts:4: \"not-an-ip\" is not an IP"),
+            "{err}"
+        );
+        assert!(!err.contains("etc/hosts:5"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_no_host_table_at_all_gets_a_bounded_sentence() {
+        let err = parse(&"junk\n".repeat(25)).unwrap_err().to_string();
+        assert!(err.contains("etc/hosts:10: "), "{err}");
+        assert!(!err.contains("etc/hosts:11: "), "{err}");
+        assert!(err.ends_with("; and 15 more bad line(s)"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The `kreply` command line. Arguments are few, so they are parsed by hand.
 
+#![forbid(unsafe_code)]
+
 use kreply::config::{Config, DEFAULT_CONFIG_PATH};
 use kreply::error::StartupError;
 use kreply::mock_pg::{self, MockPgOptions};
@@ -61,8 +63,40 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some(command @ ("gateway" | "worker" | "check-config")) => {
             parse_daemon(command, args.as_slice())
         }
-        Some(other) => Err(format!("unknown command \"{other}\"")),
+        Some(other) => Err(match nearest(other, COMMANDS) {
+            Some(near) => format!("unknown command \"{other}\" (did you mean \"{near}\"?)"),
+            None => format!("unknown command \"{other}\""),
+        }),
     }
+}
+
+/// What `parse` accepts as a command, for suggestions.
+const COMMANDS: &[&str] = &["gateway", "worker", "check-config", "mock-pg", "help"];
+
+/// The candidate closest to a mistyped `word`, if a slip of at most two letters.
+fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance: letters inserted, deleted or replaced to turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let replaced = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = replaced.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// `gateway` and `worker` options: `--config PATH`, and `--print-route` for the gateway.
@@ -143,5 +177,39 @@ fn main() -> ExitCode {
             eprintln!("kreply: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_inserted_deleted_and_replaced_letters() {
+        assert_eq!(edit_distance("gateway", "gateway"), 0);
+        assert_eq!(edit_distance("gatewy", "gateway"), 1);
+        assert_eq!(edit_distance("wroker", "worker"), 2);
+        assert_eq!(edit_distance("", "help"), 4);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn an_unknown_command_suggests_the_nearest_one() {
+        let args = |word: &str| vec![word.to_string()];
+        let Err(why) = parse(&args("gatewy")) else {
+            panic!("\"gatewy\" parsed")
+        };
+        assert_eq!(
+            why,
+            "unknown command \"gatewy\" (did you mean \"gateway\"?)"
+        );
+        let Err(why) = parse(&args("chek-config")) else {
+            panic!("\"chek-config\" parsed")
+        };
+        assert!(why.ends_with("(did you mean \"check-config\"?)"), "{why}");
+        let Err(why) = parse(&args("teleport")) else {
+            panic!("\"teleport\" parsed")
+        };
+        assert_eq!(why, "unknown command \"teleport\"");
     }
 }

@@ -19,17 +19,17 @@ use tide::{Request, Response, StatusCode};
 /// The simulator's behaviour, from the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MockPgOptions {
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Fixed latency of every call.
-    pub latency_ms: u64,
+    pub(crate) latency_ms: u64,
     /// Extra latency, uniform in 0..=jitter_ms.
-    pub jitter_ms: u64,
+    pub(crate) jitter_ms: u64,
     /// Share of calls that fail with 500, from 0.0 to 1.0.
-    pub failure_rate: f64,
+    pub(crate) failure_rate: f64,
     /// Amounts above this are declined.
-    pub decline_over: Option<i64>,
+    pub(crate) decline_over: Option<i64>,
     /// Extra latency of `SLOW…` orders.
-    pub slow_ms: u64,
+    pub(crate) slow_ms: u64,
 }
 
 impl Default for MockPgOptions {
@@ -118,7 +118,7 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
             .await
             .map_err(|e| {
                 StartupError::new(format!(
-                    "mock-pg cannot listen on {listen}: {e}; pass --listen to a free address"
+                    "mock-pg cannot listen on {listen} (pass --listen with a free address): {e}"
                 ))
             })?;
         log::info!("ready: mock PG on http://{listen}");

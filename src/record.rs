@@ -37,6 +37,7 @@ pub struct OutgoingRecord {
 
 impl OutgoingRecord {
     /// The first header of that name.
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
@@ -45,9 +46,10 @@ impl OutgoingRecord {
     }
 }
 
-/// Where the broker put a record.
+/// Where the broker wrote a produced record, as its acknowledgement said (for records
+/// read back, `kafka::ConsumedAt` is the place shown in log lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
+pub struct WrittenAt {
     pub partition: i32,
     pub offset: i64,
 }

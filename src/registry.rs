@@ -48,7 +48,10 @@ pub enum Delivery {
     Kept,
     /// Nobody waits for this id (a duplicate, another host's, or forgotten): the reply is
     /// given back so the caller can log it.
-    NoWaiter(Reply),
+    NoWaiter(
+        // A hook: today's caller logs the record's place instead, and the tests read it.
+        #[allow(dead_code)] Reply,
+    ),
 }
 
 /// Why a waiter could not be registered.
@@ -93,10 +96,6 @@ struct SlotState {
 }
 
 impl Registry {
-    pub fn new() -> Self {
-        Registry::default()
-    }
-
     /// A registry that holds at most `max_in_flight` waiters and keeps late replies.
     pub fn with_limits(max_in_flight: usize, late: LateLimits) -> Self {
         Registry {
@@ -286,7 +285,7 @@ mod tests {
 
     #[test]
     fn a_reply_delivered_after_the_first_poll_wakes_and_resolves_the_waiter() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let id = CorrelationId::new_spring();
         let mut waiter = registry.register(id.clone()).unwrap();
         let waker = Arc::new(CountingWaker(AtomicUsize::new(0)));
@@ -302,7 +301,7 @@ mod tests {
 
     #[test]
     fn a_reply_faster_than_the_first_poll_is_kept_for_the_waiter() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let id = CorrelationId::new_spring();
         let waiter = registry.register(id.clone()).unwrap();
         registry.deliver(id.as_bytes(), reply("early"));
@@ -311,7 +310,7 @@ mod tests {
 
     #[test]
     fn replies_are_matched_by_exact_bytes() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let id = CorrelationId::from_wire(&[1, 2, 3]);
         let waiter = registry.register(id).unwrap();
         assert!(matches!(
@@ -328,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_dropped_waiter_leaves_nothing_and_its_late_reply_is_handed_back() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let id = CorrelationId::new_spring();
         drop(registry.register(id.clone()).unwrap());
         assert_eq!(registry.in_flight(), 0);
@@ -341,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_second_reply_for_the_same_id_finds_no_waiter() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let id = CorrelationId::new_spring();
         let _waiter = registry.register(id.clone()).unwrap();
         assert!(matches!(
@@ -356,7 +355,7 @@ mod tests {
 
     #[test]
     fn the_same_id_cannot_wait_twice() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let id = CorrelationId::new_spring();
         let _waiter = registry.register(id.clone()).unwrap();
         assert_eq!(registry.register(id).err(), Some(Refused::AlreadyWaiting));
@@ -364,7 +363,7 @@ mod tests {
 
     #[test]
     fn many_threads_deliver_to_many_waiters_without_loss() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let ids: Vec<_> = (0..1000).map(|_| CorrelationId::new_spring()).collect();
         let waiters: Vec<_> = ids
             .iter()
@@ -404,7 +403,7 @@ mod tests {
 
     #[test]
     fn a_reply_after_a_give_up_is_kept_and_can_be_looked_up() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let id = CorrelationId::new_spring();
         let waiter = registry.register(id.clone()).unwrap();
         assert_eq!(waiter.give_up(), None);
@@ -424,7 +423,7 @@ mod tests {
 
     #[test]
     fn replies_to_ids_not_given_up_on_are_not_kept() {
-        let registry = Registry::new();
+        let registry = Registry::default();
         let dropped = CorrelationId::new_spring();
         drop(registry.register(dropped.clone()).unwrap());
         let never_issued = CorrelationId::new_spring();
@@ -442,7 +441,7 @@ mod tests {
     #[test]
     fn a_reply_racing_a_give_up_is_either_returned_or_kept() {
         for _ in 0..200 {
-            let registry = Registry::new();
+            let registry = Registry::default();
             let id = CorrelationId::new_spring();
             let waiter = registry.register(id.clone()).unwrap();
             // Both sides start together, so each order (and the tie) happens in some rounds.

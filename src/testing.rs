@@ -6,7 +6,7 @@
 //! holds, and strings with control characters, CR/LF and every plane of Unicode.
 
 use proptest::prelude::*;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 /// Any characters, weighted towards the ones that break logs, headers and keys.
 pub fn hostile_string() -> impl Strategy<Value = String> {
@@ -97,9 +97,4 @@ pub fn deeply_nested_body(depth: usize) -> Vec<u8> {
 /// A payment body as text with `number` (JSON number text) as its amount.
 pub fn body_with_amount(number: &str) -> Vec<u8> {
     format!(r#"{{"order_id":"A-1","amount":{number}}}"#).into_bytes()
-}
-
-/// A body the gateway accepts, for checks that need one.
-pub fn valid_body() -> Value {
-    json!({"order_id": "A-1", "amount": 100})
 }

@@ -343,6 +343,11 @@ fn unreachable_brokers_stop_startup_with_one_sentence() {
         stderr.starts_with(&format!("kreply: cannot reach the Kafka brokers {nobody}")),
         "{stderr}"
     );
+    // Our fix comes before krafka's cause, whose own "; " would otherwise swallow it.
+    assert!(
+        stderr.contains(&format!("{nobody} (check \"brokers\" in ")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -397,4 +402,5 @@ fn print_route_shows_the_reply_topic_and_help_shows_usage() {
     );
     let (ok, out) = run_kreply(&["gatewy"], &[]);
     assert!(!ok && out.contains("unknown command"), "{out}");
+    assert!(out.contains("(did you mean \"gateway\"?)"), "{out}");
 }

@@ -5,7 +5,7 @@
 //! gateway is ready, so a request that passes every check does reach the queue (and,
 //! with a 1 ms wait and no acknowledgement, ends in a 504): the tests can tell the two apart.
 
-use super::{Gateway, app};
+use super::{GatewayState, app};
 use crate::config::Config;
 use crate::host_table::HostTable;
 use crate::kafka::{SendQueue, channel};
@@ -23,7 +23,7 @@ fn gateway() -> (tide::Server<super::State>, SendQueue) {
     let (sender, queue) = channel();
     let readiness = Readiness::default();
     readiness.positioned();
-    let gateway = Gateway {
+    let gateway = GatewayState {
         config: Config::default(),
         metrics: Arc::default(),
         route: ReplyRoute {
@@ -32,7 +32,7 @@ fn gateway() -> (tide::Server<super::State>, SendQueue) {
             topic: "payment_response_local2".into(),
         },
         hosts: HostTable::parse(Path::new("hosts"), "127.0.0.2 local2\n").unwrap(),
-        registry: Registry::new(),
+        registry: Registry::default(),
         sender,
         readiness,
     };

@@ -1,9 +1,9 @@
 //! The HTTP side: tide on async-std.
 //!
 //! Routes: `POST /v1/payments/{operation}`, `GET /v1/requests/{correlation_id}`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`. Everything the
-//! handlers need is in one shared [`Gateway`]; the Kafka side is reached only through its
-//! [`SendHandle`] and the correlation registry.
+//! `GET /readyz`, `GET /metrics`. Everything the handlers need is in one shared
+//! [`GatewayState`]; the Kafka side is reached only through its [`SendHandle`] and the
+//! correlation registry.
 
 mod connection;
 #[cfg(test)]
@@ -16,7 +16,7 @@ mod problem_response;
 mod requests;
 
 pub use connection::BodyDeadline;
-pub use listener::{Limits, serve, serve_gateway};
+pub use listener::{serve, serve_gateway};
 
 use crate::config::Config;
 use crate::gateway_metrics::GatewayMetrics;
@@ -27,8 +27,9 @@ use crate::registry::Registry;
 use crate::reply_route::ReplyRoute;
 use std::sync::Arc;
 
-/// What every request handler shares.
-pub struct Gateway {
+/// What every request handler shares: the gateway's running state (the `gateway` module
+/// builds it at startup and drains it on stop).
+pub struct GatewayState {
     pub config: Config,
     pub metrics: Arc<GatewayMetrics>,
     pub route: ReplyRoute,
@@ -39,7 +40,7 @@ pub struct Gateway {
     pub readiness: Readiness,
 }
 
-pub type State = Arc<Gateway>;
+pub type State = Arc<GatewayState>;
 
 /// The tide application with every route and the problem+json fallback.
 pub fn app(gateway: State) -> tide::Server<State> {

@@ -19,11 +19,11 @@ use super::requests::reply_url;
 use crate::correlation_id::CorrelationId;
 use crate::dead_letter::{self, Cause};
 use crate::gateway_metrics::RequestOutcome;
-use crate::http::Gateway;
+use crate::http::GatewayState;
 use crate::kafka::SendFailure;
 use crate::payment::PaymentRequest;
 use crate::problem::{Outcome, Problem};
-use crate::record::{OutgoingRecord, Placement, headers};
+use crate::record::{OutgoingRecord, WrittenAt, headers};
 use crate::registry::{Refused, Reply, ReplyWaiter};
 use crate::reply_check;
 use crate::reply_error::ReplyError;
@@ -36,6 +36,39 @@ const CORRELATION_HEADER: &str = "x-correlation-id";
 /// Seconds an overloaded caller is asked to wait: any of `max_in_flight` payments ending
 /// frees a slot, and most end well within a second.
 const OVERLOADED_RETRY_AFTER_S: u16 = 1;
+
+/// A payment that got no answer from the worker: the problem for the caller, and the
+/// outcome for `kreply_requests_total`, both decided where the failure happens.
+struct Failed {
+    problem: Problem,
+    outcome: RequestOutcome,
+}
+
+impl Failed {
+    /// Refused before anything was produced: bad input, not ready, overloaded.
+    fn rejected(problem: Problem) -> Failed {
+        Failed {
+            problem,
+            outcome: RequestOutcome::Rejected,
+        }
+    }
+
+    /// No reply (or acknowledgement) in time.
+    fn timeout(problem: Problem) -> Failed {
+        Failed {
+            problem,
+            outcome: RequestOutcome::Timeout,
+        }
+    }
+
+    /// The send failed, the worker answered with an error, or the gateway broke.
+    fn error(problem: Problem) -> Failed {
+        Failed {
+            problem,
+            outcome: RequestOutcome::Error,
+        }
+    }
+}
 
 /// What the outcome log line reports besides status and latency.
 #[derive(Default)]
@@ -50,20 +83,23 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     let operation = req.param("operation").unwrap_or_default().to_string();
     let _in_flight = gateway.metrics.in_flight.track();
     let mut trail = Trail::default();
-    let answer = exchange(&gateway, &mut req, &operation, &mut trail)
-        .await
-        .and_then(|reply| worker_answer(reply, trail.correlation_id.as_ref()));
-    let outcome = match &answer {
-        Ok(_) => RequestOutcome::Ok,
-        Err(problem) => outcome_of(problem),
+    let answer = match exchange(&gateway, &mut req, &operation, &mut trail).await {
+        Ok(reply) => worker_answer(reply, trail.correlation_id.as_ref()).map_err(Failed::error),
+        Err(failed) => Err(failed),
     };
+    let outcome = answer
+        .as_ref()
+        .map_or_else(|failed| failed.outcome, |_| RequestOutcome::Ok);
     let label = if gateway.config.accepts_operation(&operation) {
         operation.as_str()
     } else {
         "unknown"
     };
     gateway.metrics.record(label, outcome, started.elapsed());
-    let response = respond(answer, trail.correlation_id.as_ref());
+    let response = respond(
+        answer.map_err(|failed| failed.problem),
+        trail.correlation_id.as_ref(),
+    );
     log::info!(
         "payment correlation_id={} operation={} order_id={} status={} latency_ms={:.1}",
         trail
@@ -80,25 +116,27 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
 
 /// Validates, produces, and waits for the reply.
 async fn exchange(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     req: &mut Request<State>,
     operation: &str,
     trail: &mut Trail,
-) -> Result<Reply, Problem> {
+) -> Result<Reply, Failed> {
     // Boxed: the checks, the body and the parsed payment are gone once the record is
     // built, so thousands of payments waiting for replies hold only what waiting needs.
     let (waiter, record, wait) = Box::pin(prepare(gateway, req, operation, trail)).await?;
     let id = waiter.id().clone();
     let deadline = Instant::now() + wait;
-    let placement = match timeout(wait, gateway.sender.send(record.clone())).await {
-        Ok(Ok(placement)) => placement,
+    let written = match timeout(wait, gateway.sender.send(record.clone())).await {
+        Ok(Ok(written)) => written,
         Ok(Err(failure)) if failure.possibly_written => {
             // The reply may even have come already; if not, keep it when it does.
             return waiter
                 .give_up()
-                .ok_or_else(|| send_failed(gateway, &record, &id, failure));
+                .ok_or_else(|| Failed::error(send_failed(gateway, &record, &id, failure)));
         }
-        Ok(Err(failure)) => return Err(send_failed(gateway, &record, &id, failure)),
+        Ok(Err(failure)) => {
+            return Err(Failed::error(send_failed(gateway, &record, &id, failure)));
+        }
         Err(_) => {
             let why = format!(
                 "no acknowledgement from the brokers within {} ms",
@@ -113,7 +151,7 @@ async fn exchange(
         Ok(reply) => Ok(reply),
         Err(_) => {
             let why = format!("no reply within {} ms", wait.as_millis());
-            give_up(gateway, waiter, &record, Some(placement), why)
+            give_up(gateway, waiter, &record, Some(written), why)
         }
     }
 }
@@ -121,11 +159,42 @@ async fn exchange(
 /// Checks everything about the input, then registers a correlation id: the waiter, the
 /// record to produce, and how long the caller waits.
 async fn prepare(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     req: &mut Request<State>,
     operation: &str,
     trail: &mut Trail,
-) -> Result<(ReplyWaiter, OutgoingRecord, Duration), Problem> {
+) -> Result<(ReplyWaiter, OutgoingRecord, Duration), Failed> {
+    let (payment, wait) = check(gateway, req, operation, trail)
+        .await
+        .map_err(Failed::rejected)?;
+    let id = CorrelationId::new_spring();
+    let waiter = gateway
+        .registry
+        .register(id.clone())
+        .map_err(|refused| match refused {
+            Refused::Overloaded => Failed::rejected(overloaded(gateway)),
+            Refused::AlreadyWaiting => Failed::error(
+                Problem::new(
+                    500,
+                    "internal-error",
+                    "correlation id already in use; nothing was sent",
+                )
+                .with_correlation_id(&id),
+            ),
+        })?;
+    trail.correlation_id = Some(id.clone());
+    let record = payment.to_record(&gateway.config.request_topic, &id, &gateway.route);
+    Ok((waiter, record, wait))
+}
+
+/// Everything about the input, and whether the gateway takes payments now: whatever fails
+/// here is a refusal, with nothing registered or produced.
+async fn check(
+    gateway: &GatewayState,
+    req: &mut Request<State>,
+    operation: &str,
+    trail: &mut Trail,
+) -> Result<(PaymentRequest, Duration), Problem> {
     let config = &gateway.config;
     if !config.accepts_operation(operation) {
         return Err(Problem::new(
@@ -156,42 +225,26 @@ async fn prepare(
         )
         .with_outcome(Outcome::NotSent));
     }
-
-    let id = CorrelationId::new_spring();
-    let waiter = gateway
-        .registry
-        .register(id.clone())
-        .map_err(|refused| match refused {
-            Refused::Overloaded => overloaded(gateway),
-            Refused::AlreadyWaiting => Problem::new(
-                500,
-                "internal-error",
-                "correlation id already in use; nothing was sent",
-            )
-            .with_correlation_id(&id),
-        })?;
-    trail.correlation_id = Some(id.clone());
-    let record = payment.to_record(&config.request_topic, &id, &gateway.route);
-    Ok((waiter, record, wait))
+    Ok((payment, wait))
 }
 
 /// The deadline passed: the reply if it came in that very instant, else a 504, and the
 /// id is remembered so a reply that comes later is kept.
 fn give_up(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     waiter: ReplyWaiter,
     record: &OutgoingRecord,
-    placement: Option<Placement>,
+    written: Option<WrittenAt>,
     why: String,
-) -> Result<Reply, Problem> {
+) -> Result<Reply, Failed> {
     let id = waiter.id().clone();
     waiter
         .give_up()
-        .ok_or_else(|| timed_out(gateway, record, placement, &id, why))
+        .ok_or_else(|| Failed::timeout(timed_out(gateway, record, written, &id, why)))
 }
 
 /// 503 `overloaded`: nothing was registered or produced (nor, on the early check, read).
-fn overloaded(gateway: &Gateway) -> Problem {
+fn overloaded(gateway: &GatewayState) -> Problem {
     gateway.metrics.overload_refusals.inc();
     Problem::new(
         503,
@@ -267,16 +320,6 @@ fn error_reply(error: ReplyError, value: &[u8]) -> Problem {
         .with_reply(reply_json)
 }
 
-/// The metrics outcome of a failed request: refused before sending, timed out, or failed after.
-fn outcome_of(problem: &Problem) -> RequestOutcome {
-    match (problem.status, problem.code) {
-        (_, "reply-timeout") => RequestOutcome::Timeout,
-        (_, "not-ready" | "overloaded") => RequestOutcome::Rejected,
-        (status, _) if problem.correlation_id.is_none() && status < 500 => RequestOutcome::Rejected,
-        _ => RequestOutcome::Error,
-    }
-}
-
 fn ok_response(body: Vec<u8>) -> Response {
     let mut response = Response::new(StatusCode::Ok);
     response.set_body(body);
@@ -286,7 +329,7 @@ fn ok_response(body: Vec<u8>) -> Response {
 
 /// The send did not succeed: dead-letter it and say whether a retry is safe.
 fn send_failed(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     record: &OutgoingRecord,
     id: &CorrelationId,
     failure: SendFailure,
@@ -316,13 +359,13 @@ fn send_failed(
 
 /// No reply (or no acknowledgement) in time: the payment's fate is unknown.
 fn timed_out(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     record: &OutgoingRecord,
-    placement: Option<Placement>,
+    written: Option<WrittenAt>,
     id: &CorrelationId,
     why: String,
 ) -> Problem {
-    dead_letter(gateway, record, placement, Cause::ReplyTimeout, &why);
+    dead_letter(gateway, record, written, Cause::ReplyTimeout, &why);
     Problem::new(
         504,
         "reply-timeout",
@@ -334,13 +377,13 @@ fn timed_out(
 }
 
 fn dead_letter(
-    gateway: &Gateway,
+    gateway: &GatewayState,
     record: &OutgoingRecord,
-    placement: Option<Placement>,
+    written: Option<WrittenAt>,
     cause: Cause,
     why: &str,
 ) {
-    let letter = dead_letter::record(&gateway.config.dlq_topic, record, placement, cause, why);
+    let letter = dead_letter::record(&gateway.config.dlq_topic, record, written, cause, why);
     gateway.metrics.dlq_writes.inc();
     gateway.sender.send_and_forget(letter);
 }

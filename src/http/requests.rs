@@ -18,7 +18,7 @@ use super::State;
 use super::payments::{respond, worker_answer};
 use super::problem_response;
 use crate::correlation_id::CorrelationId;
-use crate::http::Gateway;
+use crate::http::GatewayState;
 use crate::late_replies::LateLookup;
 use crate::problem::{Outcome, Problem};
 use std::net::SocketAddr;
@@ -62,7 +62,7 @@ enum Found {
     Elsewhere(String),
 }
 
-fn find(gateway: &Gateway, id_text: &str, host: Option<&str>) -> Result<Found, Problem> {
+fn find(gateway: &GatewayState, id_text: &str, host: Option<&str>) -> Result<Found, Problem> {
     let id = Uuid::parse_str(id_text)
         .map(|uuid| CorrelationId::from_wire(uuid.as_bytes()))
         .map_err(|_| {
@@ -98,7 +98,7 @@ fn find(gateway: &Gateway, id_text: &str, host: Option<&str>) -> Result<Found, P
 }
 
 /// The same lookup on the host the table lists for `suffix`, on this gateway's port.
-fn owner_url(gateway: &Gateway, id: &CorrelationId, suffix: &str) -> Result<String, Problem> {
+fn owner_url(gateway: &GatewayState, id: &CorrelationId, suffix: &str) -> Result<String, Problem> {
     let owner = gateway.hosts.lookup_suffix(suffix).ok_or_else(|| {
         Problem::new(
             404,

@@ -9,17 +9,17 @@
 //! offset of every partition, or with the one sentence that says why not.
 
 mod log_watch;
-pub mod metadata_keeper;
+pub(crate) mod metadata_keeper;
 mod producer;
-pub mod producer_session;
+pub(crate) mod producer_session;
 mod reply_consumer;
-pub mod topics;
+pub(crate) mod topics;
 pub mod whole_batches;
 
-pub use producer::{SendFailure, SendHandle, to_krafka};
+pub(crate) use producer::{SendFailure, SendHandle, to_krafka};
 #[cfg(test)]
 pub(crate) use producer::{SendQueue, channel};
-pub use producer_session::ProducerSession;
+pub(crate) use producer_session::ProducerSession;
 
 use crate::config::Config;
 use crate::error::StartupError;
@@ -35,18 +35,18 @@ use std::time::Duration;
 use topics::NeededTopic;
 
 /// What the Kafka side needs to start.
-pub struct KafkaSetup {
-    pub config: Config,
+pub(crate) struct KafkaSetup {
+    pub(crate) config: Config,
     /// The config file's path, for error messages.
-    pub config_path: String,
-    pub route: ReplyRoute,
-    pub registry: Registry,
-    pub readiness: Readiness,
-    pub metrics: Arc<GatewayMetrics>,
+    pub(crate) config_path: String,
+    pub(crate) route: ReplyRoute,
+    pub(crate) registry: Registry,
+    pub(crate) readiness: Readiness,
+    pub(crate) metrics: Arc<GatewayMetrics>,
 }
 
 /// Starts the Kafka thread and waits until it is ready or has failed.
-pub fn start(setup: KafkaSetup) -> Result<SendHandle, StartupError> {
+pub(crate) fn start(setup: KafkaSetup) -> Result<SendHandle, StartupError> {
     let (started_tx, started_rx) = mpsc::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,15 +100,15 @@ struct Connected {
 /// Where a consumed record sits, shown as `topic/partition@offset` in log lines. Built
 /// for every record but formatted only when a line is logged, so it costs no allocation
 /// on the reply path.
-pub struct Place {
+pub(crate) struct ConsumedAt {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
 }
 
-impl Place {
-    pub fn of(record: &krafka::ConsumerRecord) -> Place {
-        Place {
+impl ConsumedAt {
+    pub(crate) fn of(record: &krafka::ConsumerRecord) -> ConsumedAt {
+        ConsumedAt {
             topic: Arc::clone(&record.topic),
             partition: record.partition,
             offset: record.offset,
@@ -116,7 +116,7 @@ impl Place {
     }
 }
 
-impl std::fmt::Display for Place {
+impl std::fmt::Display for ConsumedAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
     }
@@ -124,7 +124,7 @@ impl std::fmt::Display for Place {
 
 /// Connects to the brokers named in `config`, as `client_id`, at startup: a failure is
 /// told as a startup error naming the setting to check.
-pub async fn connect_brokers(
+pub(crate) async fn connect_brokers(
     config: &Config,
     config_path: &str,
     client_id: &str,
@@ -132,7 +132,7 @@ pub async fn connect_brokers(
     let brokers = config.brokers.join(",");
     let kafka = client(config, client_id).await.map_err(|e| {
         StartupError::new(format!(
-            "cannot reach the Kafka brokers {brokers}: {e}; check \"brokers\" in {config_path} or KREPLY_BROKERS"
+            "cannot reach the Kafka brokers {brokers} (check \"brokers\" in {config_path} or KREPLY_BROKERS): {e}"
         ))
     })?;
     log::info!("startup: connected to {brokers}");
@@ -141,7 +141,7 @@ pub async fn connect_brokers(
 
 /// A new client of the brokers named in `config`, as `client_id`: for a connection of its
 /// own, or to connect again after the old one broke.
-pub async fn client(config: &Config, client_id: &str) -> Result<Kafka, KrafkaError> {
+pub(crate) async fn client(config: &Config, client_id: &str) -> Result<Kafka, KrafkaError> {
     Kafka::builder(config.brokers.join(",").as_str())
         .client_id(client_id)
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
@@ -153,7 +153,7 @@ pub async fn client(config: &Config, client_id: &str) -> Result<Kafka, KrafkaErr
 
 /// The idempotent acks=all producer every payment record goes through, on `kafka`;
 /// see [`ProducerSession::open`] for `deliver_within`.
-pub async fn payment_producer(
+pub(crate) async fn payment_producer(
     kafka: Kafka,
     config: &Config,
     deliver_within: Duration,

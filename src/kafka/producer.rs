@@ -15,7 +15,7 @@
 
 use super::producer_session::ProducerSession;
 use crate::gateway_metrics::GatewayMetrics;
-use crate::record::{OutgoingRecord, Placement};
+use crate::record::{OutgoingRecord, WrittenAt};
 use krafka::{KrafkaError, Record};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -27,7 +27,7 @@ pub struct SendFailure {
     pub message: String,
 }
 
-type Ack = Result<Placement, SendFailure>;
+type Ack = Result<WrittenAt, SendFailure>;
 
 enum SendJob {
     Send {
@@ -138,7 +138,7 @@ pub async fn run(
                     let result = producer
                         .outcome(session, delivery)
                         .await
-                        .map(|m| Placement {
+                        .map(|m| WrittenAt {
                             partition: m.partition,
                             offset: m.offset,
                         });

@@ -8,7 +8,7 @@
 //! resume from anyway. On tansu's memory storage "latest" can lie inside the newest
 //! produce batch; the fetch from there skips the rest of that batch (replies older than
 //! this consumer) and returns the batches after it more than once, and those repeats are
-//! dropped before delivery ([`whole_batches`](super::whole_batches)), so each reply reaches
+//! dropped before delivery ([`whole_batches`]), so each reply reaches
 //! the registry once.
 //!
 //! When a partition's log starts over under it (see [`super::log_watch`]), or it has heard
@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::correlation_id::CorrelationId;
 use crate::error::StartupError;
 use crate::gateway_metrics::GatewayMetrics;
-use crate::kafka::Place;
+use crate::kafka::ConsumedAt;
 use crate::kafka::log_watch::{LogWatch, PartitionView};
 use crate::kafka::whole_batches;
 use crate::readiness::{Change, Readiness};
@@ -357,7 +357,7 @@ fn report(readiness: &Readiness, ok: bool, why_not: &str) {
 /// name a waiter is counted and dropped; one that names a waiter but breaks the
 /// conventions is counted and delivered, and its waiter answers `502`.
 fn dispatch(registry: &Registry, metrics: &GatewayMetrics, record: ConsumerRecord) {
-    let at = Place::of(&record);
+    let at = ConsumedAt::of(&record);
     let id = record.header(headers::CORRELATION_ID).flatten().cloned();
     if let Some(bad) = reply_check::unroutable(id.as_deref()) {
         metrics.bad_reply(bad);

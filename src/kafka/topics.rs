@@ -130,6 +130,6 @@ async fn create(
 
 fn broker_failed(action: &str, topic: &str, error: KrafkaError) -> StartupError {
     StartupError::new(format!(
-        "could not {action} \"{topic}\": {error}; check that the brokers are up and this host may reach them"
+        "could not {action} \"{topic}\" (check that the brokers are up and this host may reach them): {error}"
     ))
 }

@@ -72,9 +72,9 @@ pub fn drop_repeats<T: Placed>(records: &mut Vec<T>) -> usize {
 /// The offsets one poll read on a partition: `start` is its first record's, `end` is one
 /// past its last record's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
-    pub start: i64,
-    pub end: i64,
+pub(crate) struct Span {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
 }
 
 /// What each partition's records in one poll span.
@@ -83,7 +83,7 @@ pub struct Span {
 /// position only ever stops at the end of a batch, or at a "latest" from which tansu
 /// returns whole batches only, so both ends of a span are batch boundaries: the places a
 /// fetch can be sent to without skipping records.
-pub fn spans<T: Placed>(records: &[T]) -> BTreeMap<i32, Span> {
+pub(crate) fn spans<T: Placed>(records: &[T]) -> BTreeMap<i32, Span> {
     let mut spans: BTreeMap<i32, Span> = BTreeMap::new();
     for record in records {
         let (offset, next) = (record.offset(), record.offset() + 1);
@@ -104,13 +104,13 @@ pub fn spans<T: Placed>(records: &[T]) -> BTreeMap<i32, Span> {
 /// Records already handled in batches that are being read again from their start
 /// because a later record of theirs was not, per partition.
 #[derive(Debug, Default)]
-pub struct Reread {
+pub(crate) struct Reread {
     handled: BTreeMap<i32, BTreeSet<i64>>,
 }
 
 impl Reread {
     /// Drops the records that were handled before; how many.
-    pub fn drop_handled<T: Placed>(&self, records: &mut Vec<T>) -> usize {
+    pub(crate) fn drop_handled<T: Placed>(&self, records: &mut Vec<T>) -> usize {
         let before = records.len();
         records.retain(|record| {
             self.handled
@@ -122,18 +122,18 @@ impl Reread {
 
     /// `partition` will be read again from the start of its batch: `handled` (offsets)
     /// need not be handled again, nor what was remembered for it before.
-    pub fn remember(&mut self, partition: i32, handled: impl IntoIterator<Item = i64>) {
+    pub(crate) fn remember(&mut self, partition: i32, handled: impl IntoIterator<Item = i64>) {
         self.handled.entry(partition).or_default().extend(handled);
     }
 
     /// `partition` was handled to the end of what was read: nothing to skip any more.
-    pub fn done(&mut self, partition: i32) {
+    pub(crate) fn done(&mut self, partition: i32) {
         self.handled.remove(&partition);
     }
 
     /// Forgets everything, e.g. when partitions move: a partition read again after it
     /// came back may hold other records at those offsets (a re-created topic).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.handled.clear();
     }
 }

@@ -29,11 +29,6 @@ impl CounterVec {
             .or_insert(0) += 1;
     }
 
-    pub fn get(&self, labels: &[&str]) -> u64 {
-        let key: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-        lock(&self.0).get(&key).copied().unwrap_or(0)
-    }
-
     fn samples(&self) -> Vec<(Vec<String>, u64)> {
         lock(&self.0).iter().map(|(k, v)| (k.clone(), *v)).collect()
     }

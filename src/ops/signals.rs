@@ -9,11 +9,11 @@ use crate::error::StartupError;
 use async_std::channel::{Receiver, unbounded};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// A received stop signal, by name.
-pub type StopSignal = &'static str;
+/// The name of a received stop signal, `"SIGTERM"` or `"SIGINT"`, for log lines.
+pub type SignalName = &'static str;
 
 /// Starts listening; the receiver yields each SIGTERM or SIGINT.
-pub fn listen() -> Result<Receiver<StopSignal>, StartupError> {
+pub fn listen() -> Result<Receiver<SignalName>, StartupError> {
     let failed = |e: std::io::Error| StartupError::new(format!("cannot listen for signals: {e}"));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

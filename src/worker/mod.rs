@@ -55,7 +55,7 @@ const RECORDING_MARGIN: Duration = Duration::from_secs(5);
 const FETCH_MAX_BYTES: i32 = 128 * 1024;
 
 /// What every request task shares.
-pub struct Worker {
+pub(crate) struct Worker {
     metrics: Arc<WorkerMetrics>,
     producer: Arc<kafka::ProducerSession>,
     results: ResultsStore,
@@ -85,7 +85,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         let listen = config.worker.metrics_listen;
         metrics::serve(Arc::clone(&worker.metrics), listen).await.map_err(|e| {
             StartupError::new(format!(
-                "the worker cannot serve /metrics on {listen}: {e}; set \"worker.metrics_listen\" or KREPLY_METRICS_LISTEN to a free address"
+                "the worker cannot serve /metrics on {listen} (set \"worker.metrics_listen\" or KREPLY_METRICS_LISTEN to a free address): {e}"
             ))
         })?;
         log::info!("ready: worker metrics on http://{listen}/metrics");
@@ -421,7 +421,7 @@ async fn settle_batch(worker: &Arc<Worker>, records: Vec<ConsumerRecord>) -> Set
 
 /// `true` when the record needs no further work (answered, or unanswerable and skipped).
 async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
-    let at = kafka::Place::of(record);
+    let at = kafka::ConsumedAt::of(record);
     let header = |name: &str| record.header(name).flatten().map(|bytes| bytes.as_ref());
     let item = match request::read(
         header,
