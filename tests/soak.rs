@@ -179,6 +179,8 @@ struct Unanswered {
     host: usize,
     correlation_id: String,
     code: String,
+    /// Why, in the gateway's words: no acknowledgement, or no reply, within the wait.
+    detail: String,
 }
 
 /// What every call ended in.
@@ -212,6 +214,7 @@ impl Tally {
                 host: payment.host(),
                 correlation_id: response.header("x-correlation-id").unwrap_or("").into(),
                 code: body["code"].as_str().unwrap_or("-").into(),
+                detail: body["detail"].as_str().unwrap_or("-").into(),
             }),
             status => self.indefinite_one(format!("{status} {}", body["code"])),
         }
@@ -494,6 +497,13 @@ fn print_summary(settings: &Settings, run: &Run) {
         run.tally.unknown_by_code(),
         run.late.found
     );
+    // Each one named, so a 504 in a long run can be followed into the logs.
+    for one in run.tally.unknown.iter().take(10) {
+        println!(
+            "  504: payment {} on host {} correlation id {}: {}",
+            one.index, one.host, one.correlation_id, one.detail
+        );
+    }
     println!("no definite answer  {:?}", run.tally.indefinite);
     println!(
         "connections         {} keep-alive connections closed by a gateway while idle, reopened",
