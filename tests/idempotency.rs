@@ -31,7 +31,8 @@ fn now_ms() -> i64 {
 
 /// The worker keeps no reply in memory; a new worker process has read none at all. The
 /// repeats' answers can only come from the records in the log. Twenty payments at once
-/// put several results records in one produce batch, so most are read from inside one.
+/// put several results records in one produce batch, so most are read from inside one;
+/// repeated at once, before the restart, many are inside the last batch of a partition.
 #[test]
 fn repeats_after_the_worker_restarted_get_the_first_answers_read_from_the_log() {
     let mut system = System::start(1, &[], 3000);
@@ -50,6 +51,9 @@ fn repeats_after_the_worker_restarted_get_the_first_answers_read_from_the_log() 
         })
     };
     let first = pay_all(&system);
+    // At once, from the same worker: the finals sit in the partitions' last batches, which
+    // tansu's memory storage does not return when a fetch starts inside them.
+    assert_eq!(pay_all(&system), first);
 
     let mut old = system.workers.pop().unwrap();
     old.daemon.signal("TERM");

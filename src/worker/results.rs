@@ -47,10 +47,12 @@ const READ_POLL: Duration = Duration::from_millis(200);
 /// Reading a `pending` back takes tens of milliseconds; this long means the reader is stuck
 /// on a log that started over.
 const READ_BACK_STUCK: Duration = Duration::from_secs(3);
-/// More records than a produce batch holds (`producer_batch_bytes` 16 KiB of results
-/// records of 150 bytes or more): reading from this far back starts at or before the
-/// batch that holds a record.
-const BATCH_RECORDS: i64 = 1024;
+/// How long a read from before a record may bring nothing before it starts from the
+/// beginning: a record is there to read, so a fetch returns at once.
+const FIND_STALL: Duration = Duration::from_secs(1);
+/// The smallest results record, in bytes of a produce batch: a batch of
+/// `producer_batch_bytes` holds at most that many bytes / this records.
+const SMALLEST_RESULTS_RECORD: usize = 64;
 /// Marker records have this key, with the partition number after it. No idempotency key
 /// can equal it (the worker reads keys as UTF-8, and 0xFF never occurs in UTF-8), so
 /// compaction never drops a payment's record for a marker.
@@ -296,7 +298,8 @@ impl ResultsStore {
                 open_reader(&kafka, &self.config, &[]).await?
             }
         };
-        let read = read_at(&reader, &self.topic, place).await?;
+        let back = (self.config.producer_batch_bytes / SMALLEST_RESULTS_RECORD).max(1) as i64;
+        let read = read_at(&reader, &self.topic, place, back).await?;
         *finals = Some(reader);
         Ok(read
             .filter(|record| record.key.as_deref() == Some(key.as_bytes()))
@@ -475,53 +478,56 @@ async fn open_reader(
 }
 
 /// The record at `place`, read with `reader` (left assigned to that partition); `None`
-/// when the log no longer holds it. A fetch from inside a batch may start at the next
-/// batch on tansu's memory storage, so when records after `place` come first, the read
-/// starts again further back, and at last from the beginning.
+/// when the log no longer holds it. On tansu's memory storage a fetch from inside a batch
+/// starts at the next batch, or returns nothing when that batch is the partition's last,
+/// so the read starts `back` records earlier, where a batch holding `place` cannot have
+/// begun yet; failing that, from the beginning.
 async fn read_at(
     reader: &Consumer,
     topic: &str,
     place: LogPlace,
+    back: i64,
 ) -> Result<Option<ConsumerRecord>, KrafkaError> {
     reader.assign(topic, vec![place.partition]).await?;
-    for back in [0, BATCH_RECORDS, place.offset] {
-        let from = place.offset.saturating_sub(back).max(0);
+    let near = place.offset.saturating_sub(back).max(0);
+    for from in [near, 0] {
         reader.seek(topic, place.partition, from).await?;
         let limit = if from == 0 {
             CATCH_UP_LIMIT
         } else {
-            READ_BACK_STUCK
+            FIND_STALL
         };
-        match first_from(reader, topic, place, limit).await? {
+        match first_from(reader, place, limit).await? {
             Some(record) if record.offset == place.offset => return Ok(Some(record)),
-            _ if from == 0 => return Ok(None),
+            Some(_) if from == 0 => return Ok(None),
+            None if from == 0 => break,
             _ => {}
-        }
-    }
-    Ok(None)
-}
-
-/// The first record at or after `place` that a read from the reader's position meets.
-async fn first_from(
-    reader: &Consumer,
-    topic: &str,
-    place: LogPlace,
-    limit: Duration,
-) -> Result<Option<ConsumerRecord>, KrafkaError> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        let polled = reader.poll(READ_POLL).await?;
-        let mut at_or_after = polled
-            .into_iter()
-            .filter(|r| r.partition == place.partition && r.offset >= place.offset);
-        if let Some(first) = at_or_after.by_ref().min_by_key(|r| r.offset) {
-            return Ok(Some(first));
         }
     }
     Err(KrafkaError::timeout(format!(
         "reading {topic}/{}@{} back",
         place.partition, place.offset
     )))
+}
+
+/// The first record at or after `place` that a read from the reader's position meets
+/// within `limit`.
+async fn first_from(
+    reader: &Consumer,
+    place: LogPlace,
+    limit: Duration,
+) -> Result<Option<ConsumerRecord>, KrafkaError> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let polled = reader.poll(READ_POLL).await?;
+        let at_or_after = polled
+            .into_iter()
+            .filter(|r| r.partition == place.partition && r.offset >= place.offset);
+        if let Some(first) = at_or_after.min_by_key(|r| r.offset) {
+            return Ok(Some(first));
+        }
+    }
+    Ok(None)
 }
 
 /// The answer for a payment that was settled, when what it said is no longer on record.
