@@ -212,3 +212,52 @@ pub fn to_krafka(record: OutgoingRecord) -> Record {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use krafka::error::ErrorCode;
+
+    /// Whether a caller may be told "nothing was written, try again" decides whether a retry
+    /// can charge twice: only a definite refusal says so.
+    #[test]
+    fn only_a_definite_refusal_counts_as_not_written() {
+        let written = |queued, error| failure(queued, error).possibly_written;
+        // Never left this process.
+        assert!(!written(false, KrafkaError::timeout("enqueue")));
+        // Left it, and nothing definite came back: it may be in the log.
+        assert!(written(true, KrafkaError::timeout("ack")));
+        assert!(written(
+            true,
+            KrafkaError::network(std::io::Error::other("reset"))
+        ));
+        // The client knows, and says which.
+        assert!(written(
+            true,
+            KrafkaError::delivery_timeout(true, "in flight")
+        ));
+        assert!(!written(
+            true,
+            KrafkaError::delivery_timeout(false, "never sent")
+        ));
+        // The broker refused the batch.
+        assert!(!written(
+            true,
+            KrafkaError::broker(ErrorCode::NotEnoughReplicas, "isr")
+        ));
+        assert!(!written(
+            true,
+            KrafkaError::out_of_order_sequence("t", 0, "gap")
+        ));
+    }
+
+    #[test]
+    fn the_message_carries_the_clients_reason() {
+        let failure = failure(true, KrafkaError::timeout("waiting for the ack"));
+        assert!(
+            failure.message.contains("waiting for the ack"),
+            "{}",
+            failure.message
+        );
+    }
+}
