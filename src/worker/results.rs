@@ -20,9 +20,9 @@
 //!
 //! A log that started over (a re-created topic, a broker that lost its data) would leave
 //! the reader asking for a topic id that no longer exists, or positioned past the new
-//! log's end: tansu answers neither with an error. An attempt that cannot read its own
-//! `pending` back within [`READ_BACK_STUCK`] therefore opens the reader again, on a new
-//! client, from the beginning ([`ResultsStore::reopen`]).
+//! log's end: tansu answers neither with an error. A read-back (an attempt's `pending`, a
+//! catch-up's markers) whose reader brings nothing for [`READ_BACK_STUCK`] therefore opens
+//! the reader again, on a new client, from the beginning ([`ResultsStore::reopen`]).
 //!
 //! A final record's reply is not kept in memory: a repeat that needs it reads it at its
 //! place in the log, on a connection of its own ([`ResultsStore::lookup`]).
@@ -65,7 +65,7 @@ pub struct ResultsStore {
     reader: tokio::sync::Mutex<Consumer>,
     /// How the reader is built again: brokers, and the fetch wait.
     config: Config,
-    /// Polls applied so far: a task that waited for `poller` reads the state again first.
+    /// Polls applied so far: a task that waited for `reader` reads the state again first.
     polls: AtomicU64,
     /// Records applied so far: whether the reader is still moving.
     applied: AtomicU64,
@@ -165,10 +165,7 @@ impl ResultsStore {
     /// The newest record of `key`, reading a final one's reply back from the log.
     pub async fn lookup(&self, key: &str) -> Result<Option<Recorded>, KrafkaError> {
         let known = self.lock().known.get(key).cloned();
-        match known {
-            None => Ok(None),
-            Some(known) => self.whole(key, &known).await.map(Some),
-        }
+        self.whole_of(key, known).await
     }
 
     /// Whether a record written at `written_ms` is older than the idempotency window.
@@ -209,10 +206,7 @@ impl ResultsStore {
             )));
         };
         let before = self.lock().watched.get(key).and_then(|w| w.before(offset));
-        match before {
-            None => Ok(None),
-            Some(known) => self.whole(key, &known).await.map(Some),
-        }
+        self.whole_of(key, before).await
     }
 
     /// Reads until `met` holds for a record this worker has just written. When the reader
@@ -269,17 +263,21 @@ impl ResultsStore {
             settled.is_some()
         })
         .await?;
-        match settled {
-            None => Ok(None),
-            Some(known) => self.whole(key, &known).await.map(Some),
-        }
+        self.whole_of(key, settled).await
     }
 
-    /// The whole record `known` stands for: as kept, or a final one read back.
-    async fn whole(&self, key: &str, known: &Known) -> Result<Recorded, KrafkaError> {
+    /// The whole record `known` stands for, if any: as kept, or a final one read back.
+    async fn whole_of(
+        &self,
+        key: &str,
+        known: Option<Known>,
+    ) -> Result<Option<Recorded>, KrafkaError> {
+        let Some(known) = known else {
+            return Ok(None);
+        };
         match known.kept.whole() {
-            Some(recorded) => Ok(recorded),
-            None => self.read_final(key, known.place).await,
+            Some(recorded) => Ok(Some(recorded)),
+            None => self.read_final(key, known.place).await.map(Some),
         }
     }
 
@@ -378,11 +376,7 @@ impl ResultsStore {
             partition: meta.partition,
             offset: meta.offset,
         };
-        let known = Known {
-            place,
-            written_ms: now_ms(),
-            kept: Kept::of(recorded),
-        };
+        let known = Known::of(place, now_ms(), recorded);
         // Not into a watch: an attempt must meet its own `pending` where the reader
         // finds it, after what precedes it, not where the ack says it is.
         self.lock().known.remember(key, known, now_ms());
@@ -409,11 +403,7 @@ impl ResultsStore {
             .map(serde_json::from_slice::<Recorded>)
         {
             Some(Ok(recorded)) => {
-                let known = Known {
-                    place,
-                    written_ms: record.timestamp,
-                    kept: Kept::of(&recorded),
-                };
+                let known = Known::of(place, record.timestamp, &recorded);
                 let state = &mut *self.lock();
                 if let Some(watch) = state.watched.get_mut(key) {
                     watch.seen.push(known.clone());
@@ -480,8 +470,8 @@ async fn open_reader(
 /// The record at `place`, read with `reader` (left assigned to that partition); `None`
 /// when the log no longer holds it. On tansu's memory storage a fetch from inside a batch
 /// starts at the next batch, or returns nothing when that batch is the partition's last,
-/// so the read starts `back` records earlier, where a batch holding `place` cannot have
-/// begun yet; failing that, from the beginning.
+/// so the read starts `back` records earlier, at or before the start of any batch that
+/// holds `place`; failing that, from the beginning.
 async fn read_at(
     reader: &Consumer,
     topic: &str,

@@ -82,6 +82,17 @@ pub struct Known {
     pub kept: Kept,
 }
 
+impl Known {
+    /// What is kept of `recorded`, written at `written_ms` to `place`.
+    pub fn of(place: LogPlace, written_ms: i64, recorded: &Recorded) -> Known {
+        Known {
+            place,
+            written_ms,
+            kept: Kept::of(recorded),
+        }
+    }
+}
+
 pub struct ResultsIndex {
     keys: HashMap<KeyId, Known>,
     window_ms: i64,
