@@ -6,10 +6,10 @@
 //! keys are rejected so a misspelt setting fails loudly instead of silently defaulting.
 
 use crate::error::StartupError;
-use crate::late_replies::LateLimits;
-use crate::readiness::Hysteresis;
-use crate::registry::DEFAULT_MAX_IN_FLIGHT;
-use crate::topic_name;
+use crate::gateway::late_replies::LateLimits;
+use crate::gateway::readiness::Hysteresis;
+use crate::gateway::registry::DEFAULT_MAX_IN_FLIGHT;
+use crate::wire::topic_name;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -123,7 +123,7 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
             })?;
         log::info!("ready: mock PG on http://{listen}");
         let forever = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        crate::http::serve(app, listener, forever).await;
+        crate::ops::http_server::serve(app, listener, forever).await;
         Ok(())
     })
 }

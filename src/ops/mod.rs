@@ -1,5 +1,7 @@
-//! Running under an operator: systemd notification, signals, metrics.
+//! Running under an operator: systemd notification, signals, metrics, and the HTTP server
+//! loop every endpoint of the binary runs on.
 
+pub mod http_server;
 pub mod metrics;
 pub mod notify;
 pub mod signals;

@@ -11,8 +11,8 @@
 //! - `Retryable` means the PG said no without charging (5xx, unreachable): a new attempt
 //!   may call it again.
 
-use crate::record::{OutgoingRecord, headers, now_ms};
-use crate::reply_error::ReplyError;
+use crate::wire::record::{OutgoingRecord, headers, now_ms};
+use crate::wire::reply_error::ReplyError;
 use crate::worker::request::ReplyTo;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

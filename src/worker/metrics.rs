@@ -117,7 +117,7 @@ pub async fn serve(metrics: Arc<WorkerMetrics>, listen: SocketAddr) -> std::io::
         });
     app.at("/healthz")
         .get(|_| async { Ok(serde_json::json!({"status": "alive"})) });
-    async_std::task::spawn(crate::http::serve(
+    async_std::task::spawn(crate::ops::http_server::serve(
         app,
         listener,
         Arc::new(AtomicBool::new(true)),

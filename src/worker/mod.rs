@@ -30,7 +30,7 @@ use crate::error::StartupError;
 use crate::kafka::whole_batches::{self, Reread, Span};
 use crate::kafka::{self, topics, topics::NeededTopic};
 use crate::ops::notify::notify;
-use crate::record::OutgoingRecord;
+use crate::wire::record::OutgoingRecord;
 use krafka::ConsumerRecord;
 use krafka::consumer::{AutoOffsetReset, Consumer, OffsetAndMetadata, TopicPartition};
 use member_list::MemberList;

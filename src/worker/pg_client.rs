@@ -7,7 +7,7 @@
 //! - the request was sent and no answer came in time: the outcome is unknown.
 
 use crate::error::StartupError;
-use crate::payment::PaymentRequest;
+use crate::wire::payment::PaymentRequest;
 use async_std::net::TcpStream;
 use serde_json::{Value, json};
 use std::time::Duration;

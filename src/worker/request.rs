@@ -4,8 +4,8 @@
 //! answer can reach anyone, so such a record is skipped (and logged). With them, even a
 //! malformed payment gets an `invalid-request` reply, so its caller is not left to time out.
 
-use crate::payment::PaymentRequest;
-use crate::record::headers;
+use crate::wire::payment::PaymentRequest;
+use crate::wire::record::headers;
 use serde_json::Value;
 
 /// Where and how the reply must go.
@@ -156,16 +156,16 @@ mod tests {
         );
     }
 
-    use crate::correlation_id::CorrelationId;
-    use crate::json_number::decimal;
-    use crate::reply_route::ReplyRoute;
+    use crate::gateway::reply_route::ReplyRoute;
     use crate::testing::{
         body_with_amount, deeply_nested_body, hostile_string, json_value, number_text, payment_body,
     };
+    use crate::wire::correlation_id::CorrelationId;
+    use crate::wire::json_number::decimal;
     use proptest::prelude::*;
 
     /// What the gateway would produce for `bytes`, when it accepts them.
-    fn produced(bytes: &[u8]) -> Option<(PaymentRequest, crate::record::OutgoingRecord)> {
+    fn produced(bytes: &[u8]) -> Option<(PaymentRequest, crate::wire::record::OutgoingRecord)> {
         let payment = PaymentRequest::parse("refund", bytes).ok()?;
         let route = ReplyRoute {
             host_ip: "127.0.0.2".parse().unwrap(),

@@ -29,7 +29,7 @@
 
 use crate::config::Config;
 use crate::kafka::{self, ProducerSession};
-use crate::record::now_ms;
+use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::results_index::{Kept, Known, LogPlace, ResultsIndex};
 use krafka::consumer::{AutoOffsetReset, Consumer};

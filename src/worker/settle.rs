@@ -5,9 +5,9 @@
 //! wait (bounded) for its final record instead, so "never charge twice" does not depend on
 //! the consumer group giving a partition to one worker at a time.
 
-use crate::payment::PaymentRequest;
-use crate::record::now_ms;
-use crate::reply_error::ReplyError;
+use crate::wire::payment::PaymentRequest;
+use crate::wire::record::now_ms;
+use crate::wire::reply_error::ReplyError;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::pg_client::PgAnswer;

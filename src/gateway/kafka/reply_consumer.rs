@@ -19,17 +19,17 @@
 //! a margin for clock skew), or at the latest offset when there is none: that skips no
 //! reply written since, at the cost of reading a few seconds of replies twice.
 
+use super::log_watch::{LogWatch, PartitionView};
 use crate::config::Config;
-use crate::correlation_id::CorrelationId;
 use crate::error::StartupError;
-use crate::gateway_metrics::GatewayMetrics;
+use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::readiness::{Change, Readiness};
+use crate::gateway::registry::{Delivery, Registry, Reply};
+use crate::gateway::reply_check;
 use crate::kafka::ConsumedAt;
-use crate::kafka::log_watch::{LogWatch, PartitionView};
 use crate::kafka::whole_batches;
-use crate::readiness::{Change, Readiness};
-use crate::record::{headers, now_ms};
-use crate::registry::{Delivery, Registry, Reply};
-use crate::reply_check;
+use crate::wire::correlation_id::CorrelationId;
+use crate::wire::record::{headers, now_ms};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, KrafkaError};
 use std::collections::HashMap;

@@ -6,7 +6,7 @@
 //! operators can review it in a diff and ship it with configuration management.
 
 use crate::error::StartupError;
-use crate::topic_name;
+use crate::wire::topic_name;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 

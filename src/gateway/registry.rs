@@ -17,8 +17,8 @@
 //! refuses a new waiter once `max_in_flight` are waiting, atomically with the insert, so
 //! no burst of callers can hold more than that many requests (and their memory) at once.
 
-use crate::correlation_id::CorrelationId;
-use crate::late_replies::{LateLimits, LateLookup, LateReplies, LateStats};
+use crate::gateway::late_replies::{LateLimits, LateLookup, LateReplies, LateStats};
+use crate::wire::correlation_id::CorrelationId;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;

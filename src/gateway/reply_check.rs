@@ -6,8 +6,8 @@
 //! (with a `502`, never as a success), so no caller waits for a reply that came. Either
 //! way the record is counted by reason, and no other waiter notices. Runtime-free.
 
-use crate::correlation_id::CorrelationId;
-use crate::reply_error::ReplyError;
+use crate::wire::correlation_id::CorrelationId;
+use crate::wire::reply_error::ReplyError;
 
 /// What is wrong with a reply record, as `kreply_bad_replies_total{reason}` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,20 +9,30 @@
 //! closes (new connections are refused); payments in flight are answered, up to their
 //! timeouts; queued records (dead letters) are flushed; exit 0. A second signal exits at once.
 
+pub(crate) mod host_ips;
+pub(crate) mod host_table;
+pub(crate) mod http;
+pub(crate) mod kafka;
+pub(crate) mod late_replies;
+pub(crate) mod metrics;
+pub(crate) mod readiness;
+pub(crate) mod registry;
+pub(crate) mod reply_check;
+pub(crate) mod reply_route;
+
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::gateway_metrics::GatewayMetrics;
-use crate::host_ips;
-use crate::host_table::HostTable;
-use crate::http::{self, GatewayState};
-use crate::kafka::{self, KafkaSetup};
 use crate::ops::notify::{self, notify};
 use crate::ops::signals::{self, SignalName};
-use crate::readiness::Readiness;
-use crate::registry::Registry;
-use crate::reply_route::{self, ReplyRoute};
 use async_std::channel::Receiver;
 use async_std::task;
+use host_table::HostTable;
+use http::GatewayState;
+use kafka::KafkaSetup;
+use metrics::GatewayMetrics;
+use readiness::Readiness;
+use registry::Registry;
+use reply_route::ReplyRoute;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

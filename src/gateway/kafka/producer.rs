@@ -11,12 +11,12 @@
 //! as unknown, never tried again, because a second copy could charge twice. When the
 //! brokers stop honouring the producer's session (a broker restarted with its state lost),
 //! the failed record is reported and later records go to a new session
-//! ([`super::producer_session`]).
+//! ([`crate::kafka::producer_session`]).
 
-use super::producer_session::ProducerSession;
-use crate::gateway_metrics::GatewayMetrics;
-use crate::record::{OutgoingRecord, WrittenAt};
-use krafka::{KrafkaError, Record};
+use crate::gateway::metrics::GatewayMetrics;
+use crate::kafka::{ProducerSession, to_krafka};
+use crate::wire::record::{OutgoingRecord, WrittenAt};
+use krafka::KrafkaError;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -197,20 +197,6 @@ fn failure(queued: bool, error: KrafkaError) -> SendFailure {
         possibly_written,
         message: error.to_string(),
     }
-}
-
-/// The client library's record for one of ours.
-pub fn to_krafka(record: OutgoingRecord) -> Record {
-    let mut out = Record::new(record.topic, record.value)
-        .key(record.key)
-        .timestamp(record.timestamp_ms);
-    if let Some(partition) = record.partition {
-        out = out.partition(partition);
-    }
-    for (name, value) in record.headers {
-        out = out.header(name, value);
-    }
-    out
 }
 
 #[cfg(test)]

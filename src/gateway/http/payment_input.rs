@@ -2,10 +2,10 @@
 //! wait, `Idempotency-Key`, and a body read within its size limit. Each check answers
 //! with a problem of its own, and none of them touches Kafka.
 
-use super::BodyDeadline;
 use super::State;
-use crate::gateway_metrics::ConnectionCut;
-use crate::problem::Problem;
+use crate::ops::http_server::BodyDeadline;
+use crate::ops::http_server::ConnectionCut;
+use crate::wire::problem::Problem;
 use async_std::future::timeout;
 use async_std::io::ReadExt;
 use std::time::{Duration, Instant};

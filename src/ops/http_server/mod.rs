@@ -11,10 +11,14 @@
 //! refusals are bounded too: past [`REFUSING_AT_ONCE`] of them in progress, a connection
 //! is closed without a word. Both count in `kreply_http_connections_refused_total`.
 
-use super::State;
-use super::connection;
+mod connection;
+mod connection_metrics;
+pub(crate) mod problem_response;
+
+pub(crate) use connection::BodyDeadline;
+pub(crate) use connection_metrics::{ConnectionCut, ConnectionMetrics};
+
 use crate::config::HttpConfig;
-use crate::gateway_metrics::ConnectionMetrics;
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use std::sync::Arc;
@@ -27,20 +31,6 @@ const STOP_CHECK: Duration = Duration::from_millis(50);
 const REFUSING_AT_ONCE: usize = 64;
 /// What a refused client is told to wait before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// The gateway: [`serve`] with the limits of its config, counted in its `/metrics`.
-pub async fn serve_gateway(
-    app: tide::Server<State>,
-    listener: TcpListener,
-    accepting: Arc<AtomicBool>,
-) {
-    let gateway = Arc::clone(app.state());
-    let limits = Limits {
-        http: gateway.config.http.clone(),
-        metrics: Arc::clone(&gateway.metrics.connections),
-    };
-    serve_limited(app, listener, accepting, limits).await;
-}
 
 /// Serves `app` with the default limits (the worker's and the PG simulator's endpoints).
 pub async fn serve<S>(app: tide::Server<S>, listener: TcpListener, accepting: Arc<AtomicBool>)
@@ -59,7 +49,7 @@ pub struct Limits {
 
 /// Serves `app` on `listener` while `accepting` is true; then drops the listener, so new
 /// connections are refused while those already open finish their requests.
-async fn serve_limited<S>(
+pub(crate) async fn serve_limited<S>(
     app: tide::Server<S>,
     listener: TcpListener,
     accepting: Arc<AtomicBool>,

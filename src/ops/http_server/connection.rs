@@ -18,11 +18,11 @@
 //!
 //! Waiting for a request costs only the task: the head buffer exists once bytes arrive.
 
-use super::listener::Limits;
+use super::ConnectionCut;
+use super::Limits;
 use super::problem_response;
 use crate::config::HttpConfig;
-use crate::gateway_metrics::ConnectionCut;
-use crate::problem::{Outcome, Problem};
+use crate::wire::problem::{Outcome, Problem};
 use async_std::future::timeout;
 use async_std::io::{self, Read, ReadExt};
 use async_std::net::TcpStream;

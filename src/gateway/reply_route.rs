@@ -6,7 +6,7 @@
 //! routing (`kafka_replyPartition`) will add a partition to the route, not a new concept.
 
 use crate::error::StartupError;
-use crate::host_table::HostTable;
+use crate::gateway::host_table::HostTable;
 use std::fmt;
 use std::net::IpAddr;
 

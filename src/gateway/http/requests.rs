@@ -16,11 +16,11 @@
 
 use super::State;
 use super::payments::{respond, worker_answer};
-use super::problem_response;
-use crate::correlation_id::CorrelationId;
-use crate::http::GatewayState;
-use crate::late_replies::LateLookup;
-use crate::problem::{Outcome, Problem};
+use crate::gateway::http::GatewayState;
+use crate::gateway::late_replies::LateLookup;
+use crate::ops::http_server::problem_response;
+use crate::wire::correlation_id::CorrelationId;
+use crate::wire::problem::{Outcome, Problem};
 use std::net::SocketAddr;
 use tide::{Request, Response, StatusCode};
 use uuid::Uuid;

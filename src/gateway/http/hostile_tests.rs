@@ -7,11 +7,11 @@
 
 use super::{GatewayState, app};
 use crate::config::Config;
-use crate::host_table::HostTable;
-use crate::kafka::{SendQueue, channel};
-use crate::readiness::Readiness;
-use crate::registry::Registry;
-use crate::reply_route::ReplyRoute;
+use crate::gateway::host_table::HostTable;
+use crate::gateway::kafka::{SendQueue, channel};
+use crate::gateway::readiness::Readiness;
+use crate::gateway::registry::Registry;
+use crate::gateway::reply_route::ReplyRoute;
 use crate::testing::{deeply_nested_body, hostile_ascii, number_text, payment_body};
 use proptest::prelude::*;
 use std::path::Path;
@@ -55,7 +55,7 @@ fn post(headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Option<serde_json::Val
     let mut response: Response = async_std::task::block_on(app.respond(req)).unwrap();
     let problem = response
         .content_type()
-        .filter(|mime| mime.essence() == crate::problem::CONTENT_TYPE)
+        .filter(|mime| mime.essence() == crate::wire::problem::CONTENT_TYPE)
         .map(|_| {
             let text = async_std::task::block_on(response.body_string()).unwrap();
             serde_json::from_str(&text).unwrap()

@@ -1,7 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (it takes payments now), `/metrics`.
 
 use super::State;
-use crate::problem::Problem;
+use crate::wire::problem::Problem;
 use tide::{Request, Response, StatusCode};
 
 pub async fn healthz(_req: Request<State>) -> tide::Result {
@@ -19,7 +19,7 @@ pub async fn readyz(req: Request<State>) -> tide::Result {
             "not-ready",
             "the reply consumer is not reading replies; see the gateway log",
         );
-        return Ok(super::problem_response::respond(&problem));
+        return Ok(crate::ops::http_server::problem_response::respond(&problem));
     }
     Ok(json(
         StatusCode::Ok,

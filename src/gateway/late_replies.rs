@@ -12,9 +12,9 @@
 //!
 //! Runtime-free and clock-free: every call takes `now`, so tests control time.
 
-use crate::correlation_id::CorrelationId;
-use crate::record::headers;
-use crate::registry::Reply;
+use crate::gateway::registry::Reply;
+use crate::wire::correlation_id::CorrelationId;
+use crate::wire::record::headers;
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

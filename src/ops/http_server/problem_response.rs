@@ -4,7 +4,7 @@
 //! 5xx (an unknown route, a wrong method, a handler error) passes through [`fallback`], so
 //! a client never has to parse an empty or plain-text error.
 
-use crate::problem::{self, Problem};
+use crate::wire::problem::{self, Problem};
 use tide::http::mime::Mime;
 use tide::{Response, StatusCode};
 

@@ -14,7 +14,7 @@
 //! | `pg-unknown` | 504 | `unknown` | the PG did not answer in time, or an earlier attempt died mid-call |
 //! | anything else | 502 | `unknown` | a code this gateway does not know |
 
-use crate::problem::Outcome;
+use crate::wire::problem::Outcome;
 
 /// The error codes a reply may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

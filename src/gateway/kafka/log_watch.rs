@@ -14,7 +14,7 @@
 //! The ends it compares must all come from fetch responses (krafka's `lag()`), never from
 //! ListOffsets: tansu's memory storage lists the end of a multi-record batch as its first
 //! offset + 1, below the end its fetches report, and an end taken from each would look like
-//! a log going backwards (see [`super::whole_batches`]). Fetch responses report it right
+//! a log going backwards (see [`crate::kafka::whole_batches`]). Fetch responses report it right
 //! and never lower than before on a healthy log: the tests read bursts of multi-record
 //! batches without a reopen.
 //!

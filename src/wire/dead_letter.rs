@@ -5,7 +5,7 @@
 //! DLQ topic with Spring's `kafka_dlt-*` headers, so that Spring tooling and operators can
 //! find and reconcile it. Replaying it blindly could charge twice; the README says so.
 
-use crate::record::{OutgoingRecord, WrittenAt, headers, now_ms};
+use crate::wire::record::{OutgoingRecord, WrittenAt, headers, now_ms};
 
 /// Why the request is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

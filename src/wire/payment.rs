@@ -6,10 +6,10 @@
 //! operation and workers need no per-operation topic. The key is the order id, which keeps
 //! every message about one order on one partition, in order.
 
-use crate::correlation_id::CorrelationId;
-use crate::json_number;
-use crate::record::{OutgoingRecord, headers, now_ms};
-use crate::reply_route::ReplyRoute;
+use crate::gateway::reply_route::ReplyRoute;
+use crate::wire::correlation_id::CorrelationId;
+use crate::wire::json_number;
+use crate::wire::record::{OutgoingRecord, headers, now_ms};
 use serde_json::{Map, Value};
 
 /// Longest order id accepted. It is the record key and appears in every log line.

@@ -5,27 +5,24 @@
 //! [`GatewayState`]; the Kafka side is reached only through its [`SendHandle`] and the
 //! correlation registry.
 
-mod connection;
 #[cfg(test)]
 mod hostile_tests;
-mod listener;
 mod payment_input;
 mod payments;
 mod probes;
-mod problem_response;
 mod requests;
 
-pub use connection::BodyDeadline;
-pub use listener::{serve, serve_gateway};
-
 use crate::config::Config;
-use crate::gateway_metrics::GatewayMetrics;
-use crate::host_table::HostTable;
-use crate::kafka::SendHandle;
-use crate::readiness::Readiness;
-use crate::registry::Registry;
-use crate::reply_route::ReplyRoute;
+use crate::gateway::host_table::HostTable;
+use crate::gateway::kafka::SendHandle;
+use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::readiness::Readiness;
+use crate::gateway::registry::Registry;
+use crate::gateway::reply_route::ReplyRoute;
+use crate::ops::http_server::{self, Limits, problem_response};
+use async_std::net::TcpListener;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// What every request handler shares: the gateway's running state (the `gateway` module
 /// builds it at startup and drains it on stop).
@@ -52,4 +49,18 @@ pub fn app(gateway: State) -> tide::Server<State> {
     app.at("/readyz").get(probes::readyz);
     app.at("/metrics").get(probes::metrics);
     app
+}
+
+/// The gateway: [`http_server::serve`] with the limits of its config, counted in its `/metrics`.
+pub async fn serve_gateway(
+    app: tide::Server<State>,
+    listener: TcpListener,
+    accepting: Arc<AtomicBool>,
+) {
+    let gateway = Arc::clone(app.state());
+    let limits = Limits {
+        http: gateway.config.http.clone(),
+        metrics: Arc::clone(&gateway.metrics.connections),
+    };
+    http_server::serve_limited(app, listener, accepting, limits).await;
 }
