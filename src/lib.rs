@@ -28,20 +28,20 @@
 //! | [`gateway::http`] | tide on async-std: routes, probes, `GET /v1/requests/{id}` (`requests.rs`) |
 //! | [`gateway::kafka`] | krafka on its own Tokio thread: producer task, reply consumer; `log_watch.rs` (a reply log that started over) |
 //! | [`gateway::metrics`] | the gateway's `/metrics` set |
-//! | [`worker`] | `kreply worker`: request parsing, results store (`results.rs`; what it keeps in memory and for how long: `results_index.rs`), PG client, settling, group loop; `race.rs` (the first `pending` in the results log wins: who may call the PG, runtime-free); `stale_group.rs` and `member_list.rs` (rejoin when tansu leaves a crashed worker's partitions unowned) |
+//! | [`worker`] | `kreply worker`: `startup.rs`, the poll loop (`poll_loop.rs`), settling a batch (`batch.rs`, one request: `settle.rs`), committing it (`commit.rs`), request parsing, results store (`results.rs`; what it keeps in memory and for how long: `results_index.rs`), PG client; `race.rs` (the first `pending` in the results log wins: who may call the PG, runtime-free); `stale_group.rs` and `member_list.rs` (rejoin when tansu leaves a crashed worker's partitions unowned) |
 //! | [`wire::record`], [`wire::correlation_id`], [`wire::payment`], [`wire::json_number`], [`wire::dead_letter`] | request, reply and dead-letter records, byte for byte; body validation (numbers passed on exactly) |
 //! | [`wire::problem`], [`wire::reply_error`] | `application/problem+json` answers; the `kreply_error` reply header: worker error code -> HTTP status |
 //! | [`wire::topic_name`] | Kafka's rules for a topic name |
 //! | [`kafka`] | shared by gateway and worker: a client per role, the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free) |
-//! | [`ops`] | systemd notify, signals, the Prometheus exporter, and [`ops::http_server`]: the `TCP_NODELAY` accept loop with the connection cap, per-connection deadlines, problem answers |
+//! | [`ops`] | systemd notify, signals (one [`ops::signals::Shutdown`] passed to whatever must stop; the second signal exits), the Prometheus exporter, and [`ops::http_server`]: the `TCP_NODELAY` accept loop with the connection cap, per-connection deadlines, problem answers |
 //! | [`config`], [`error`] | the JSON config and its environment overrides; the one-sentence startup error |
 //! | [`check_config`] | `kreply check-config`: the startup checks as a report |
 //! | [`mock_pg`] | `kreply mock-pg`: the PG simulator |
 //! | `testing` | generators of hostile input for the property tests (test builds only) |
 //!
-//! The worker's path: [`worker`] (poll a batch) -> `request.rs` (read it) ->
-//! `settle.rs` (results store -> PG -> results store) -> `answer.rs` (reply
-//! record) -> reply topic, then the batch's offsets are committed.
+//! The worker's path: `poll_loop.rs` (poll a batch) -> `batch.rs` -> `request.rs` (read
+//! it) -> `settle.rs` (results store -> PG -> results store) -> `answer.rs` (reply
+//! record) -> reply topic, then `commit.rs` commits the batch's offsets.
 //!
 //! The core (config, host table, reply route, correlation registry, wire) knows no
 //! async runtime; [`gateway::http`] runs on async-std, [`gateway::kafka`] on a Tokio

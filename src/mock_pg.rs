@@ -7,6 +7,7 @@
 //! Random failures (`--failure-rate`) and latency jitter are for load runs.
 
 use crate::error::StartupError;
+use crate::ops::signals::Shutdown;
 use async_std::task;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -122,8 +123,7 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
                 ))
             })?;
         log::info!("ready: mock PG on http://{listen}");
-        let forever = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        crate::ops::http_server::serve(app, listener, forever).await;
+        crate::ops::http_server::serve(app, listener, Shutdown::never()).await;
         Ok(())
     })
 }

@@ -24,7 +24,6 @@ use crate::config::Config;
 use crate::error::StartupError;
 use crate::ops::notify::{self, notify};
 use crate::ops::signals::{self, SignalName};
-use async_std::channel::Receiver;
 use async_std::task;
 use host_table::HostTable;
 use http::GatewayState;
@@ -35,7 +34,6 @@ use registry::Registry;
 use reply_route::ReplyRoute;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The longest a stop waits for queued records to be acknowledged.
@@ -60,7 +58,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let hosts = HostTable::load(&config.host_table)?;
     let route = route_in(&hosts, &config)?;
     log::info!("startup: config {}; {route}", config_path.display());
-    let stop_signals = signals::listen()?;
+    let shutdown = signals::listen("gateway")?;
     let registry = Registry::with_limits(config.max_in_flight, config.late_replies.limits());
     let readiness = Readiness::new(config.readiness_hysteresis());
     let metrics = Arc::new(GatewayMetrics::default());
@@ -89,11 +87,10 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
                 config_path.display()
             ))
         })?;
-        let accepting = Arc::new(AtomicBool::new(true));
         let server = task::spawn(http::serve_gateway(
             http::app(Arc::clone(&gateway)),
             listener,
-            Arc::clone(&accepting),
+            shutdown.clone(),
         ));
         log::info!(
             "ready: listening on http://{listen}, replies on {}",
@@ -103,11 +100,8 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         if let Some(every) = notify::watchdog_interval() {
             task::spawn(watchdog(every));
         }
-        let first = stop_signals
-            .recv()
-            .await
-            .unwrap_or("the signal listener ending");
-        stop(&gateway, first, &accepting, stop_signals).await;
+        let signal = shutdown.requested().await;
+        stop(&gateway, signal).await;
         server.await;
         Ok(())
     })
@@ -121,26 +115,14 @@ async fn watchdog(every: Duration) {
     }
 }
 
-/// The graceful stop, step by step.
-async fn stop(
-    gateway: &GatewayState,
-    signal: SignalName,
-    accepting: &AtomicBool,
-    more: Receiver<SignalName>,
-) {
+/// The graceful stop, step by step, once `signal` asked for it (the HTTP server stops
+/// accepting on its own; a second signal ends the process, see [`signals`]).
+async fn stop(gateway: &GatewayState, signal: SignalName) {
     log::info!(
         "{signal}: stopping: /readyz is 503, new connections are refused, in-flight payments finish"
     );
     notify("STOPPING=1");
     gateway.readiness.stop();
-    task::spawn(async move {
-        if let Ok(again) = more.recv().await {
-            log::warn!("{again} again: exiting now, without waiting for in-flight payments");
-            std::process::exit(1);
-        }
-    });
-    accepting.store(false, Ordering::Release);
-
     let deadline = Instant::now() + gateway.config.max_timeout() + Duration::from_secs(1);
     while gateway.metrics.in_flight.get() > 0 && Instant::now() < deadline {
         task::sleep(Duration::from_millis(10)).await;

@@ -1,9 +1,9 @@
 //! The worker's metrics and its small HTTP listener for `/metrics` and `/healthz`.
 
 use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
+use crate::ops::signals::Shutdown;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tide::{Request, Response, StatusCode};
 
@@ -120,7 +120,7 @@ pub async fn serve(metrics: Arc<WorkerMetrics>, listen: SocketAddr) -> std::io::
     async_std::task::spawn(crate::ops::http_server::serve(
         app,
         listener,
-        Arc::new(AtomicBool::new(true)),
+        Shutdown::never(),
     ));
     Ok(())
 }

@@ -20,9 +20,9 @@ use crate::gateway::readiness::Readiness;
 use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
 use crate::ops::http_server::{self, Limits, problem_response};
+use crate::ops::signals::Shutdown;
 use async_std::net::TcpListener;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// What every request handler shares: the gateway's running state (the `gateway` module
 /// builds it at startup and drains it on stop).
@@ -52,15 +52,11 @@ pub fn app(gateway: State) -> tide::Server<State> {
 }
 
 /// The gateway: [`http_server::serve`] with the limits of its config, counted in its `/metrics`.
-pub async fn serve_gateway(
-    app: tide::Server<State>,
-    listener: TcpListener,
-    accepting: Arc<AtomicBool>,
-) {
+pub async fn serve_gateway(app: tide::Server<State>, listener: TcpListener, shutdown: Shutdown) {
     let gateway = Arc::clone(app.state());
     let limits = Limits {
         http: gateway.config.http.clone(),
         metrics: Arc::clone(&gateway.metrics.connections),
     };
-    http_server::serve_limited(app, listener, accepting, limits).await;
+    http_server::serve_limited(app, listener, shutdown, limits).await;
 }

@@ -22,14 +22,14 @@ use super::ConnectionCut;
 use super::Limits;
 use super::problem_response;
 use crate::config::HttpConfig;
+use crate::ops::signals::Shutdown;
 use crate::wire::problem::{Outcome, Problem};
 use async_std::future::timeout;
 use async_std::io::{self, Read, ReadExt};
 use async_std::net::TcpStream;
 use std::future::Future;
-use std::net::Shutdown;
+use std::net;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -49,13 +49,9 @@ const SMALL_READS: usize = 512;
 const SKIPPABLE_BODY: u64 = 64 * 1024;
 
 /// Serves requests on `stream` until the client leaves, a deadline passes, or the gateway
-/// stops accepting (then the answer in progress is the last).
-pub async fn serve<S>(
-    stream: TcpStream,
-    app: tide::Server<S>,
-    accepting: Arc<AtomicBool>,
-    limits: &Limits,
-) where
+/// stops (then the answer in progress is the last).
+pub async fn serve<S>(stream: TcpStream, app: tide::Server<S>, shutdown: Shutdown, limits: &Limits)
+where
     S: Clone + Send + Sync + 'static,
 {
     let (metrics, limits) = (&limits.metrics, &limits.http);
@@ -96,8 +92,7 @@ pub async fn serve<S>(
         let mut response = Box::pin(app.respond::<_, Response>(req))
             .await
             .unwrap_or_else(|e| internal_error(&e));
-        let keep_alive =
-            body_read_to_end(&mut body) && !close_asked && accepting.load(Ordering::Acquire);
+        let keep_alive = body_read_to_end(&mut body) && !close_asked && !shutdown.is_requested();
         if !keep_alive {
             response.insert_header("connection", "close");
         }
@@ -274,7 +269,7 @@ async fn answer_and_close(stream: &TcpStream, response: impl Into<Response>) -> 
 /// client closes or [`LINGER`] passes. Closing with unread input would send a reset, and a
 /// client still sending its body would lose the answer.
 async fn close_gently(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.shutdown(net::Shutdown::Write);
     let mut input = stream.clone();
     let _ = timeout(LINGER, io::copy(&mut input, &mut io::sink())).await;
 }
@@ -294,9 +289,8 @@ mod tests {
                 .await
                 .unwrap()
         });
-        let accepting = Arc::new(AtomicBool::new(true));
         let limits = Limits::default();
-        let connection = serve(stream, tide::new(), accepting, &limits);
+        let connection = serve(stream, tide::new(), Shutdown::never(), &limits);
         let size = std::mem::size_of_val(&connection);
         assert!(size < 6 * 1024, "the connection future is {size} bytes");
     }

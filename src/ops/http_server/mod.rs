@@ -19,25 +19,24 @@ pub(crate) use connection::BodyDeadline;
 pub(crate) use connection_metrics::{ConnectionCut, ConnectionMetrics};
 
 use crate::config::HttpConfig;
+use crate::ops::signals::Shutdown;
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// How often the loop looks at `accepting` while no connection arrives.
-const STOP_CHECK: Duration = Duration::from_millis(50);
 /// Refusals being written at once, at most; each lasts at most about a second.
 const REFUSING_AT_ONCE: usize = 64;
 /// What a refused client is told to wait before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves `app` with the default limits (the worker's and the PG simulator's endpoints).
-pub async fn serve<S>(app: tide::Server<S>, listener: TcpListener, accepting: Arc<AtomicBool>)
+pub async fn serve<S>(app: tide::Server<S>, listener: TcpListener, shutdown: Shutdown)
 where
     S: Clone + Send + Sync + 'static,
 {
-    serve_limited(app, listener, accepting, Limits::default()).await;
+    serve_limited(app, listener, shutdown, Limits::default()).await;
 }
 
 /// The limits a connection is served under, and where its fate is counted.
@@ -47,12 +46,12 @@ pub struct Limits {
     pub metrics: Arc<ConnectionMetrics>,
 }
 
-/// Serves `app` on `listener` while `accepting` is true; then drops the listener, so new
-/// connections are refused while those already open finish their requests.
+/// Serves `app` on `listener` until `shutdown` is asked for; then drops the listener, so
+/// new connections are refused while those already open finish their requests.
 pub(crate) async fn serve_limited<S>(
     app: tide::Server<S>,
     listener: TcpListener,
-    accepting: Arc<AtomicBool>,
+    shutdown: Shutdown,
     limits: Limits,
 ) where
     S: Clone + Send + Sync + 'static,
@@ -61,10 +60,9 @@ pub(crate) async fn serve_limited<S>(
     let cap = limits.http.max_connections;
     let refusing = Arc::new(AtomicUsize::new(0));
     let mut at_cap = false;
-    while accepting.load(Ordering::Acquire) {
-        let (stream, peer) = match async_std::io::timeout(STOP_CHECK, listener.accept()).await {
+    while let Some(accepted) = shutdown.unless_requested(listener.accept()).await {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Err(e) => {
                 // Usually out of file descriptors: back off instead of spinning.
                 log::warn!("accept failed: {e}");
@@ -86,10 +84,10 @@ pub(crate) async fn serve_limited<S>(
         }
         let open = Open::count(&limits.metrics);
         let app = app.clone();
-        let accepting = Arc::clone(&accepting);
+        let shutdown = shutdown.clone();
         let limits = Arc::clone(&limits);
         task::spawn(async move {
-            connection::serve(stream, app, accepting, &limits).await;
+            connection::serve(stream, app, shutdown, &limits).await;
             drop(open);
         });
     }

@@ -1,0 +1,201 @@
+//! The worker's poll loop: poll a batch, take the assignment it came under, settle it,
+//! commit it; and rejoin the group when its assignment went stale.
+
+use super::metrics::WorkerMetrics;
+use super::stale_group::StaleGroup;
+use super::{Worker, batch, commit};
+use crate::kafka::whole_batches::{self, Reread, Span};
+use crate::ops::signals::{Shutdown, SignalName};
+use krafka::consumer::{Consumer, OffsetAndMetadata, TopicPartition};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const POLL_TIMEOUT: Duration = Duration::from_millis(200);
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// The request consumer, its topic, and the watch on its group.
+pub(super) struct Requests<'a> {
+    pub(super) consumer: &'a Consumer,
+    pub(super) topic: &'a str,
+    pub(super) group: &'a mut StaleGroup,
+}
+
+/// Polls, settles and commits, batch by batch, until a stop is asked for; returns the
+/// signal that asked. A stop is only taken between batches, so requests in progress are
+/// finished and committed first.
+pub(super) async fn serve(
+    worker: Arc<Worker>,
+    requests: &mut Requests<'_>,
+    shutdown: &Shutdown,
+) -> SignalName {
+    let (consumer, topic) = (requests.consumer, requests.topic);
+    let mut owned = Owned::default();
+    loop {
+        let Some(polled) = shutdown.unless_requested(consumer.poll(POLL_TIMEOUT)).await else {
+            return shutdown.requested().await;
+        };
+        let mut records = match polled {
+            Ok(records) => records,
+            Err(e) => {
+                log::warn!("worker: polling {topic}: {e}");
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        let repeats = whole_batches::drop_repeats(&mut records);
+        if repeats > 0 {
+            log::debug!("worker: {repeats} request(s) fetched twice in one poll; read once");
+        }
+        let spans = whole_batches::spans(&records);
+        if !owned.update(&worker, consumer, topic, &spans).await {
+            rewind(consumer, topic, &spans).await;
+            continue;
+        }
+        owned.reread.drop_handled(&mut records);
+        if !records.is_empty() {
+            let settled = batch::settle(&worker, records).await;
+            let read = commit::Read {
+                spans: &spans,
+                reread: &mut owned.reread,
+            };
+            commit::commit(consumer, topic, settled, read, &worker.metrics).await;
+            worker
+                .metrics
+                .results_keys
+                .set(worker.results.keys() as i64);
+        }
+        if let Some(reason) = requests.group.check(consumer, owned.partitions.len()).await {
+            if !rejoin(requests, &reason, &worker.metrics, shutdown).await {
+                return shutdown.requested().await;
+            }
+            owned.regaining = Some(Instant::now());
+        }
+    }
+}
+
+/// The request partitions this worker serves, as last applied.
+#[derive(Default)]
+struct Owned {
+    partitions: HashSet<i32>,
+    /// Since when the worker has been rejoining after a stale assignment.
+    regaining: Option<Instant>,
+    /// Requests already settled in batches being read again.
+    reread: Reread,
+}
+
+impl Owned {
+    /// Takes the consumer's assignment; `false` when the results store could not be read
+    /// first, so the batch (which read `spans`) must be read again later.
+    async fn update(
+        &mut self,
+        worker: &Worker,
+        consumer: &Consumer,
+        topic: &str,
+        spans: &BTreeMap<i32, Span>,
+    ) -> bool {
+        let assigned: HashSet<i32> = consumer
+            .assignment()
+            .await
+            .remove(topic)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if assigned == self.partitions {
+            return true;
+        }
+        self.reread.clear();
+        // New partitions may carry repeats of what their previous owner recorded;
+        // losing partitions brings nothing new to read.
+        let new: Vec<i32> = assigned.difference(&self.partitions).copied().collect();
+        let gained = !new.is_empty();
+        if gained && let Err(e) = worker.results.catch_up().await {
+            log::error!("worker: cannot read the results store, will retry: {e}");
+            return false;
+        }
+        anchor(consumer, topic, &new, spans, &worker.metrics).await;
+        let mut sorted: Vec<_> = assigned.iter().copied().collect();
+        sorted.sort_unstable();
+        log::info!("worker: assigned partitions {sorted:?} of {topic}");
+        if gained && let Some(since) = self.regaining.take() {
+            log::info!(
+                "worker: partitions regained: {sorted:?} of {topic}, {:.1} s after rejoining the group",
+                since.elapsed().as_secs_f64()
+            );
+        }
+        worker.metrics.partitions.set(assigned.len() as i64);
+        self.partitions = assigned;
+        true
+    }
+}
+
+/// Commits where each new partition starts. A group that never committed on a
+/// partition starts a new owner at the latest offset (`start_from`), so without this a
+/// worker that dies before its first commit there would leave the requests it was
+/// working on unread by the next owner.
+async fn anchor(
+    consumer: &Consumer,
+    topic: &str,
+    new: &[i32],
+    spans: &BTreeMap<i32, Span>,
+    metrics: &WorkerMetrics,
+) {
+    let mut anchors = Vec::new();
+    for &partition in new {
+        // The batch in hand starts there; without records, the next one will.
+        let start = match spans.get(&partition) {
+            Some(span) => Some(span.start),
+            None => consumer.position(topic, partition).await,
+        };
+        if let Some(start) = start {
+            anchors.push((
+                TopicPartition::new(topic, partition),
+                OffsetAndMetadata::new(start),
+            ));
+        }
+    }
+    if let Err(e) = consumer.commit_offsets(anchors).await {
+        metrics.commit_errors.inc();
+        log::warn!("worker: committing the start of new partitions of {topic}: {e}");
+    }
+}
+
+/// Leaves the group and joins it again as a new member, so the coordinator computes the
+/// assignment afresh (see [`stale_group`](super::stale_group)); `false` when a stop came first.
+async fn rejoin(
+    requests: &mut Requests<'_>,
+    reason: &str,
+    metrics: &WorkerMetrics,
+    shutdown: &Shutdown,
+) -> bool {
+    log::warn!(
+        "worker: stale group assignment: {reason}; leaving the group and joining again as a new member"
+    );
+    metrics.group_rejoins.inc();
+    if let Err(e) = requests.consumer.unsubscribe().await {
+        log::warn!("worker: leaving the group: {e}");
+    }
+    requests.group.rejoined();
+    loop {
+        match requests.consumer.subscribe([requests.topic]).await {
+            Ok(()) => return true,
+            Err(e) => log::warn!("worker: subscribing to {} again: {e}", requests.topic),
+        }
+        if shutdown
+            .unless_requested(tokio::time::sleep(RETRY_PAUSE))
+            .await
+            .is_none()
+        {
+            return false;
+        }
+    }
+}
+
+/// Reads a batch (which read `spans`) again later, e.g. when the results store could not
+/// be read first.
+async fn rewind(consumer: &Consumer, topic: &str, spans: &BTreeMap<i32, Span>) {
+    for (&partition, span) in spans {
+        let _ = consumer.seek(topic, partition, span.start).await;
+    }
+    tokio::time::sleep(RETRY_PAUSE).await;
+}

@@ -1,0 +1,123 @@
+//! The worker's startup: connect (a client per role), check the topics, read the results
+//! store, join the group. Every failure is a one-sentence startup error.
+
+use super::Worker;
+use super::member_list::MemberList;
+use super::metrics::WorkerMetrics;
+use super::pg_client::PgClient;
+use super::results::ResultsStore;
+use super::stale_group::{self, Rounds, StaleGroup};
+use crate::config::{Config, StartFrom};
+use crate::error::StartupError;
+use crate::kafka::{self, topics, topics::NeededTopic};
+use krafka::consumer::{AutoOffsetReset, Consumer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Beyond the PG timeout, how long an attempt may take to put its result on record.
+const RECORDING_MARGIN: Duration = Duration::from_secs(5);
+/// Bytes one fetch of requests may bring: a few hundred requests, about krafka's default
+/// of 500 records a poll, now that a poll hands out everything fetched.
+const FETCH_MAX_BYTES: i32 = 128 * 1024;
+
+pub(super) async fn start(
+    config: &Config,
+    config_path: &str,
+) -> Result<(Worker, Consumer, StaleGroup), StartupError> {
+    let settings = &config.worker;
+    let kafka = kafka::connect_brokers(config, config_path, "kreply-worker").await?;
+    let admin = kafka.admin();
+    let needed = [
+        NeededTopic::plain(&config.request_topic, "request"),
+        NeededTopic::compacted(&settings.results_topic, "results"),
+    ];
+    let mut partitions = topics::ensure(&admin, config, config_path, &needed).await?;
+    let results_partitions = partitions.swap_remove(1);
+    let request_partitions = partitions.swap_remove(0).len();
+    let pg = PgClient::new(
+        &settings.pg_url,
+        Duration::from_millis(settings.pg_timeout_ms),
+    )?;
+    // Replies and results records have no caller deadline; 30 s bounds a stuck send. The
+    // producer has a client of its own, so its sends never wait behind a fetch.
+    let metrics = Arc::new(WorkerMetrics::default());
+    let producing = kafka::connect_brokers(config, config_path, "kreply-worker-producer").await?;
+    let renewals = Arc::clone(&metrics);
+    let producer = kafka::payment_producer(
+        producing,
+        config,
+        Duration::from_secs(30),
+        "worker",
+        move || renewals.producer_sessions_renewed.inc(),
+    )
+    .await?;
+    let results = ResultsStore::open(&kafka, config, results_partitions, producer.clone())
+        .await
+        .map_err(|e| {
+            StartupError::new(format!(
+                "cannot read the results topic \"{}\": {e}",
+                settings.results_topic
+            ))
+        })?;
+    let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
+    kafka::metadata_keeper::keep_fresh(&kafka, watched)
+        .await
+        .map_err(|e| StartupError::new(format!("cannot start the metadata refresher: {e}")))?;
+    let session = Duration::from_millis(settings.session_timeout_ms);
+    let rounds = Arc::new(Rounds::default());
+    let consumer = kafka
+        .consumer(settings.group_id.as_str())
+        .enable_auto_commit(false)
+        .session_timeout(session)
+        .heartbeat_interval(session / 3)
+        .rebalance_listener(Arc::clone(&rounds))
+        .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+        // Every poll hands out all that was fetched, so the position only stops where a
+        // batch ends: a commit or a seek inside a multi-record batch would make tansu skip
+        // the rest of it (see `whole_batches`).
+        .max_poll_records(-1)
+        .fetch_max_bytes(FETCH_MAX_BYTES)
+        .auto_offset_reset(match settings.start_from {
+            StartFrom::Latest => AutoOffsetReset::Latest,
+            StartFrom::Earliest => AutoOffsetReset::Earliest,
+        })
+        .build()
+        .await
+        .map_err(|e| StartupError::new(format!("cannot start the request consumer: {e}")))?;
+    consumer
+        .subscribe([config.request_topic.as_str()])
+        .await
+        .map_err(|e| {
+            StartupError::new(format!(
+                "cannot subscribe to \"{}\": {e}",
+                config.request_topic
+            ))
+        })?;
+    log::info!(
+        "startup: worker in group {} on {}, PG {}",
+        settings.group_id,
+        config.request_topic,
+        settings.pg_url
+    );
+    let pg_calls = Semaphore::new(settings.concurrency);
+    let members = MemberList::watch(
+        admin,
+        config.clone(),
+        settings.group_id.clone(),
+        stale_group::check_interval(session),
+    );
+    let group = StaleGroup::new(members, request_partitions, session, rounds);
+    Ok((
+        Worker {
+            metrics,
+            producer,
+            results,
+            pg,
+            pg_calls,
+            attempt_limit: Duration::from_millis(settings.pg_timeout_ms) + RECORDING_MARGIN,
+        },
+        consumer,
+        group,
+    ))
+}
