@@ -63,15 +63,23 @@ fn parse(args: &[String]) -> Result<Command, String> {
         Some(command @ ("gateway" | "worker" | "check-config")) => {
             parse_daemon(command, args.as_slice())
         }
-        Some(other) => Err(match nearest(other, COMMANDS) {
-            Some(near) => format!("unknown command \"{other}\" (did you mean \"{near}\"?)"),
-            None => format!("unknown command \"{other}\""),
-        }),
+        Some(other) => Err(unknown("command", other, COMMANDS)),
     }
 }
 
 /// What `parse` accepts as a command, for suggestions.
 const COMMANDS: &[&str] = &["gateway", "worker", "check-config", "mock-pg", "help"];
+/// The options of `worker` and `check-config`; the gateway adds `--print-route`.
+const DAEMON_OPTIONS: &[&str] = &["--config", "--help"];
+const GATEWAY_OPTIONS: &[&str] = &["--config", "--print-route", "--help"];
+
+/// "unknown option \"--confg\" (did you mean \"--config\"?)", the suggestion only for a slip.
+fn unknown(what: &str, word: &str, candidates: &[&str]) -> String {
+    match nearest(word, candidates) {
+        Some(near) => format!("unknown {what} \"{word}\" (did you mean \"{near}\"?)"),
+        None => format!("unknown {what} \"{word}\""),
+    }
+}
 
 /// The candidate closest to a mistyped `word`, if a slip of at most two letters.
 fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
@@ -112,7 +120,13 @@ fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
             }
             "--print-route" if command == "gateway" => print_route = true,
             "-h" | "--help" => return Ok(Command::Help),
-            other => return Err(format!("unknown option \"{other}\"")),
+            other => {
+                let options = match command {
+                    "gateway" => GATEWAY_OPTIONS,
+                    _ => DAEMON_OPTIONS,
+                };
+                return Err(unknown("option", other, options));
+            }
         }
     }
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
@@ -211,5 +225,26 @@ mod tests {
             panic!("\"teleport\" parsed")
         };
         assert_eq!(why, "unknown command \"teleport\"");
+    }
+
+    #[test]
+    fn an_unknown_option_suggests_the_nearest_one_of_that_command() {
+        let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let Err(why) = parse(&args(&["gateway", "--confg", "x"])) else {
+            panic!("--confg parsed")
+        };
+        assert_eq!(
+            why,
+            "unknown option \"--confg\" (did you mean \"--config\"?)"
+        );
+        let Err(why) = parse(&args(&["gateway", "--print-rout"])) else {
+            panic!("--print-rout parsed")
+        };
+        assert!(why.ends_with("(did you mean \"--print-route\"?)"), "{why}");
+        // The worker has no --print-route, so it is not suggested there.
+        let Err(why) = parse(&args(&["worker", "--print-rout"])) else {
+            panic!("worker --print-rout parsed")
+        };
+        assert_eq!(why, "unknown option \"--print-rout\"");
     }
 }

@@ -199,7 +199,7 @@ impl ProducerSession {
             Ok(producer) => Arc::new(producer),
             Err(e) => {
                 log::warn!(
-                    "{}: cannot start a new producer session yet: {e}; the next failure tries again",
+                    "{}: cannot start a new producer session yet (the next failure tries again): {e}",
                     self.what
                 );
                 return;

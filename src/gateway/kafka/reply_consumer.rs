@@ -323,7 +323,9 @@ async fn reopen(
             }
             Err(e) => {
                 if failures == 0 {
-                    log::warn!("cannot open the reply consumer again yet: {e}; retrying");
+                    log::warn!(
+                        "cannot open the reply consumer again yet (retrying until it opens; payments are refused meanwhile): {e}"
+                    );
                 }
                 failures += 1;
                 report(readiness, false, why_not);
