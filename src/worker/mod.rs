@@ -78,8 +78,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
                 "the worker cannot serve /metrics on {listen} (set \"worker.metrics_listen\" or KREPLY_METRICS_LISTEN to a free address): {e}"
             ))
         })?;
-        log::info!("ready: worker metrics on http://{listen}/metrics");
-        notify("READY=1");
+        log::info!("startup: worker metrics on http://{listen}/metrics");
         let mut requests = poll_loop::Requests {
             consumer: &consumer,
             topic: &config.request_topic,

@@ -5,6 +5,7 @@ use super::metrics::WorkerMetrics;
 use super::stale_group::StaleGroup;
 use super::{Worker, batch, commit};
 use crate::kafka::whole_batches::{self, Reread, Span};
+use crate::ops::notify::notify;
 use crate::ops::signals::{Shutdown, SignalName};
 use krafka::consumer::{Consumer, OffsetAndMetadata, TopicPartition};
 use std::collections::{BTreeMap, HashSet};
@@ -31,6 +32,7 @@ pub(super) async fn serve(
 ) -> SignalName {
     let (consumer, topic) = (requests.consumer, requests.topic);
     let mut owned = Owned::default();
+    let mut ready = false;
     loop {
         let Some(polled) = shutdown.unless_requested(consumer.poll(POLL_TIMEOUT)).await else {
             return shutdown.requested().await;
@@ -52,6 +54,10 @@ pub(super) async fn serve(
             rewind(consumer, topic, &spans).await;
             continue;
         }
+        if !ready && requests.group.has_joined() {
+            ready = true;
+            ready_in_group(&owned);
+        }
         owned.reread.drop_handled(&mut records);
         if !records.is_empty() {
             let settled = batch::settle(&worker, records).await;
@@ -72,6 +78,17 @@ pub(super) async fn serve(
             owned.regaining = Some(Instant::now());
         }
     }
+}
+
+/// Tells systemd the worker is ready once the group gave it an assignment: until then a
+/// request could wait unread (or, in a new group starting at the latest offset, be
+/// skipped), so a unit ordered after the worker must not start yet. An empty assignment
+/// counts: a worker beyond the partition count is a standby, not a failed start.
+fn ready_in_group(owned: &Owned) {
+    let mut partitions: Vec<_> = owned.partitions.iter().copied().collect();
+    partitions.sort_unstable();
+    log::info!("ready: worker in its group, holding partitions {partitions:?}");
+    notify("READY=1");
 }
 
 /// The request partitions this worker serves, as last applied.

@@ -112,6 +112,11 @@ impl StaleGroup {
         self.judge.verdict(Some(seen), Instant::now())
     }
 
+    /// Whether the group handed this worker an assignment (maybe empty) at least once.
+    pub fn has_joined(&self) -> bool {
+        self.rounds.completed.load(Ordering::Acquire) > 0
+    }
+
     /// Forgets what was seen: after a rejoin, the group is judged afresh.
     pub fn rejoined(&mut self) {
         self.judge = Judge::new(self.judge.partitions, self.judge.session);
