@@ -11,6 +11,8 @@ mod payment_input;
 mod payments;
 mod probes;
 mod requests;
+#[cfg(test)]
+mod test_gateway;
 
 use crate::config::Config;
 use crate::gateway::host_table::HostTable;
