@@ -6,6 +6,8 @@
 //! correlation registry.
 
 #[cfg(test)]
+mod answer_tests;
+#[cfg(test)]
 mod hostile_tests;
 mod payment_input;
 mod payments;
