@@ -5,39 +5,10 @@
 //! gateway is ready, so a request that passes every check does reach the queue (and,
 //! with a 1 ms wait and no acknowledgement, ends in a 504): the tests can tell the two apart.
 
-use super::{GatewayState, app};
-use crate::config::Config;
-use crate::gateway::host_table::HostTable;
-use crate::gateway::kafka::{SendQueue, channel};
-use crate::gateway::readiness::Readiness;
-use crate::gateway::registry::Registry;
-use crate::gateway::reply_route::ReplyRoute;
+use super::test_gateway::gateway;
 use crate::testing::{deeply_nested_body, hostile_ascii, number_text, payment_body};
 use proptest::prelude::*;
-use std::path::Path;
-use std::sync::Arc;
 use tide::http::{Method, Request, Response, Url};
-
-/// A ready gateway whose records land in the returned queue.
-fn gateway() -> (tide::Server<super::State>, SendQueue) {
-    let (sender, queue) = channel();
-    let readiness = Readiness::default();
-    readiness.positioned();
-    let gateway = GatewayState {
-        config: Config::default(),
-        metrics: Arc::default(),
-        route: ReplyRoute {
-            host_ip: "127.0.0.2".parse().unwrap(),
-            suffix: "local2".into(),
-            topic: "payment_response_local2".into(),
-        },
-        hosts: HostTable::parse(Path::new("hosts"), "127.0.0.2 local2\n").unwrap(),
-        registry: Registry::default(),
-        sender,
-        readiness,
-    };
-    (app(Arc::new(gateway)), queue)
-}
 
 /// One POST to `/v1/payments/approve` with a 1 ms wait and `headers` (ASCII values).
 fn post(headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Option<serde_json::Value>, usize) {

@@ -6,11 +6,15 @@
 //! correlation registry.
 
 #[cfg(test)]
+mod answer_tests;
+#[cfg(test)]
 mod hostile_tests;
 mod payment_input;
 mod payments;
 mod probes;
 mod requests;
+#[cfg(test)]
+mod test_gateway;
 
 use crate::config::Config;
 use crate::gateway::host_table::HostTable;

@@ -104,6 +104,21 @@ impl SendQueue {
             })
             .collect()
     }
+
+    /// The next record handed over, with the sender its acknowledgement goes back through
+    /// (`None` for a fire-and-forget record), for tests that play the broker: answer it,
+    /// fail it, or drop it. Waits for one; `None` once every handle is dropped.
+    pub(crate) async fn next_send(
+        &mut self,
+    ) -> Option<(OutgoingRecord, Option<oneshot::Sender<Ack>>)> {
+        loop {
+            match self.0.recv().await? {
+                SendJob::Send { record, ack } => return Some((record, ack)),
+                // Dropping `done` ends the flush: a test broker holds nothing back.
+                SendJob::Flush(_) => {}
+            }
+        }
+    }
 }
 
 /// Feeds queued records to the producer until every handle is dropped.

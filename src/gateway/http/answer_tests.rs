@@ -1,0 +1,762 @@
+//! Every answer the HTTP side decides, in process, with the send queue standing in for the
+//! broker (issue 9, item 6).
+//!
+//! A refusal is checked where it matters: its status, `application/problem+json`, its
+//! `code`, and that nothing reached the send queue. A payment that passes is answered by a
+//! test broker that takes its record from the queue and acknowledges it, fails it or drops
+//! it, and by replies delivered through the registry as the reply consumer would.
+//!
+//! Nothing sleeps: where an answer needs a deadline to pass, the payment asks for a short
+//! wait with `request-timeout`, and a payment that wrongly passed its checks ends within
+//! 1 ms as a 504 with its record queued, which every refusal test would report.
+//!
+//! The answers of the connection layer (`malformed-request`, `head-timeout`,
+//! `too-many-connections`) are given before tide sees a request; `tests/` checks them
+//! against the binary.
+
+use super::State;
+use super::test_gateway::{OWN_SUFFIX, gateway, gateway_with};
+use crate::config::Config;
+use crate::gateway::kafka::{SendFailure, SendQueue};
+use crate::gateway::readiness::Change;
+use crate::gateway::registry::{Delivery, Reply};
+use crate::ops::http_server::BodyDeadline;
+use crate::testing::deeply_nested_body;
+use crate::wire::correlation_id::CorrelationId;
+use crate::wire::problem::CONTENT_TYPE;
+use crate::wire::record::{OutgoingRecord, WrittenAt, headers};
+use async_std::io::{BufReader, Cursor, WriteExt};
+use async_std::os::unix::net::UnixStream;
+use async_std::task::block_on;
+use serde_json::{Value, json};
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tide::Server;
+use tide::http::{Body, Method, Request, Response, Url};
+use tokio::sync::oneshot;
+
+/// A payment body that passes every check.
+const ORDER: &[u8] = br#"{"order_id":"A-1","amount":100}"#;
+
+/// Where a test broker sends a payment's acknowledgement.
+type AckSender = oneshot::Sender<Result<WrittenAt, SendFailure>>;
+
+/// A request for `path` (with its query, if any).
+fn request(method: Method, path: &str) -> Request {
+    Request::new(method, Url::parse("http://gw").unwrap().join(path).unwrap())
+}
+
+/// A JSON payment to `approve` that waits 1 ms at most.
+fn payment(body: &[u8]) -> Request {
+    let mut req = request(Method::Post, "/v1/payments/approve");
+    req.insert_header("content-type", "application/json");
+    req.insert_header("request-timeout", "1");
+    req.set_body(body.to_vec());
+    req
+}
+
+/// A payment of [`ORDER`] that waits 5 s: a test broker on the same task answers, fails
+/// or drops it long before.
+fn patient_payment() -> Request {
+    let mut req = payment(ORDER);
+    req.insert_header("request-timeout", "5000");
+    req
+}
+
+/// [`payment`] with a body of unknown length read from `reader`, as a chunked upload.
+fn streamed_payment(reader: impl async_std::io::Read + Unpin + Send + Sync + 'static) -> Request {
+    let mut req = payment(b"");
+    req.set_body(Body::from_reader(BufReader::new(reader), None));
+    req
+}
+
+/// A body whose every read fails, as when the connection breaks mid-body.
+struct BrokenBody;
+
+impl async_std::io::Read for BrokenBody {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "reset by the test",
+        )))
+    }
+}
+
+/// A payment body of exactly `len` bytes (at least 26).
+fn padded(len: usize) -> Vec<u8> {
+    let mut body = br#"{"order_id":"A-1","pad":""#.to_vec();
+    body.resize(len - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+/// Asserts that `response` is the problem `status` with `code`, as
+/// `application/problem+json`, and returns its body.
+async fn expect_problem(response: &mut Response, status: u16, code: &str) -> Value {
+    let content_type = response
+        .content_type()
+        .map(|mime| mime.essence().to_string());
+    let body = response.body_string().await.unwrap();
+    assert_eq!(
+        (response.status() as u16, content_type.as_deref()),
+        (status, Some(CONTENT_TYPE)),
+        "wanted {status} {code}, got {body}"
+    );
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["code"], code, "{problem}");
+    assert_eq!(problem["status"], status, "{problem}");
+    assert_eq!(problem["type"], format!("urn:kreply:problem:{code}"));
+    problem
+}
+
+/// Sends `req` and asserts a refusal: `status` and `code`, no correlation id given out,
+/// none left waiting, and nothing handed to the send queue. Returns the answer's headers
+/// (its body read) and its problem body.
+async fn refused(
+    app: &Server<State>,
+    queue: &mut SendQueue,
+    req: Request,
+    status: u16,
+    code: &str,
+) -> (Response, Value) {
+    let waiting = app.state().registry.in_flight();
+    let mut response: Response = app.respond(req).await.unwrap();
+    let problem = expect_problem(&mut response, status, code).await;
+    let queued: Vec<String> = queue.take_records().into_iter().map(|r| r.topic).collect();
+    assert!(queued.is_empty(), "{code}, yet sent to {queued:?}");
+    assert_eq!(header(&response, "x-correlation-id"), None, "{problem}");
+    assert_eq!(app.state().registry.in_flight(), waiting, "{problem}");
+    (response, problem)
+}
+
+/// [`refused`] by a fresh ready gateway with the default config.
+fn refused_fresh(req: Request, status: u16, code: &str) -> Value {
+    let (app, mut queue) = gateway();
+    block_on(refused(&app, &mut queue, req, status, code)).1
+}
+
+/// Sends `req` (a payment that waits 1 ms) and asserts it passed every check: its record
+/// reached the queue and, with no acknowledgement, it ended in a 504. Returns the record.
+async fn sent(app: &Server<State>, queue: &mut SendQueue, req: Request) -> OutgoingRecord {
+    let mut response: Response = app.respond(req).await.unwrap();
+    expect_problem(&mut response, 504, "reply-timeout").await;
+    let record = queue.take_records().into_iter().next().expect("sent");
+    assert_eq!(record.topic, "payment_request");
+    record
+}
+
+/// Sends `req` while `broker` plays the broker, both on this task: the call runs until it
+/// waits for an acknowledgement or a reply, and the broker until it waits for a record.
+async fn with_broker<B: Future>(
+    app: &Server<State>,
+    req: Request,
+    broker: B,
+) -> (Response, B::Output) {
+    tokio::join!(async { app.respond(req).await.unwrap() }, broker)
+}
+
+/// A payment whose send fails, `possibly_written` or not, with `message`: the answer (a 503 `send-failed`), its
+/// problem body, and the payment's record.
+async fn failed_send(
+    app: &Server<State>,
+    queue: &mut SendQueue,
+    possibly_written: bool,
+    message: &str,
+) -> (Response, Value, OutgoingRecord) {
+    let (mut response, record) = with_broker(app, patient_payment(), async {
+        let (record, ack) = next_payment(queue).await;
+        let message = message.to_string();
+        ack.send(Err(SendFailure {
+            possibly_written,
+            message,
+        }))
+        .unwrap();
+        record
+    })
+    .await;
+    let problem = expect_problem(&mut response, 503, "send-failed").await;
+    (response, problem, record)
+}
+
+/// The next payment record in `queue`, and the sender its acknowledgement goes back by.
+async fn next_payment(queue: &mut SendQueue) -> (OutgoingRecord, AckSender) {
+    let (record, ack) = queue.next_send().await.expect("the gateway keeps a handle");
+    assert_eq!(record.topic, "payment_request");
+    (
+        record,
+        ack.expect("a payment waits for its acknowledgement"),
+    )
+}
+
+fn correlation_id(record: &OutgoingRecord) -> CorrelationId {
+    CorrelationId::from_wire(
+        record
+            .header(headers::CORRELATION_ID)
+            .expect("an id header"),
+    )
+}
+
+/// A reply with `value`, and the `kreply_error` header if `error` is given.
+fn reply(value: &Value, error: Option<&str>) -> Reply {
+    Reply {
+        value: Some(value.to_string().into_bytes()),
+        headers: error
+            .map(|code| (headers::ERROR.to_string(), Some(code.as_bytes().to_vec())))
+            .into_iter()
+            .collect(),
+        partition: 0,
+        offset: 0,
+    }
+}
+
+/// The one record left in `queue`: the dead letter of `request`, with its exception class
+/// and message, and where the request was written (`-1` when unknown).
+fn dead_letter(queue: &mut SendQueue, request: &OutgoingRecord) -> (String, String, i32, i64) {
+    let letters = queue.take_records();
+    let [letter] = letters.as_slice() else {
+        panic!("wanted one dead letter, got {letters:?}");
+    };
+    assert_eq!(letter.topic, "payment_request-dlt");
+    assert_eq!((&letter.key, &letter.value), (&request.key, &request.value));
+    assert_eq!(
+        letter.header(headers::CORRELATION_ID),
+        request.header(headers::CORRELATION_ID)
+    );
+    let text = |name| String::from_utf8(letter.header(name).unwrap().to_vec()).unwrap();
+    let number = |name| letter.header(name).unwrap().to_vec();
+    (
+        text(headers::DLT_EXCEPTION_FQCN),
+        text(headers::DLT_EXCEPTION_MESSAGE),
+        i32::from_be_bytes(number(headers::DLT_ORIGINAL_PARTITION).try_into().unwrap()),
+        i64::from_be_bytes(number(headers::DLT_ORIGINAL_OFFSET).try_into().unwrap()),
+    )
+}
+
+/// Asserts that `problem` (in `response`) tells the caller the outcome of request `id`
+/// is unknown, and where this host will report it.
+fn assert_unknown_with_reply_url(response: &Response, problem: &Value, id: &CorrelationId) {
+    let url = format!("/v1/requests/{id}?host={OWN_SUFFIX}");
+    assert_eq!(problem["outcome"], "unknown", "{problem}");
+    assert_eq!(problem["correlation_id"], id.to_string());
+    assert_eq!(
+        (&problem["reply_url"], &problem["reply_host"]),
+        (&json!(url), &json!(OWN_SUFFIX))
+    );
+    assert_eq!(
+        header(response, "link"),
+        Some(format!("<{url}>; rel=\"monitor\"").as_str())
+    );
+    assert_eq!(
+        header(response, "x-correlation-id"),
+        Some(id.to_string().as_str())
+    );
+}
+
+/// The last value of header `name`.
+fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response.header(name).map(|values| values.last().as_str())
+}
+
+async fn json_body(response: &mut Response) -> Value {
+    serde_json::from_str(&response.body_string().await.unwrap()).unwrap()
+}
+
+async fn get(app: &Server<State>, path: &str) -> Response {
+    app.respond(request(Method::Get, path)).await.unwrap()
+}
+
+// Refusals: 4xx, and the 503s decided before anything is sent.
+
+#[test]
+fn a_body_that_is_no_payment_is_400_with_a_code_of_its_own_and_sends_nothing() {
+    let long_id = format!(r#"{{"order_id":"{}"}}"#, "x".repeat(256));
+    for (body, code) in [
+        (&b"{not json"[..], "invalid-json"),
+        (b"", "invalid-json"),
+        (
+            br#"{"order_id":"A-1","amount":99999999999999999999}"#,
+            "invalid-number",
+        ),
+        (br#"{"order_id":"A-1","amount":1e-400}"#, "invalid-number"),
+        (b"[1,2]", "invalid-body"),
+        (&deeply_nested_body(40), "invalid-body"),
+        (br#"{"amount":100}"#, "missing-order-id"),
+        (br#"{"order_id":""}"#, "invalid-order-id"),
+        (br#"{"order_id":17}"#, "invalid-order-id"),
+        (br#"{"order_id":"A\r\nB"}"#, "invalid-order-id"),
+        (long_id.as_bytes(), "invalid-order-id"),
+    ] {
+        refused_fresh(payment(body), 400, code);
+    }
+}
+
+#[test]
+fn an_operation_not_configured_is_404_unknown_operation_and_sends_nothing() {
+    let mut req = payment(ORDER);
+    *req.url_mut() = Url::parse("http://gw/v1/payments/transfer").unwrap();
+    let problem = refused_fresh(req, 404, "unknown-operation");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("approve, cancel, refund"), "{detail}");
+}
+
+#[test]
+fn an_unknown_route_is_404_and_a_wrong_method_405() {
+    for path in [
+        "/v1/payments",
+        "/v1/payments/approve/now",
+        "/v1/nothing",
+        "/",
+    ] {
+        refused_fresh(request(Method::Post, path), 404, "unknown-route");
+    }
+    for (method, path) in [
+        (Method::Get, "/v1/payments/approve"),
+        (Method::Put, "/v1/payments/approve"),
+        (
+            Method::Post,
+            "/v1/requests/0a6b8e6c-7f47-4a56-9b1e-0d4c1a6a9a01",
+        ),
+        (Method::Delete, "/readyz"),
+    ] {
+        refused_fresh(request(method, path), 405, "method-not-allowed");
+    }
+}
+
+#[test]
+fn a_body_over_the_limit_is_413_whether_or_not_its_length_is_announced() {
+    let (app, mut queue) = gateway_with(Config {
+        max_body_bytes: 64,
+        ..Config::default()
+    });
+    block_on(async {
+        refused(
+            &app,
+            &mut queue,
+            payment(&padded(65)),
+            413,
+            "body-too-large",
+        )
+        .await;
+        let unannounced = streamed_payment(Cursor::new(padded(65)));
+        refused(&app, &mut queue, unannounced, 413, "body-too-large").await;
+        // The limit itself is allowed.
+        sent(&app, &mut queue, payment(&padded(64))).await;
+        sent(&app, &mut queue, streamed_payment(Cursor::new(padded(64)))).await;
+    });
+}
+
+#[test]
+fn a_body_that_is_not_json_by_its_content_type_is_415_and_sends_nothing() {
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+    ] {
+        let mut req = payment(ORDER);
+        req.insert_header("content-type", content_type);
+        refused_fresh(req, 415, "unsupported-media-type");
+    }
+    let (app, mut queue) = gateway();
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+    ] {
+        let mut req = payment(ORDER);
+        req.insert_header("content-type", content_type);
+        block_on(sent(&app, &mut queue, req));
+    }
+    let mut bare = payment(ORDER);
+    bare.remove_header("content-type");
+    block_on(sent(&app, &mut queue, bare));
+}
+
+#[test]
+fn an_invalid_idempotency_key_is_400_and_sends_nothing() {
+    let too_long = "k".repeat(256);
+    for key in ["", "   ", "two words", "tab\there", too_long.as_str()] {
+        let mut req = payment(ORDER);
+        req.insert_header("idempotency-key", key);
+        refused_fresh(req, 400, "invalid-idempotency-key");
+    }
+    let longest = "k".repeat(255);
+    let mut req = payment(ORDER);
+    req.insert_header("idempotency-key", longest.as_str());
+    let (app, mut queue) = gateway();
+    let record = block_on(sent(&app, &mut queue, req));
+    assert_eq!(
+        record.header(headers::IDEMPOTENCY_KEY),
+        Some(longest.as_bytes())
+    );
+}
+
+#[test]
+fn an_invalid_request_timeout_is_400_in_the_header_or_the_query() {
+    for value in ["0", "-5", "1.5", "soon", "", "18446744073709551616"] {
+        let mut req = payment(ORDER);
+        req.insert_header("request-timeout", value);
+        refused_fresh(req, 400, "invalid-timeout");
+    }
+    for query in ["timeout_ms=0", "timeout_ms=abc"] {
+        let mut req = payment(ORDER);
+        req.remove_header("request-timeout");
+        req.url_mut().set_query(Some(query));
+        refused_fresh(req, 400, "invalid-timeout");
+    }
+}
+
+#[test]
+fn a_body_that_breaks_off_is_400_unreadable_body() {
+    refused_fresh(streamed_payment(BrokenBody), 400, "unreadable-body");
+}
+
+#[test]
+fn a_body_not_there_by_the_connections_deadline_is_408_body_timeout() {
+    // The connection layer sets the deadline; the caller never writes its body.
+    let (_caller, body) = UnixStream::pair().unwrap();
+    let mut req = streamed_payment(body);
+    req.ext_mut().insert(BodyDeadline(Instant::now()));
+    refused_fresh(req, 408, "body-timeout");
+}
+
+#[test]
+fn a_lookup_of_a_request_this_host_holds_nothing_for_is_a_4xx() {
+    let (app, mut queue) = gateway();
+    let id = CorrelationId::new_spring();
+    block_on(async {
+        for (path, status, code) in [
+            (
+                "/v1/requests/not-an-id".to_string(),
+                400,
+                "invalid-correlation-id",
+            ),
+            (format!("/v1/requests/{id}"), 404, "unknown-request"),
+            (
+                format!("/v1/requests/{id}?host={OWN_SUFFIX}"),
+                404,
+                "unknown-request",
+            ),
+            (
+                format!("/v1/requests/{id}?host=local9"),
+                404,
+                "unknown-host",
+            ),
+        ] {
+            let req = request(Method::Get, &path);
+            refused(&app, &mut queue, req, status, code).await;
+        }
+        // The host that sent it is asked instead, on the same port.
+        let elsewhere = get(&app, &format!("/v1/requests/{id}?host=local3")).await;
+        assert_eq!(elsewhere.status() as u16, 307);
+        assert_eq!(
+            header(&elsewhere, "location"),
+            Some(format!("http://127.0.0.3:8080/v1/requests/{id}?host=local3").as_str())
+        );
+    });
+}
+
+#[test]
+fn a_gateway_not_reading_replies_refuses_with_503_not_sent_and_sends_nothing() {
+    let (app, mut queue) = gateway();
+    let readiness = &app.state().readiness;
+    assert_eq!(
+        (0..10).find_map(|_| readiness.observe(false)),
+        Some(Change::Lost)
+    );
+    block_on(async {
+        let (response, problem) = refused(&app, &mut queue, payment(ORDER), 503, "not-ready").await;
+        assert_eq!(problem["outcome"], "not_sent");
+        assert_eq!(header(&response, "retry-after"), None);
+        refused(
+            &app,
+            &mut queue,
+            request(Method::Get, "/readyz"),
+            503,
+            "not-ready",
+        )
+        .await;
+    });
+}
+
+#[test]
+fn at_the_in_flight_cap_a_payment_is_503_overloaded_before_its_body_is_read() {
+    let (app, mut queue) = gateway_with(Config {
+        max_in_flight: 1,
+        ..Config::default()
+    });
+    let registry = &app.state().registry;
+    let last_slot = registry.register(CorrelationId::new_spring()).unwrap();
+    block_on(async {
+        // A body read would be a 400 unreadable-body.
+        let req = streamed_payment(BrokenBody);
+        let (response, problem) = refused(&app, &mut queue, req, 503, "overloaded").await;
+        assert_eq!(problem["outcome"], "not_sent");
+        assert_eq!(header(&response, "retry-after"), Some("1"));
+        drop(last_slot);
+        sent(&app, &mut queue, payment(ORDER)).await;
+    });
+}
+
+#[test]
+fn a_payment_whose_slot_is_taken_while_its_body_arrives_is_503_overloaded() {
+    let (app, mut queue) = gateway_with(Config {
+        max_in_flight: 1,
+        ..Config::default()
+    });
+    let registry = &app.state().registry;
+    let (mut caller, body) = UnixStream::pair().unwrap();
+    block_on(async {
+        let mut call = pin!(app.respond::<_, Response>(streamed_payment(body)));
+        // The first poll gets as far as the body, which is not there yet.
+        assert!(
+            poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx)))
+                .await
+                .is_pending()
+        );
+        let _last_slot = registry.register(CorrelationId::new_spring()).unwrap();
+        caller.write_all(ORDER).await.unwrap();
+        drop(caller);
+        let mut response = call.await.unwrap();
+        let problem = expect_problem(&mut response, 503, "overloaded").await;
+        assert_eq!(problem["outcome"], "not_sent");
+        assert_eq!(header(&response, "retry-after"), Some("1"));
+        assert_eq!(header(&response, "x-correlation-id"), None);
+        assert!(queue.take_records().is_empty());
+    });
+}
+
+// Payments that reach the send queue, answered by a test broker.
+
+#[test]
+fn the_id_is_registered_before_the_record_is_queued_so_a_reply_faster_than_the_ack_is_the_answer() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    let value = json!({ "status": "APPROVED", "order_id": "A-1" });
+    let mut req = patient_payment();
+    req.insert_header("idempotency-key", "approve-A-1");
+    block_on(async {
+        let (mut response, id) = with_broker(&app, req, async {
+            let (record, ack) = next_payment(&mut queue).await;
+            assert_eq!(record.key, b"A-1");
+            assert_eq!(
+                record.header(headers::REPLY_TOPIC),
+                Some(&b"payment_response_local2"[..])
+            );
+            assert_eq!(
+                record.header(headers::IDEMPOTENCY_KEY),
+                Some(&b"approve-A-1"[..])
+            );
+            // The record is in the broker's hands and unacknowledged: its id must wait already.
+            let id = correlation_id(&record);
+            assert_eq!(registry.in_flight(), 1);
+            let delivery = registry.deliver(id.as_bytes(), reply(&value, None));
+            assert!(matches!(delivery, Delivery::Delivered), "{delivery:?}");
+            ack.send(Ok(WrittenAt {
+                partition: 0,
+                offset: 7,
+            }))
+            .unwrap();
+            id
+        })
+        .await;
+        assert_eq!(response.status() as u16, 200);
+        assert_eq!(
+            response.content_type().unwrap().essence(),
+            "application/json"
+        );
+        assert_eq!(
+            header(&response, "x-correlation-id"),
+            Some(id.to_string().as_str())
+        );
+        assert_eq!(json_body(&mut response).await, value);
+        assert_eq!(registry.in_flight(), 0);
+        assert!(
+            queue.take_records().is_empty(),
+            "answered, yet dead-lettered"
+        );
+    });
+}
+
+#[test]
+fn a_worker_error_reply_is_its_4xx_with_the_workers_value() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    let value = json!({ "detail": "the card was declined" });
+    for (code, status, outcome) in [
+        ("declined", 402, "declined"),
+        ("invalid-request", 422, "failed"),
+    ] {
+        let req = patient_payment();
+        block_on(async {
+            let (mut response, id) = with_broker(&app, req, async {
+                let (record, ack) = next_payment(&mut queue).await;
+                ack.send(Ok(WrittenAt {
+                    partition: 0,
+                    offset: 1,
+                }))
+                .unwrap();
+                let id = correlation_id(&record);
+                registry.deliver(id.as_bytes(), reply(&value, Some(code)));
+                id
+            })
+            .await;
+            let problem = expect_problem(&mut response, status, code).await;
+            assert_eq!(problem["outcome"], outcome);
+            assert_eq!(problem["reply"], value);
+            assert_eq!(problem["detail"], "the card was declined");
+            assert_eq!(problem["correlation_id"], id.to_string());
+            assert!(
+                queue.take_records().is_empty(),
+                "answered, yet dead-lettered"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_dropped_acknowledgement_is_503_send_failed_outcome_unknown_and_its_reply_url_answers_later() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    let req = patient_payment();
+    block_on(async {
+        let (mut response, record) = with_broker(&app, req, async {
+            let (record, ack) = next_payment(&mut queue).await;
+            drop(ack);
+            record
+        })
+        .await;
+        let id = correlation_id(&record);
+        let problem = expect_problem(&mut response, 503, "send-failed").await;
+        assert_unknown_with_reply_url(&response, &problem, &id);
+        let (class, message, partition, offset) = dead_letter(&mut queue, &record);
+        assert_eq!(class, "kreply.SendFailedException");
+        assert_eq!(message, "the Kafka producer has stopped");
+        assert_eq!((partition, offset), (-1, -1));
+
+        // Its reply_url reports "pending" until the reply comes, then the reply.
+        let url = problem["reply_url"].as_str().unwrap();
+        let mut pending = get(&app, url).await;
+        let problem = expect_problem(&mut pending, 404, "reply-pending").await;
+        assert_eq!(problem["outcome"], "unknown");
+        assert_eq!(header(&pending, "retry-after"), Some("1"));
+        let value = json!({ "status": "APPROVED" });
+        let delivery = registry.deliver(id.as_bytes(), reply(&value, None));
+        assert!(matches!(delivery, Delivery::Kept), "{delivery:?}");
+        let mut late = get(&app, url).await;
+        assert_eq!(late.status() as u16, 200);
+        assert_eq!(json_body(&mut late).await, value);
+    });
+}
+
+#[test]
+fn a_failed_send_that_may_have_been_written_is_503_send_failed_outcome_unknown() {
+    let (app, mut queue) = gateway();
+    block_on(async {
+        let (response, problem, record) =
+            failed_send(&app, &mut queue, true, "request timed out").await;
+        assert_unknown_with_reply_url(&response, &problem, &correlation_id(&record));
+        let (class, message, ..) = dead_letter(&mut queue, &record);
+        assert_eq!(class, "kreply.SendFailedException");
+        assert_eq!(message, "request timed out");
+    });
+}
+
+#[test]
+fn a_failed_send_that_wrote_nothing_is_503_send_failed_not_sent() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    block_on(async {
+        let (response, problem, record) =
+            failed_send(&app, &mut queue, false, "NOT_ENOUGH_REPLICAS").await;
+        let id = correlation_id(&record);
+        assert_eq!(problem["outcome"], "not_sent", "{problem}");
+        assert_eq!(problem["correlation_id"], id.to_string());
+        assert_eq!(problem.get("reply_url"), None);
+        assert_eq!(header(&response, "link"), None);
+        // Dead-lettered all the same, as every failed send is.
+        let (class, message, ..) = dead_letter(&mut queue, &record);
+        assert_eq!(
+            (class.as_str(), message.as_str()),
+            ("kreply.SendFailedException", "NOT_ENOUGH_REPLICAS")
+        );
+        // Nothing waits for it, here or at a reply_url.
+        assert_eq!(registry.in_flight(), 0);
+        let mut lookup = get(&app, &format!("/v1/requests/{id}?host={OWN_SUFFIX}")).await;
+        expect_problem(&mut lookup, 404, "unknown-request").await;
+    });
+}
+
+#[test]
+fn a_reply_that_came_before_a_failed_acknowledgement_is_still_the_answer() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    let value = json!({ "status": "APPROVED" });
+    let req = patient_payment();
+    block_on(async {
+        let (mut response, ()) = with_broker(&app, req, async {
+            let (record, ack) = next_payment(&mut queue).await;
+            registry.deliver(correlation_id(&record).as_bytes(), reply(&value, None));
+            let failure = SendFailure {
+                possibly_written: true,
+                message: "connection reset".into(),
+            };
+            ack.send(Err(failure)).unwrap();
+        })
+        .await;
+        assert_eq!(response.status() as u16, 200);
+        assert_eq!(json_body(&mut response).await, value);
+        assert!(
+            queue.take_records().is_empty(),
+            "answered, yet dead-lettered"
+        );
+    });
+}
+
+#[test]
+fn no_acknowledgement_in_time_is_504_reply_timeout_outcome_unknown_and_dead_lettered() {
+    let (app, mut queue) = gateway();
+    block_on(async {
+        // The broker keeps the acknowledgement past the caller's 1 ms.
+        let (mut response, (record, _ack)) =
+            with_broker(&app, payment(ORDER), next_payment(&mut queue)).await;
+        let problem = expect_problem(&mut response, 504, "reply-timeout").await;
+        assert_unknown_with_reply_url(&response, &problem, &correlation_id(&record));
+        let (class, message, partition, offset) = dead_letter(&mut queue, &record);
+        assert_eq!(class, "kreply.ReplyTimeoutException");
+        assert_eq!(message, "no acknowledgement from the brokers within 1 ms");
+        assert_eq!((partition, offset), (-1, -1));
+    });
+}
+
+#[test]
+fn an_acknowledged_payment_with_no_reply_in_time_is_504_and_its_dead_letter_says_where_it_is() {
+    let (app, mut queue) = gateway();
+    let mut req = payment(ORDER);
+    // Long enough for the acknowledgement, sent at once, to count; the reply never comes.
+    req.insert_header("request-timeout", "200");
+    block_on(async {
+        let (mut response, record) = with_broker(&app, req, async {
+            let (record, ack) = next_payment(&mut queue).await;
+            ack.send(Ok(WrittenAt {
+                partition: 3,
+                offset: 42,
+            }))
+            .unwrap();
+            record
+        })
+        .await;
+        let problem = expect_problem(&mut response, 504, "reply-timeout").await;
+        assert_unknown_with_reply_url(&response, &problem, &correlation_id(&record));
+        let (class, message, partition, offset) = dead_letter(&mut queue, &record);
+        assert_eq!(class, "kreply.ReplyTimeoutException");
+        assert_eq!(message, "no reply within 200 ms");
+        assert_eq!((partition, offset), (3, 42));
+    });
+}
