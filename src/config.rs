@@ -4,6 +4,12 @@
 //! what differs per host or per run (`KREPLY_BROKERS`, `KREPLY_LISTEN`, `KREPLY_HOST_IP`),
 //! because operators' scripts and systemd `EnvironmentFile=`s set exactly those. Unknown
 //! keys are rejected so a misspelt setting fails loudly instead of silently defaulting.
+//! The optional `"tls"` and `"sasl"` sections, and the secrets they name, are in
+//! [`security`].
+
+mod security;
+
+pub(crate) use security::{SaslMechanism, SaslSettings, TlsSettings};
 
 use crate::error::StartupError;
 use crate::gateway::late_replies::LateLimits;
@@ -75,6 +81,10 @@ pub struct Config {
     pub(crate) http: HttpConfig,
     /// `kreply worker` only.
     pub(crate) worker: WorkerConfig,
+    /// TLS to the brokers; none means plaintext.
+    pub(crate) tls: Option<TlsSettings>,
+    /// SASL authentication to the brokers; none means anonymous.
+    pub(crate) sasl: Option<SaslSettings>,
 }
 
 /// The reference worker's settings (`kreply worker`).
@@ -223,6 +233,8 @@ impl Default for Config {
             topics: TopicsConfig::default(),
             http: HttpConfig::default(),
             worker: WorkerConfig::default(),
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -254,7 +266,8 @@ impl Default for TopicsConfig {
 }
 
 impl Config {
-    /// Reads the file, applies the process environment, and validates the result.
+    /// Reads the file, applies the process environment, validates the result, and reads
+    /// the files and the password that `"tls"` and `"sasl"` name.
     pub fn load(path: &Path) -> Result<Config, StartupError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             StartupError::new(format!(
@@ -263,12 +276,15 @@ impl Config {
             ))
         })?;
         let mut config = Config::parse(path, &text)?;
-        config.apply_env(|name| std::env::var(name).ok())?;
+        let env = |name: &str| std::env::var(name).ok();
+        config.apply_env(env)?;
         config.validate(path)?;
+        config.load_security(path, &env)?;
         Ok(config)
     }
 
-    /// Parses the JSON text; the host table path becomes relative to the file's folder.
+    /// Parses the JSON text; the host table path (and the TLS CA and certificate) become
+    /// relative to the file's folder.
     pub(crate) fn parse(path: &Path, text: &str) -> Result<Config, StartupError> {
         let mut config: Config = serde_json::from_str(text).map_err(|e| {
             StartupError::new(format!(
@@ -276,9 +292,12 @@ impl Config {
                 path.display()
             ))
         })?;
+        let folder = path.parent().unwrap_or(Path::new(""));
         if config.host_table.is_relative() {
-            let folder = path.parent().unwrap_or(Path::new(""));
             config.host_table = folder.join(&config.host_table);
+        }
+        if let Some(tls) = &mut config.tls {
+            tls.anchor(folder);
         }
         Ok(config)
     }
@@ -392,7 +411,27 @@ impl Config {
                 "\"topics.partitions\" and \"topics.replication_factor\" must be at least 1".into(),
             );
         }
+        if let Some(Err(why)) = self.tls.as_ref().map(TlsSettings::check) {
+            return fail(why);
+        }
+        if let Some(Err(why)) = self.sasl.as_ref().map(SaslSettings::check) {
+            return fail(why);
+        }
         Ok(())
+    }
+
+    /// Reads what `"tls"` and `"sasl"` name: see [`security`].
+    fn load_security(
+        &mut self,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), StartupError> {
+        security::load(self.tls.as_mut(), self.sasl.as_mut(), path, env)
+    }
+
+    /// How kreply meets the brokers (TLS, SASL mechanism and user), with no secret in it.
+    pub(crate) fn broker_security(&self) -> String {
+        security::describe(self.tls.as_ref(), self.sasl.as_ref())
     }
 
     pub(crate) fn default_timeout(&self) -> Duration {
