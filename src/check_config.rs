@@ -1,9 +1,11 @@
 //! `kreply check-config`: everything startup checks, as a report, without serving.
 //!
 //! For a deploy pipeline or an operator before a restart: parse the config and the host
-//! table, resolve this host's reply route, reach the brokers and look up every topic the
+//! table (and the TLS files and the password the config names), resolve this host's reply
+//! route, reach the brokers as the gateway would (TLS, SASL) and look up every topic the
 //! gateway and the worker use. Nothing is created or changed. Each line says what was
-//! checked; the first failure ends the report with the same one sentence startup would give.
+//! checked (the broker line names the SASL mechanism and user, never the password); the
+//! first failure ends the report with the same one sentence startup would give.
 
 use crate::config::Config;
 use crate::error::StartupError;
@@ -34,7 +36,11 @@ async fn check_kafka(
     reply_topic: &str,
 ) -> Result<(), StartupError> {
     let kafka = kafka::connect_brokers(config, config_path, "kreply-check-config").await?;
-    println!("ok  brokers {}", config.brokers.join(","));
+    println!(
+        "ok  brokers {} ({})",
+        config.brokers.join(","),
+        config.broker_security()
+    );
     let admin = kafka.admin();
     let needed = [
         ("request", config.request_topic.as_str()),

@@ -1,10 +1,12 @@
 //! What the gateway and the worker share on the Kafka side: connecting (a client per
-//! role), the idempotent acks=all payment producer, the topic check, and reading
+//! role, with the config's TLS and SASL: `security.rs`), the idempotent acks=all payment
+//! producer, the topic check, and reading
 //! multi-record batches on tansu. The gateway's Kafka thread is [`crate::gateway::kafka`];
 //! the worker's loop is [`crate::worker`].
 
 pub(crate) mod metadata_keeper;
 pub(crate) mod producer_session;
+mod security;
 pub(crate) mod topics;
 pub mod whole_batches;
 
@@ -49,26 +51,30 @@ pub(crate) async fn connect_brokers(
     config_path: &str,
     client_id: &str,
 ) -> Result<Kafka, StartupError> {
-    let brokers = config.brokers.join(",");
-    let kafka = client(config, client_id).await.map_err(|e| {
-        StartupError::new(format!(
-            "cannot reach the Kafka brokers {brokers} (check \"brokers\" in {config_path} or KREPLY_BROKERS): {e}"
-        ))
-    })?;
-    log::info!("startup: connected to {brokers}");
+    let kafka = client(config, client_id)
+        .await
+        .map_err(|e| security::connect_failed(e, config, config_path))?;
+    log::info!(
+        "startup: connected to {} ({})",
+        config.brokers.join(","),
+        config.broker_security()
+    );
     Ok(kafka)
 }
 
 /// A new client of the brokers named in `config`, as `client_id`: for a connection of its
-/// own, or to connect again after the old one broke.
+/// own, or to connect again after the old one broke. Every krafka client kreply makes is
+/// built here, so each one speaks the config's TLS and SASL.
 pub(crate) async fn client(config: &Config, client_id: &str) -> Result<Kafka, KrafkaError> {
-    Kafka::builder(config.brokers.join(",").as_str())
+    let mut builder = Kafka::builder(config.brokers.join(",").as_str())
         .client_id(client_id)
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
         .allow_auto_create_topics(false)
-        .metadata_max_age(metadata_keeper::METADATA_MAX_AGE)
-        .connect()
-        .await
+        .metadata_max_age(metadata_keeper::METADATA_MAX_AGE);
+    if let Some(security) = security::auth_config(config) {
+        builder = builder.security(security);
+    }
+    builder.connect().await
 }
 
 /// The idempotent acks=all producer every payment record goes through, on `kafka`;
