@@ -53,20 +53,7 @@ pub(crate) fn connect_failed(e: KrafkaError, config: &Config, config_path: &str)
     let (what, check) = match (&e, &config.tls, &config.sasl) {
         (KrafkaError::Auth { .. }, Some(tls), _) if cause.contains("TLS") => (
             format!("the TLS handshake with the Kafka brokers {brokers} failed"),
-            format!(
-                "check that {} issued the brokers' certificate for {}, in \"tls\" in {config_path}",
-                tls.ca_file
-                    .as_ref()
-                    .map_or("a public CA".into(), |ca| format!(
-                        "\"tls.ca_file\" {}",
-                        ca.display()
-                    )),
-                tls.server_name
-                    .as_ref()
-                    .map_or("the host in \"brokers\"".into(), |name| format!(
-                        "\"{name}\" (\"tls.server_name\")"
-                    )),
-            ),
+            certificate_check(tls, config_path),
         ),
         (KrafkaError::Auth { .. }, _, Some(sasl)) => (
             format!(
@@ -102,6 +89,21 @@ pub(crate) fn connect_failed(e: KrafkaError, config: &Config, config_path: &str)
         ),
     };
     StartupError::new(format!("{what} ({check}): {cause}"))
+}
+
+/// What a refused TLS handshake asks the operator to check.
+fn certificate_check(tls: &TlsSettings, config_path: &str) -> String {
+    let issuer = match &tls.ca_file {
+        Some(ca) => format!("\"tls.ca_file\" {}", ca.display()),
+        None => "a public CA (there is no \"tls.ca_file\")".to_string(),
+    };
+    let name = match &tls.server_name {
+        Some(name) => format!("\"{name}\" from \"tls.server_name\""),
+        None => "the host in \"brokers\"".to_string(),
+    };
+    format!(
+        "check that {issuer} issued the brokers' certificate and that it names {name}, in {config_path}"
+    )
 }
 
 /// krafka's two words for a connection that took longer than `connect_timeout`: the
@@ -145,7 +147,7 @@ mod tests {
         for (error, expected) in [
             (
                 KrafkaError::auth("TLS handshake failed: invalid peer certificate: UnknownIssuer"),
-                "the TLS handshake with the Kafka brokers k:9093 failed (check that \"tls.ca_file\" /etc/kreply/ca.pem issued the brokers' certificate for \"kafka.internal\"",
+                "the TLS handshake with the Kafka brokers k:9093 failed (check that \"tls.ca_file\" /etc/kreply/ca.pem issued the brokers' certificate and that it names \"kafka.internal\" from \"tls.server_name\", in k.json)",
             ),
             (
                 KrafkaError::auth("SASL authentication step failed"),

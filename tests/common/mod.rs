@@ -12,6 +12,7 @@ pub mod raw;
 pub mod restart;
 pub mod rss;
 pub mod system;
+pub mod tls;
 pub mod zombie;
 
 use krafka::admin::{CreateTopicsOptions, NewTopic};
@@ -75,7 +76,13 @@ pub struct Broker {
 
 /// Starts tansu on `port` with `storage`, appending to its log, and waits until it listens.
 fn spawn_tansu(port: u16, storage: &str) -> Child {
+    spawn_tansu_advertising(port, port, storage)
+}
+
+/// [`spawn_tansu`], telling clients (in metadata) to reach it at `advertised` instead.
+fn spawn_tansu_advertising(port: u16, advertised: u16, storage: &str) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
+    let advertised = format!("tcp://127.0.0.1:{advertised}");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -87,7 +94,7 @@ fn spawn_tansu(port: u16, storage: &str) -> Child {
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised,
         ])
         .args(["--storage-engine", storage])
         .stdout(Stdio::null())
@@ -109,7 +116,20 @@ impl Broker {
     /// A broker on `storage`, e.g. `sqlite:///path/file.db`.
     pub fn start_with_storage(storage: &str) -> Broker {
         let port = free_port();
-        let child = spawn_tansu(port, storage);
+        Broker::spawned(port, spawn_tansu(port, storage), storage)
+    }
+
+    /// A broker (memory storage) that tells clients to reach it at `front_port`, where a
+    /// TLS terminator or an authenticating proxy in front of it listens, so that every
+    /// connection after the first goes through the front too. The harness's own plaintext
+    /// clients ([`Broker::kafka`] and what uses it) do not work through such a front.
+    pub fn start_behind(front_port: u16) -> Broker {
+        let (port, storage) = (free_port(), "memory://tansu/");
+        let child = spawn_tansu_advertising(port, front_port, storage);
+        Broker::spawned(port, child, storage)
+    }
+
+    fn spawned(port: u16, child: Child, storage: &str) -> Broker {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

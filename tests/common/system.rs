@@ -26,6 +26,9 @@ pub fn system_config_with(
 /// A broker, one gateway host (127.0.0.2) and `workers` workers, all assigned.
 pub struct System {
     pub broker: Broker,
+    /// Where kreply's processes reach the broker (`KREPLY_BROKERS`): its own address, or
+    /// a front such as a TLS terminator.
+    pub brokers: String,
     pub pg: MockPg,
     pub config: PathBuf,
     pub gateway: Gateway,
@@ -40,12 +43,25 @@ impl System {
     /// [`System::start`] with a config file of the caller's.
     pub fn start_with(workers: usize, pg_options: &[&str], config: PathBuf) -> System {
         let broker = Broker::start();
+        let brokers = broker.addr.clone();
+        System::start_on(broker, &brokers, workers, pg_options, config)
+    }
+
+    /// [`System::start_with`] on `broker`, which kreply's processes reach at `brokers`.
+    pub fn start_on(
+        broker: Broker,
+        brokers: &str,
+        workers: usize,
+        pg_options: &[&str],
+        config: PathBuf,
+    ) -> System {
         let pg = MockPg::start(pg_options);
         // The gateway creates request, reply and DLQ topics; the workers the results topic.
-        let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
+        let gateway = Gateway::spawn(brokers, "127.0.0.2", &config);
         gateway.wait_ready();
         let mut system = System {
             broker,
+            brokers: brokers.to_string(),
             pg,
             config,
             gateway,
@@ -63,14 +79,14 @@ impl System {
     pub fn spawn_worker(&self) -> Worker {
         Worker::spawn(
             &format!("worker-{}", free_port()),
-            &self.broker.addr,
+            &self.brokers,
             &self.pg,
             &self.config,
         )
     }
 
     pub fn second_gateway(&self) -> Gateway {
-        let gateway = Gateway::spawn(&self.broker.addr, "127.0.0.3", &self.config);
+        let gateway = Gateway::spawn(&self.brokers, "127.0.0.3", &self.config);
         gateway.wait_ready();
         gateway
     }
