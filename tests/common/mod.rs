@@ -11,6 +11,7 @@ pub mod keep_alive;
 pub mod raw;
 pub mod restart;
 pub mod rss;
+pub mod scram_proxy;
 pub mod system;
 pub mod tls;
 pub mod zombie;
