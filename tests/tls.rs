@@ -158,3 +158,33 @@ fn a_plaintext_client_at_a_tls_port_is_told_about_tls() {
     );
     assert!(stderr.contains("needs \"tls\""), "{stderr}");
 }
+
+#[test]
+fn a_broker_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let certificates = Certificates::generate();
+    let front_port = free_port();
+    let broker = Broker::start_behind(front_port);
+    let front = TlsFront::requiring_client_certificates(front_port, &broker.addr, &certificates);
+    let ca = certificates.path("ca.pem");
+    let with_certificate = config_with(|c| {
+        c["tls"] = tls_trusting(&ca);
+        c["tls"]["cert_file"] = json!(certificates.path("client.pem"));
+        c["tls"]["key_file"] = json!(certificates.path("client.key"));
+        c["topics"]["auto_create"] = json!(true);
+    });
+    let without = config_with(|c| c["tls"] = tls_trusting(&ca));
+
+    let (ok, report) = run_against("check-config", &with_certificate, &front.addr);
+    assert!(ok, "{report}");
+    assert!(report.contains("client certificate "), "{report}");
+    let (ok, stderr) = run_against("gateway", &without, &front.addr);
+    assert!(!ok);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "kreply: the Kafka brokers {} refused kreply's TLS connection (they may require a client certificate: set \"tls.cert_file\" and \"tls.key_file\"",
+            front.addr
+        )),
+        "{stderr}"
+    );
+}

@@ -68,6 +68,18 @@ pub(crate) fn connect_failed(e: KrafkaError, config: &Config, config_path: &str)
             ),
             format!("check \"tls\" and \"sasl\" in {config_path}"),
         ),
+        (_, Some(tls), _) if cause.contains("fatal alert") => (
+            format!("the Kafka brokers {brokers} refused kreply's TLS connection"),
+            match &tls.cert_file {
+                None => format!(
+                    "they may require a client certificate: set \"tls.cert_file\" and \"tls.key_file\" in {config_path}"
+                ),
+                Some(cert) => format!(
+                    "check that the brokers trust the issuer of \"tls.cert_file\" {}, in {config_path}",
+                    cert.display()
+                ),
+            },
+        ),
         (_, Some(_), _) if timed_out(&cause) => (
             format!(
                 "the Kafka brokers {brokers} completed no TLS handshake within {} ms",
@@ -156,6 +168,12 @@ mod tests {
             (
                 KrafkaError::timeout("TLS handshake with k:9093 did not complete within 3s"),
                 "the Kafka brokers k:9093 completed no TLS handshake within 3000 ms (check that the ports in \"brokers\" are TLS listeners",
+            ),
+            (
+                KrafkaError::network(std::io::Error::other(
+                    "received fatal alert: CertificateRequired",
+                )),
+                "the Kafka brokers k:9093 refused kreply's TLS connection (they may require a client certificate",
             ),
             (
                 KrafkaError::config("no certificates found in CA bundle"),

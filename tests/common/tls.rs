@@ -12,8 +12,9 @@ use std::time::Duration;
 /// names this in `tls.server_name`.
 pub const SERVER_NAME: &str = "broker.kreply.test";
 
-/// A folder of PEM files: `ca.pem` issued `broker.pem` (for [`SERVER_NAME`] only), and
-/// `other-ca.pem` is a CA that issued nothing here.
+/// A folder of PEM files: `ca.pem` issued `broker.pem` (for [`SERVER_NAME`] only) and
+/// the client certificate `client.pem` (key `client.key`); `other-ca.pem` is a CA that
+/// issued nothing here. Keys are P-256, quick to make.
 pub struct Certificates {
     pub dir: PathBuf,
 }
@@ -22,53 +23,18 @@ impl Certificates {
     pub fn generate() -> Certificates {
         let dir = log_dir().join(format!("tls-{}", free_port()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        for (key, ca, name) in [
-            ("ca.key", "ca.pem", "kreply test CA"),
-            ("other-ca.key", "other-ca.pem", "a CA kreply does not trust"),
-        ] {
-            let subject = format!("/CN={name}");
+        for (name, common_name) in [("ca", "kreply test CA"), ("other-ca", "another CA")] {
+            let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+            let subject = format!("/CN={common_name}");
+            let tail = [key.as_str(), "-out", &pem, "-subj", &subject];
             openssl(
                 &dir,
-                &["req", "-x509", "-nodes", "-days", "2"],
-                &ec,
-                &["-keyout", key, "-out", ca, "-subj", &subject],
+                &[&["req", "-x509", "-days", "2"], NEW_KEY, &tail].concat(),
             );
         }
-        let subject = format!("/CN={SERVER_NAME}");
-        openssl(
-            &dir,
-            &["req", "-nodes"],
-            &ec,
-            &[
-                "-keyout",
-                "broker.key",
-                "-out",
-                "broker.csr",
-                "-subj",
-                &subject,
-            ],
-        );
-        let extensions = format!(
-            "subjectAltName=DNS:{SERVER_NAME}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
-        );
-        std::fs::write(dir.join("broker.ext"), extensions).unwrap();
-        openssl(
-            &dir,
-            &["x509", "-req", "-days", "2", "-in", "broker.csr"],
-            &[],
-            &[
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-extfile",
-                "broker.ext",
-                "-out",
-                "broker.pem",
-            ],
-        );
+        let broker = format!("subjectAltName=DNS:{SERVER_NAME}\nextendedKeyUsage=serverAuth\n");
+        issue(&dir, "broker", SERVER_NAME, &broker);
+        issue(&dir, "client", "kreply", "extendedKeyUsage=clientAuth\n");
         Certificates { dir }
     }
 
@@ -77,17 +43,57 @@ impl Certificates {
     }
 }
 
-fn openssl(dir: &Path, command: &[&str], key: &[&str], rest: &[&str]) {
+/// A new unencrypted P-256 key (quick to make), written to the file named next.
+const NEW_KEY: &[&str] = &[
+    "-nodes",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-keyout",
+];
+
+/// `<name>.pem` and `<name>.key`, issued by `ca.pem` to `common_name` with `extensions`.
+fn issue(dir: &Path, name: &str, common_name: &str, extensions: &str) {
+    let [key, csr, ext, pem] = ["key", "csr", "ext", "pem"].map(|kind| format!("{name}.{kind}"));
+    let subject = format!("/CN={common_name}");
+    openssl(
+        dir,
+        &[&["req"], NEW_KEY, &[&key, "-out", &csr, "-subj", &subject]].concat(),
+    );
+    let extensions = format!("basicConstraints=CA:FALSE\n{extensions}");
+    std::fs::write(dir.join(&ext), extensions).unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-out",
+            &pem,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
-        .args(command)
-        .args(key)
-        .args(rest)
+        .args(args)
         .output()
         .expect("the openssl command must be installed");
     assert!(
         out.status.success(),
-        "openssl {command:?}: {}",
+        "openssl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -102,10 +108,25 @@ pub struct TlsFront {
 impl TlsFront {
     /// Listens on `port` (the port the broker advertises) in front of `upstream`.
     pub fn start(port: u16, upstream: &str, certificates: &Certificates) -> TlsFront {
+        TlsFront::spawn(port, upstream, certificates, "")
+    }
+
+    /// [`TlsFront::start`], refusing clients without a certificate that `ca.pem` issued.
+    pub fn requiring_client_certificates(
+        port: u16,
+        upstream: &str,
+        certificates: &Certificates,
+    ) -> TlsFront {
+        let ca = certificates.path("ca.pem");
+        let verify = format!("CAfile = {}\nverifyChain = yes\n", ca.display());
+        TlsFront::spawn(port, upstream, certificates, &verify)
+    }
+
+    fn spawn(port: u16, upstream: &str, certificates: &Certificates, extra: &str) -> TlsFront {
         let addr = format!("127.0.0.1:{port}");
         let log = certificates.path(&format!("stunnel-{port}.log"));
         let conf = format!(
-            "foreground = yes\npid =\noutput = {}\n[kafka]\naccept = {addr}\nconnect = {upstream}\ncert = {}\nkey = {}\n",
+            "foreground = yes\npid =\noutput = {}\n[kafka]\naccept = {addr}\nconnect = {upstream}\ncert = {}\nkey = {}\n{extra}",
             log.display(),
             certificates.path("broker.pem").display(),
             certificates.path("broker.key").display(),
