@@ -1,12 +1,14 @@
 //! SASL to the brokers: SCRAM-SHA-256, checked on the broker side by
 //! `tests/common/scram_proxy.rs` in front of tansu (tansu 0.6 accepts a wrong SCRAM proof,
 //! see there). tansu advertises the proxy's port, so every connection kreply makes has to
-//! prove the password before the proxy passes it on to the broker.
+//! prove the password before the proxy passes it on to the broker. The last test puts
+//! stunnel in front of the proxy, for SCRAM inside TLS.
 
 mod common;
 
 use common::scram_proxy::ScramProxy;
 use common::system::{System, system_config_with};
+use common::tls::{Certificates, SERVER_NAME, TlsFront};
 use common::*;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -135,5 +137,39 @@ fn check_config_finds_the_password_in_systemd_credentials_and_never_prints_it() 
         "{report}"
     );
     assert!(!report.contains(PASSWORD), "{report}");
+    assert!(proxy.authenticated() >= 1);
+}
+
+#[test]
+fn scram_inside_tls_reaches_the_broker() {
+    let certificates = Certificates::generate();
+    let (tls_port, proxy_port) = (free_port(), free_port());
+    let broker = Broker::start_behind(tls_port);
+    let proxy = ScramProxy::start(proxy_port, &broker.addr, USER, PASSWORD);
+    let front = TlsFront::start(tls_port, &proxy.addr, &certificates);
+    let password = credentials_with(PASSWORD).join("kafka-password");
+    let config = config_with(|c| {
+        c["tls"] = json!({"ca_file": certificates.path("ca.pem"), "server_name": SERVER_NAME});
+        c["sasl"] = scram_with_file(&password);
+        c["topics"]["auto_create"] = json!(true);
+    });
+
+    let (ok, report) = run_kreply(
+        &["check-config", "--config", config.to_str().unwrap()],
+        &[
+            ("KREPLY_HOST_IP", "127.0.0.2"),
+            ("KREPLY_BROKERS", &front.addr),
+        ],
+    );
+
+    assert!(ok, "{report}");
+    assert!(
+        report.contains(&format!("ok  brokers {} (TLS (CA ", front.addr)),
+        "{report}"
+    );
+    assert!(
+        report.contains("SASL SCRAM-SHA-256 as user \"kreply\""),
+        "{report}"
+    );
     assert!(proxy.authenticated() >= 1);
 }
