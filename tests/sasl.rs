@@ -73,26 +73,12 @@ fn a_wrong_password_stops_gateway_and_worker_with_one_sentence() {
     let config = config_with(|c| c["sasl"] = scram_with_file(&password));
 
     for command in ["gateway", "worker"] {
-        let (ok, stderr) = run_kreply(
-            &[command, "--config", config.to_str().unwrap()],
-            &[
-                ("KREPLY_HOST_IP", "127.0.0.2"),
-                ("KREPLY_BROKERS", &proxy.addr),
-            ],
+        let stderr = startup_refusal(command, &config, &proxy.addr);
+        let what = format!(
+            "kreply: the Kafka brokers {} refused SASL SCRAM-SHA-256 authentication as user \"kreply\" (check \"sasl\" in ",
+            proxy.addr
         );
-        assert!(!ok, "{command}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!(
-                "kreply: the Kafka brokers {} refused SASL SCRAM-SHA-256 authentication as user \"kreply\" (check \"sasl\" in ",
-                proxy.addr
-            )),
-            "{command}: {stderr}"
-        );
-        assert!(
-            stderr.contains("invalid credentials"),
-            "{command}: {stderr}"
-        );
+        assert_holds(&stderr, &[&what, "invalid credentials"]);
         assert!(!stderr.contains(wrong), "{command}: {stderr}");
     }
     assert!(proxy.refused() >= 2, "{}", proxy.refused());
@@ -154,13 +140,7 @@ fn scram_inside_tls_reaches_the_broker() {
         c["topics"]["auto_create"] = json!(true);
     });
 
-    let (ok, report) = run_kreply(
-        &["check-config", "--config", config.to_str().unwrap()],
-        &[
-            ("KREPLY_HOST_IP", "127.0.0.2"),
-            ("KREPLY_BROKERS", &front.addr),
-        ],
-    );
+    let (ok, report) = run_against("check-config", &config, &front.addr);
 
     assert!(ok, "{report}");
     assert!(

@@ -25,14 +25,6 @@ fn tls_trusting(ca: &Path) -> serde_json::Value {
     json!({"ca_file": ca, "server_name": SERVER_NAME})
 }
 
-/// `kreply command` against `brokers`: (success, stderr then stdout).
-fn run_against(command: &str, config: &Path, brokers: &str) -> (bool, String) {
-    run_kreply(
-        &[command, "--config", config.to_str().unwrap()],
-        &[("KREPLY_HOST_IP", "127.0.0.2"), ("KREPLY_BROKERS", brokers)],
-    )
-}
-
 #[test]
 fn a_payment_goes_through_gateway_worker_and_pg_over_tls() {
     let certificates = Certificates::generate();
@@ -71,21 +63,13 @@ fn an_untrusted_certificate_stops_gateway_and_worker_with_one_sentence() {
     let config = config_with(|c| c["tls"] = tls_trusting(&other_ca));
 
     for command in ["gateway", "worker"] {
-        let (ok, stderr) = run_against(command, &config, &front.addr);
-        assert!(!ok, "{command}: {stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
-        assert!(
-            stderr.starts_with(&format!(
-                "kreply: the TLS handshake with the Kafka brokers {} failed (check that \"tls.ca_file\" {} issued the brokers' certificate and that it names \"{SERVER_NAME}\" from \"tls.server_name\", in ",
-                front.addr,
-                other_ca.display()
-            )),
-            "{command}: {stderr}"
+        let stderr = startup_refusal(command, &config, &front.addr);
+        let fix = format!(
+            "kreply: the TLS handshake with the Kafka brokers {} failed (check that \"tls.ca_file\" {} issued the brokers' certificate and that it names \"{SERVER_NAME}\" from \"tls.server_name\", in ",
+            front.addr,
+            other_ca.display()
         );
-        assert!(
-            stderr.contains("invalid peer certificate: UnknownIssuer"),
-            "{command}: {stderr}"
-        );
+        assert_holds(&stderr, &[&fix, "invalid peer certificate: UnknownIssuer"]);
     }
 }
 
@@ -95,26 +79,15 @@ fn a_certificate_for_another_name_stops_startup_with_one_sentence() {
     let (_broker, front) = broker_behind_tls(&certificates);
     let config = config_with(|c| c["tls"] = json!({"ca_file": certificates.path("ca.pem")}));
 
-    let (ok, stderr) = run_against("gateway", &config, &front.addr);
-
-    assert!(!ok);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "the TLS handshake with the Kafka brokers {} failed",
-            front.addr
-        )),
-        "{stderr}"
+    let stderr = startup_refusal("gateway", &config, &front.addr);
+    let what = format!(
+        "kreply: the TLS handshake with the Kafka brokers {} failed",
+        front.addr
     );
-    assert!(
-        stderr.contains("that it names the host in \"brokers\""),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!(
-            "certificate is only valid for DnsName(\"{SERVER_NAME}\")"
-        )),
-        "{stderr}"
+    let cause = format!("certificate is only valid for DnsName(\"{SERVER_NAME}\")");
+    assert_holds(
+        &stderr,
+        &[&what, "that it names the host in \"brokers\"", &cause],
     );
 }
 
@@ -127,17 +100,12 @@ fn a_tls_client_at_a_plaintext_port_stops_startup_with_one_sentence() {
         c["connect_timeout_ms"] = json!(1000);
     });
 
-    let (ok, stderr) = run_against("gateway", &config, &broker.addr);
-
-    assert!(!ok);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(&format!(
-            "kreply: the Kafka brokers {} completed no TLS handshake within 1000 ms (check that the ports in \"brokers\" are TLS listeners, as a plaintext port",
-            broker.addr
-        )),
-        "{stderr}"
+    let stderr = startup_refusal("gateway", &config, &broker.addr);
+    let what = format!(
+        "kreply: the Kafka brokers {} completed no TLS handshake within 1000 ms (check that the ports in \"brokers\" are TLS listeners, as a plaintext port",
+        broker.addr
     );
+    assert_holds(&stderr, &[&what]);
 }
 
 #[test]
@@ -145,18 +113,12 @@ fn a_plaintext_client_at_a_tls_port_is_told_about_tls() {
     let certificates = Certificates::generate();
     let (_broker, front) = broker_behind_tls(&certificates);
 
-    let (ok, stderr) = run_against("gateway", &shipped_config(), &front.addr);
-
-    assert!(!ok);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(&format!(
-            "kreply: the Kafka brokers {} hung up on a plaintext connection",
-            front.addr
-        )),
-        "{stderr}"
+    let stderr = startup_refusal("gateway", &shipped_config(), &front.addr);
+    let what = format!(
+        "kreply: the Kafka brokers {} hung up on a plaintext connection",
+        front.addr
     );
-    assert!(stderr.contains("needs \"tls\""), "{stderr}");
+    assert_holds(&stderr, &[&what, "needs \"tls\""]);
 }
 
 #[test]
@@ -177,14 +139,10 @@ fn a_broker_that_asks_for_a_client_certificate_gets_the_configured_one() {
     let (ok, report) = run_against("check-config", &with_certificate, &front.addr);
     assert!(ok, "{report}");
     assert!(report.contains("client certificate "), "{report}");
-    let (ok, stderr) = run_against("gateway", &without, &front.addr);
-    assert!(!ok);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(
-        stderr.starts_with(&format!(
-            "kreply: the Kafka brokers {} refused kreply's TLS connection (they may require a client certificate: set \"tls.cert_file\" and \"tls.key_file\"",
-            front.addr
-        )),
-        "{stderr}"
+    let stderr = startup_refusal("gateway", &without, &front.addr);
+    let what = format!(
+        "kreply: the Kafka brokers {} refused kreply's TLS connection (they may require a client certificate: set \"tls.cert_file\" and \"tls.key_file\"",
+        front.addr
     );
+    assert_holds(&stderr, &[&what]);
 }

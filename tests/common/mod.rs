@@ -609,6 +609,31 @@ pub fn run_kreply(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `kreply command --config config` as host 127.0.0.2 against `brokers`, to completion:
+/// (success, stderr then stdout).
+pub fn run_against(command: &str, config: &Path, brokers: &str) -> (bool, String) {
+    run_kreply(
+        &[command, "--config", config.to_str().unwrap()],
+        &[("KREPLY_HOST_IP", "127.0.0.2"), ("KREPLY_BROKERS", brokers)],
+    )
+}
+
+/// [`run_against`] for a command that must stop at startup: its one sentence, checked to
+/// be one line.
+pub fn startup_refusal(command: &str, config: &Path, brokers: &str) -> String {
+    let (ok, stderr) = run_against(command, config, brokers);
+    assert!(!ok, "{command} did not stop: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
+    stderr
+}
+
+/// Asserts that `text` holds every one of `parts`, showing `text` when one is missing.
+pub fn assert_holds(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "no {part:?} in:\n{text}");
+    }
+}
+
 /// A parsed HTTP/1.1 response.
 #[derive(Debug)]
 pub struct HttpResponse {
