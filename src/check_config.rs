@@ -9,31 +9,46 @@
 
 use crate::config::Config;
 use crate::error::StartupError;
-use crate::gateway::resolve_route;
+use crate::gateway::host_table::HostTable;
+use crate::gateway::reply_route::ReplyRoute;
+use crate::gateway::route_in;
 use crate::kafka::{self, topics};
+use krafka::admin::AdminClient;
 use std::path::Path;
 
 /// Prints the report; `Err` on the first problem.
 pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let config = Config::load(config_path)?;
     println!("ok  config {}", config_path.display());
-    let route = resolve_route(&config)?;
+    let hosts = HostTable::load(&config.host_table)?;
+    let route = route_in(&hosts, &config)?;
     println!("ok  host table {}: {route}", config.host_table.display());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StartupError::new(format!("cannot start the check's runtime: {e}")))?;
+    let reply = Reply {
+        hosts: &hosts,
+        route: &route,
+    };
     runtime.block_on(check_kafka(
         &config,
         &config_path.display().to_string(),
-        &route.topic,
+        reply,
     ))
+}
+
+/// This host's route, and the table every host's partition comes from.
+#[derive(Clone, Copy)]
+struct Reply<'a> {
+    hosts: &'a HostTable,
+    route: &'a ReplyRoute,
 }
 
 async fn check_kafka(
     config: &Config,
     config_path: &str,
-    reply_topic: &str,
+    reply: Reply<'_>,
 ) -> Result<(), StartupError> {
     let kafka = kafka::connect_brokers(config, config_path, "kreply-check-config").await?;
     println!(
@@ -44,7 +59,7 @@ async fn check_kafka(
     let admin = kafka.admin();
     let needed = [
         ("request", config.request_topic.as_str()),
-        ("reply", reply_topic),
+        ("reply", reply.route.topic.as_str()),
         ("dead-letter", config.dlq_topic.as_str()),
         ("results (worker)", config.worker.results_topic.as_str()),
     ];
@@ -59,7 +74,28 @@ async fn check_kafka(
             None => return Err(topics::missing(role, name, config, config_path)),
         }
     }
+    check_reply_partitions(&admin, config, reply).await?;
     let _ = admin.close().await;
     println!("all checks passed");
+    Ok(())
+}
+
+/// In partition-per-host routing: the partition of every host in the table exists in the
+/// shared reply topic (a missing topic was reported above).
+async fn check_reply_partitions(
+    admin: &AdminClient,
+    config: &Config,
+    reply: Reply<'_>,
+) -> Result<(), StartupError> {
+    let (Some(own), topic) = (reply.route.partition, &reply.route.topic) else {
+        return Ok(());
+    };
+    if let Some(partitions) = topics::describe(admin, topic).await? {
+        let routing = config.reply_routing;
+        routing.check_topic(reply.hosts, topic, &partitions)?;
+        println!(
+            "ok  reply partitions of {topic}: every host's in the host table exists; this host reads partition {own}"
+        );
+    }
     Ok(())
 }

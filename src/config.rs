@@ -15,6 +15,8 @@ use crate::error::StartupError;
 use crate::gateway::late_replies::LateLimits;
 use crate::gateway::readiness::Hysteresis;
 use crate::gateway::registry::DEFAULT_MAX_IN_FLIGHT;
+use crate::gateway::reply_routing::ReplyRouting;
+use crate::wire::header_names::HeaderNames;
 use crate::wire::topic_name;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -40,8 +42,13 @@ pub struct Config {
     pub(crate) client_id: String,
     /// Where payment requests are produced.
     pub(crate) request_topic: String,
-    /// This host's reply topic is `<reply_topic_base>_<suffix>`.
+    /// This host's reply topic is `<reply_topic_base>_<suffix>` (topic-per-host routing),
+    /// or every host shares `<reply_topic_base>` (partition-per-host routing).
     pub(crate) reply_topic_base: String,
+    /// How a reply finds its host: a topic per host, or a partition per host.
+    pub(crate) reply_routing: ReplyRouting,
+    /// The names of the correlation id, reply topic and reply partition headers.
+    pub(crate) header_names: HeaderNames,
     /// Where dead-letter records go on a timeout or a failed send.
     pub(crate) dlq_topic: String,
     /// The `{operation}` values `POST /v1/payments/{operation}` accepts.
@@ -216,6 +223,8 @@ impl Default for Config {
             client_id: "kreply-gateway".to_string(),
             request_topic: "payment_request".to_string(),
             reply_topic_base: "payment_response".to_string(),
+            reply_routing: ReplyRouting::default(),
+            header_names: HeaderNames::default(),
             dlq_topic: "payment_request-dlt".to_string(),
             operations: ["approve", "cancel", "refund"].map(String::from).to_vec(),
             default_timeout_ms: 5_000,
@@ -355,6 +364,7 @@ impl Config {
                 return fail(format!("\"{key}\": {why}"));
             }
         }
+        self.header_names.check().or_else(fail)?;
         if self.operations.is_empty() {
             return fail("\"operations\" is empty; list the payment operations to accept, e.g. [\"approve\"]".into());
         }
@@ -598,5 +608,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("request_topic"), "{err}");
+    }
+
+    #[test]
+    fn routing_and_header_names_are_read_and_the_names_checked() {
+        let config = parse("{}").unwrap();
+        assert_eq!(config.reply_routing, ReplyRouting::TopicPerHost);
+        assert_eq!(config.header_names, HeaderNames::default());
+        let config = parse(
+            r#"{"reply_routing": "partition-per-host", "header_names": {"reply_topic": "to"}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.reply_routing, ReplyRouting::PartitionPerHost);
+        assert_eq!(config.header_names.reply_topic, "to");
+        let empty = parse(r#"{"header_names": {"correlation_id": ""}}"#).unwrap();
+        let err = empty.validate(Path::new("k.json")).unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.starts_with("k.json: \"header_names.correlation_id\" is empty"),
+            "{err}"
+        );
     }
 }

@@ -20,7 +20,8 @@
 //! |---|---|
 //! | `main.rs` | command line (`gateway`, `worker`, `mock-pg`, `check-config`, `--print-route`, `--help`) |
 //! | [`gateway`] | startup order: config, route, Kafka side, then HTTP; the graceful stop |
-//! | [`gateway::host_table`], [`gateway::host_ips`], [`gateway::reply_route`] | which reply topic this host owns |
+//! | [`gateway::host_table`], [`gateway::host_ips`], [`gateway::reply_route`] | which reply topic (and, in partition-per-host routing, which partition of it) this host owns |
+//! | [`gateway::reply_routing`] | the two routing modes, topic-per-host and partition-per-host, and what each needs of the host table and the reply topic |
 //! | [`gateway::registry`] | where a waiting request and its reply meet, with the in-flight cap (runtime-free) |
 //! | [`gateway::late_replies`] | replies that came after their caller was given up on, bounded by count and age (runtime-free) |
 //! | [`gateway::readiness`] | one ready state with hysteresis, for `/readyz` and the payment route (runtime-free) |
@@ -30,6 +31,7 @@
 //! | [`gateway::metrics`] | the gateway's `/metrics` set |
 //! | [`worker`] | `kreply worker`: `startup.rs`, the poll loop (`poll_loop.rs`), settling a batch (`batch.rs`, one request: `settle.rs`), committing it (`commit.rs`), request parsing, results store (`results.rs`; what it keeps in memory and for how long: `results_index.rs`), PG client; `race.rs` (the first `pending` in the results log wins: who may call the PG, runtime-free); `stale_group.rs` and `member_list.rs` (rejoin when tansu leaves a crashed worker's partitions unowned) |
 //! | [`wire::record`], [`wire::correlation_id`], [`wire::payment`], [`wire::json_number`], [`wire::dead_letter`] | request, reply and dead-letter records, byte for byte; body validation (numbers passed on exactly) |
+//! | [`wire::return_address`], [`wire::header_names`] | the headers that bring a reply back (correlation id, reply topic, reply partition), and their configurable names |
 //! | [`wire::problem`], [`wire::reply_error`] | `application/problem+json` answers; the `kreply_error` reply header: worker error code -> HTTP status |
 //! | [`wire::topic_name`] | Kafka's rules for a topic name |
 //! | [`kafka`] | shared by gateway and worker: a client per role (`security.rs`: the config's TLS and SASL on every client, and what a failed first connection means), the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free) |

@@ -35,7 +35,8 @@ Commands:
 
 Options:
   --config PATH  The JSON config file (default: $KREPLY_CONFIG, else etc/kreply.json).
-  --print-route  Print this host's reply route (IP, suffix, reply topic) and exit.
+  --print-route  Print this host's reply route (IP, suffix, reply topic, and the
+                 reply partition in partition-per-host routing) and exit.
 
 Environment:
   KREPLY_CONFIG   config file path      KREPLY_BROKERS  host:port[,host:port...]
@@ -143,8 +144,11 @@ fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
 fn print_route(path: &std::path::Path) -> Result<(), StartupError> {
     let config = Config::load(path)?;
     let route = gateway::resolve_route(&config)?;
+    let partition = route
+        .partition
+        .map_or(String::new(), |p| format!(" reply_partition={p}"));
     println!(
-        "host_ip={} suffix={} reply_topic={}",
+        "host_ip={} suffix={} reply_topic={}{partition}",
         route.host_ip, route.suffix, route.topic
     );
     Ok(())

@@ -5,7 +5,7 @@
 mod common;
 
 use common::answers::{assert_problem, metric};
-use common::hosts::gateways_on_one_port;
+use common::hosts::{gateways_on_one_port, partitioned_host_table};
 use common::*;
 use krafka::Record;
 use serde_json::json;
@@ -108,17 +108,10 @@ fn callers_beyond_max_in_flight_get_503_overloaded_and_nothing_is_produced() {
     );
 }
 
-#[test]
-fn a_late_reply_is_kept_and_fetched_from_the_owner_through_either_host() {
-    let broker = Broker::start();
-    broker.create_standard_topics();
-    // The reply comes seconds after the caller's 300 ms timeout.
-    let _responder = broker.slow_responder(Duration::from_secs(5));
-    let config = config_with(|_| {});
-    let hosts = gateways_on_one_port(&broker.addr, &["127.0.0.2", "127.0.0.3"], &config);
-    let (owner, other) = (&hosts[0], &hosts[1]);
-
-    let problem = timed_out_payment(owner, "L-1", "300");
+/// Times a payment out on `owner` (host local2), then fetches its late reply from the
+/// owner, and through `other` by following its 307; returns the correlation id.
+fn late_reply_through_either_host(owner: &Gateway, other: &Gateway, order_id: &str) -> String {
+    let problem = timed_out_payment(owner, order_id, "300");
     let id = problem["correlation_id"].as_str().unwrap().to_string();
     let url = format!("/v1/requests/{id}?host=local2");
     assert_eq!(problem["reply_url"], url.as_str(), "{problem}");
@@ -134,7 +127,7 @@ fn a_late_reply_is_kept_and_fetched_from_the_owner_through_either_host() {
     let answered = fetch_when_answered(owner, &url);
     answered.assert_status(200);
     let reply =
-        json!({"status": "APPROVED", "operation": "approve", "order_id": "L-1", "amount": 700});
+        json!({"status": "APPROVED", "operation": "approve", "order_id": order_id, "amount": 700});
     assert_eq!(answered.json(), reply);
     assert_eq!(answered.header("x-correlation-id"), Some(id.as_str()));
 
@@ -149,6 +142,20 @@ fn a_late_reply_is_kept_and_fetched_from_the_owner_through_either_host() {
     let followed = get(owner.addr, path).unwrap();
     followed.assert_status(200);
     assert_eq!(followed.json(), reply);
+    id
+}
+
+#[test]
+fn a_late_reply_is_kept_and_fetched_from_the_owner_through_either_host() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    // The reply comes seconds after the caller's 300 ms timeout.
+    let _responder = broker.slow_responder(Duration::from_secs(5));
+    let config = config_with(|_| {});
+    let hosts = gateways_on_one_port(&broker.addr, &["127.0.0.2", "127.0.0.3"], &config);
+    let (owner, other) = (&hosts[0], &hosts[1]);
+
+    let id = late_reply_through_either_host(owner, other, "L-1");
 
     // Unknown ids, hosts and malformed ids are told apart.
     let elsewhere = get(other.addr, &format!("/v1/requests/{id}")).unwrap();
@@ -175,6 +182,37 @@ fn a_late_reply_is_kept_and_fetched_from_the_owner_through_either_host() {
     assert_eq!(metric(owner, "kreply_late_replies_served_total"), 2.0);
     assert_eq!(metric(owner, "kreply_late_replies_stored"), 1.0);
     assert_eq!(metric(owner, "kreply_replies_without_waiter_total"), 0.0);
+}
+
+/// In partition-per-host routing the hosts share one reply topic, and a late reply is
+/// still kept by the host that sent the request and fetched through either host.
+#[test]
+fn in_partition_per_host_routing_a_late_reply_is_fetched_through_either_host() {
+    let broker = Broker::start();
+    broker.create_topics(&[REQUEST_TOPIC, "payment_response", DLQ_TOPIC], 3);
+    let _responder = broker.slow_responder(Duration::from_secs(2));
+    let table = partitioned_host_table(&[("127.0.0.2", "local2", 2), ("127.0.0.3", "local3", 0)]);
+    let config = config_with(|c| {
+        c["reply_routing"] = json!("partition-per-host");
+        c["host_table"] = json!(table);
+    });
+    let hosts = gateways_on_one_port(&broker.addr, &["127.0.0.2", "127.0.0.3"], &config);
+    let (owner, other) = (&hosts[0], &hosts[1]);
+
+    let id = late_reply_through_either_host(owner, other, "LP-1");
+
+    let replies = broker.read_topic("payment_response", 1);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        replies[0].partition, 2,
+        "the reply missed the owner's partition"
+    );
+    assert!(
+        owner
+            .log_text()
+            .contains(&format!("late reply kept: correlation_id={id}"))
+    );
+    other.assert_every_reply_had_a_waiter();
 }
 
 #[test]

@@ -2,20 +2,12 @@
 
 mod common;
 
-use common::answers::assert_problem;
+use common::answers::{assert_problem, correlation_bytes, record_id};
+use common::hosts::pay_round_robin;
 use common::*;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
-
-/// The correlation id a response names, as the 16 bytes on the wire.
-fn correlation_bytes(response: &HttpResponse) -> Vec<u8> {
-    let id = response
-        .header("x-correlation-id")
-        .expect("x-correlation-id header");
-    Uuid::parse_str(id).unwrap().as_bytes().to_vec()
-}
 
 #[test]
 fn a_payment_is_answered_with_the_workers_reply() {
@@ -69,40 +61,7 @@ fn two_hosts_each_get_their_own_replies_on_their_own_topic() {
     ];
 
     // 8 callers, 25 requests each, alternating hosts: 200 interleaved requests.
-    let sent: Vec<(usize, Vec<u8>)> = std::thread::scope(|s| {
-        let callers: Vec<_> = (0..8)
-            .map(|caller| {
-                let hosts = &hosts;
-                s.spawn(move || {
-                    (0..25)
-                        .map(|i| {
-                            let host = (caller + i) % 2;
-                            let order = format!("O-{caller}-{i}");
-                            let response = hosts[host]
-                                .pay("approve", &json!({"order_id": order, "amount": i}));
-                            assert_eq!(
-                                response.status,
-                                200,
-                                "{order}: {}",
-                                String::from_utf8_lossy(&response.body)
-                            );
-                            let reply = response.json();
-                            assert_eq!(
-                                reply["order_id"], order,
-                                "a caller got someone else's reply"
-                            );
-                            assert_eq!(reply["amount"], i);
-                            (host, correlation_bytes(&response))
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        callers
-            .into_iter()
-            .flat_map(|c| c.join().unwrap())
-            .collect()
-    });
+    let sent = pay_round_robin(&[&hosts[0], &hosts[1]], 8, 25);
     assert_eq!(sent.len(), 200);
 
     for (host, topic) in [(0, REPLY_LOCAL2), (1, REPLY_LOCAL3)] {
@@ -120,11 +79,7 @@ fn two_hosts_each_get_their_own_replies_on_their_own_topic() {
             own.len()
         );
         for record in &records {
-            let id = record
-                .header("kafka_correlationId")
-                .flatten()
-                .unwrap()
-                .to_vec();
+            let id = record_id(record, "kafka_correlationId");
             assert!(
                 own.contains(&id),
                 "{topic} carries a reply for the other host"
@@ -132,11 +87,7 @@ fn two_hosts_each_get_their_own_replies_on_their_own_topic() {
         }
     }
     for gateway in &hosts {
-        assert!(
-            !gateway.log_text().contains("reply with no waiter"),
-            "{}",
-            gateway.log_text()
-        );
+        gateway.assert_every_reply_had_a_waiter();
     }
 }
 
@@ -403,4 +354,84 @@ fn print_route_shows_the_reply_topic_and_help_shows_usage() {
     let (ok, out) = run_kreply(&["gatewy"], &[]);
     assert!(!ok && out.contains("unknown command"), "{out}");
     assert!(out.contains("(did you mean \"gateway\"?)"), "{out}");
+}
+
+/// Partition-per-host routing: `--print-route` and `check-config` show this host's
+/// partition; a shared reply topic without every host's partition, or a host line without
+/// a partition, stops startup (and check-config) with one sentence.
+#[test]
+fn partition_per_host_shows_the_partition_and_refuses_what_would_misroute() {
+    let broker = Broker::start();
+    broker.create_topics(&[REQUEST_TOPIC, DLQ_TOPIC, "payment_results"], 3);
+    broker.create_topics(&["payment_response"], 2);
+    let partitioned = |table: &std::path::Path| {
+        config_with(|c| {
+            c["reply_routing"] = json!("partition-per-host");
+            c["host_table"] = json!(table);
+        })
+    };
+    let env = [
+        ("KREPLY_HOST_IP", "127.0.0.2"),
+        ("KREPLY_BROKERS", broker.addr.as_str()),
+    ];
+    let one_sentence = |command: &str, config: &std::path::Path| {
+        let (ok, out) = run_kreply(&[command, "--config", config.to_str().unwrap()], &env);
+        assert!(!ok, "{command} passed: {out}");
+        let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("kreply: ")).collect();
+        assert_eq!(errors.len(), 1, "{out}");
+        errors[0].to_string()
+    };
+
+    let fits = partitioned(&hosts::partitioned_host_table(&[
+        ("127.0.0.2", "local2", 0),
+        ("127.0.0.3", "local3", 1),
+    ]));
+    let (ok, out) = run_kreply(
+        &[
+            "gateway",
+            "--config",
+            fits.to_str().unwrap(),
+            "--print-route",
+        ],
+        &env,
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.trim(),
+        "host_ip=127.0.0.2 suffix=local2 reply_topic=payment_response reply_partition=0"
+    );
+    let (ok, out) = run_kreply(&["check-config", "--config", fits.to_str().unwrap()], &env);
+    assert!(ok, "{out}");
+    for line in [
+        "-> reply topic payment_response, partition 0",
+        "ok  reply topic payment_response: 2 partition(s)",
+        "this host reads partition 0",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+
+    let beyond = partitioned(&hosts::partitioned_host_table(&[
+        ("127.0.0.2", "local2", 0),
+        ("127.0.0.3", "local3", 2),
+    ]));
+    for command in ["gateway", "check-config"] {
+        let error = one_sentence(command, &beyond);
+        assert!(
+            error.starts_with(
+                "kreply: the reply topic \"payment_response\" has 2 partition(s), but the host table "
+            ),
+            "{error}"
+        );
+        assert!(
+            error.contains("gives host 127.0.0.3 partition 2 (line 2)"),
+            "{error}"
+        );
+    }
+
+    let unpartitioned = partitioned(&hosts::host_table(&[("127.0.0.2", "local2")]));
+    let error = one_sentence("gateway", &unpartitioned);
+    assert!(
+        error.contains(":1: host 127.0.0.2 has no partition"),
+        "{error}"
+    );
 }

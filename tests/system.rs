@@ -2,7 +2,8 @@
 
 mod common;
 
-use common::system::System;
+use common::hosts::pay_round_robin;
+use common::system::{System, system_config_with};
 use common::*;
 use krafka::Record;
 use serde_json::json;
@@ -234,4 +235,84 @@ fn pg_failures_and_declines_map_to_statuses_and_poison_does_not_block() {
         .daemon
         .wait_for_log("reply with no waiter", Duration::from_secs(5));
     assert_eq!(system.pg.charges()["calls"], 6, "poison reached the PG");
+}
+
+/// Partition-per-host routing: both hosts share one reply topic, each reads only the
+/// partition the host table gives it, and the worker writes every reply to the partition
+/// its request names in `kafka_replyPartition`; so no reply reaches the other host.
+#[test]
+fn partition_per_host_replies_land_on_each_hosts_own_partition_of_one_topic() {
+    let table =
+        hosts::partitioned_host_table(&[("127.0.0.2", "local2", 0), ("127.0.0.3", "local3", 2)]);
+    let config = system_config_with(3000, |c| {
+        c["reply_routing"] = json!("partition-per-host");
+        c["host_table"] = json!(table);
+    });
+    let system = System::start_with(2, &[], config);
+    let other_host = system.second_gateway();
+    let gateways = [&system.gateway, &other_host];
+    let partition_of = [0, 2];
+    for (gateway, partition) in gateways.iter().zip(partition_of) {
+        let ready = get(gateway.addr, "/readyz").unwrap().json();
+        assert_eq!(
+            (&ready["reply_topic"], &ready["reply_partition"]),
+            (&json!("payment_response"), &json!(partition))
+        );
+    }
+
+    // 4 callers, 10 payments each, alternating hosts.
+    let sent = pay_round_robin(&gateways, 4, 10);
+
+    let replies = system.broker.read_topic("payment_response", sent.len());
+    assert_eq!(replies.len(), sent.len(), "one reply per payment");
+    for reply in &replies {
+        let id = answers::record_id(reply, "kafka_correlationId");
+        let (host, _) = sent.iter().find(|(_, sent_id)| *sent_id == id).unwrap();
+        assert_eq!(
+            reply.partition, partition_of[*host],
+            "a reply landed on another host's partition"
+        );
+    }
+    for gateway in gateways {
+        gateway.assert_every_reply_had_a_waiter();
+    }
+}
+
+/// `header_names` renames the routing headers (as Spring applications may): the gateway
+/// writes and reads only the configured names, and the worker reads and echoes them.
+#[test]
+fn renamed_routing_headers_carry_a_payment_there_and_back() {
+    let table = hosts::partitioned_host_table(&[("127.0.0.2", "local2", 1)]);
+    let config = system_config_with(3000, |c| {
+        c["reply_routing"] = json!("partition-per-host");
+        c["host_table"] = json!(table);
+        c["header_names"] = json!({
+            "correlation_id": "x_correlation",
+            "reply_topic": "x_reply_to",
+            "reply_partition": "x_reply_partition",
+        });
+    });
+    let system = System::start_with(1, &[], config);
+
+    let response = system.gateway.pay("approve", &json!({"order_id": "H-1"}));
+
+    response.assert_status(200);
+    assert_eq!(response.json()["order_id"], "H-1");
+    let id = answers::correlation_bytes(&response);
+    let request = &system.broker.read_topic(REQUEST_TOPIC, 1)[0];
+    assert_eq!(answers::record_id(request, "x_correlation"), id);
+    assert_eq!(request.header_str("x_reply_to"), Some("payment_response"));
+    let partition = request.header("x_reply_partition").flatten().unwrap();
+    assert_eq!(partition[..], 1i32.to_be_bytes());
+    for spring in [
+        "kafka_correlationId",
+        "kafka_replyTopic",
+        "kafka_replyPartition",
+    ] {
+        assert!(request.header(spring).is_none(), "{spring} was sent");
+    }
+    let reply = &system.broker.read_topic("payment_response", 1)[0];
+    assert_eq!(reply.partition, 1);
+    assert_eq!(answers::record_id(reply, "x_correlation"), id);
+    assert!(reply.header("kafka_correlationId").is_none());
 }

@@ -4,6 +4,11 @@
 //! reply can never land on a partition that another host consumes. The suffix is looked up
 //! by the host's IP in a plain text file under `etc/`, one `IP SUFFIX` pair a line, so that
 //! operators can review it in a diff and ship it with configuration management.
+//!
+//! In partition-per-host routing every host shares one reply topic instead, and a third
+//! field gives each its partition: `10.0.1.11 prod1 partition=0`. The field is read in
+//! either mode, so one table can be prepared for a move between them, but only
+//! partition-per-host routing requires it ([`HostTable::check_partitions`]).
 
 use crate::error::StartupError;
 use crate::wire::topic_name;
@@ -15,6 +20,10 @@ use std::path::{Path, PathBuf};
 pub struct HostEntry {
     pub ip: IpAddr,
     pub suffix: String,
+    /// `partition=N`: this host's partition of the shared reply topic.
+    pub partition: Option<i32>,
+    /// Where the line is in the file (from 1), for error messages.
+    pub line: usize,
 }
 
 /// The parsed table, remembering where it came from for error messages.
@@ -48,7 +57,7 @@ impl HostTable {
                 continue;
             }
             let at = format!("{}:{}", path.display(), index + 1);
-            match parse_line(line) {
+            match parse_line(line, index + 1) {
                 Err(why) => bad.push(format!("{at}: {why}")),
                 Ok(entry) => match entries.iter().find(|e| e.ip == entry.ip) {
                     Some(other) => bad.push(format!(
@@ -80,6 +89,40 @@ impl HostTable {
     pub fn lookup_suffix(&self, suffix: &str) -> Option<&HostEntry> {
         self.entries.iter().find(|e| e.suffix == suffix)
     }
+
+    /// Every host, in the order of the file.
+    pub fn entries(&self) -> &[HostEntry] {
+        &self.entries
+    }
+
+    /// What partition-per-host routing needs of the table: every host names a partition,
+    /// and no two name the same one (their replies would reach both, and each would drop
+    /// the other's). The whole table is checked on every host, so any host refuses a
+    /// table that would misroute another's replies. Every bad line is told, in one sentence.
+    pub fn check_partitions(&self) -> Result<(), StartupError> {
+        let mut bad = Vec::new();
+        for (i, entry) in self.entries.iter().enumerate() {
+            let at = format!("{}:{}", self.path.display(), entry.line);
+            let Some(partition) = entry.partition else {
+                bad.push(format!(
+                    "{at}: host {} has no partition, but \"reply_routing\" is \"partition-per-host\"; add \"partition=N\" to the line",
+                    entry.ip
+                ));
+                continue;
+            };
+            let earlier = &self.entries[..i];
+            if let Some(other) = earlier.iter().find(|e| e.partition == Some(partition)) {
+                bad.push(format!(
+                    "{at}: partition {partition} of host {} is already host {}'s (line {}); each host needs a partition of its own",
+                    entry.ip, other.ip, other.line
+                ));
+            }
+        }
+        if !bad.is_empty() {
+            return Err(StartupError::new(bad_lines(bad)));
+        }
+        Ok(())
+    }
 }
 
 /// At most this many bad lines are told one by one; a file that is not a host table at
@@ -97,13 +140,17 @@ fn bad_lines(mut bad: Vec<String>) -> String {
     sentence
 }
 
-fn parse_line(line: &str) -> Result<HostEntry, String> {
+fn parse_line(line: &str, number: usize) -> Result<HostEntry, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    let [ip, suffix] = fields[..] else {
-        return Err(format!(
-            "expected \"IP SUFFIX\" (two fields), found {} field(s) in \"{line}\"",
-            fields.len()
-        ));
+    let (ip, suffix, partition) = match fields[..] {
+        [ip, suffix] => (ip, suffix, None),
+        [ip, suffix, partition] => (ip, suffix, Some(parse_partition(partition)?)),
+        _ => {
+            return Err(format!(
+                "expected \"IP SUFFIX\" or \"IP SUFFIX partition=N\", found {} field(s) in \"{line}\"",
+                fields.len()
+            ));
+        }
     };
     let ip: IpAddr = ip
         .parse()
@@ -112,7 +159,20 @@ fn parse_line(line: &str) -> Result<HostEntry, String> {
     Ok(HostEntry {
         ip,
         suffix: suffix.to_string(),
+        partition,
+        line: number,
     })
+}
+
+/// `partition=N`, N a Kafka partition number (0 or more).
+fn parse_partition(field: &str) -> Result<i32, String> {
+    field
+        .strip_prefix("partition=")
+        .and_then(|n| n.parse::<i32>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            format!("\"{field}\" is not \"partition=N\" with N a partition number (0 or more)")
+        })
 }
 
 #[cfg(test)]
@@ -142,6 +202,44 @@ mod tests {
             err.starts_with("etc/hosts:2: expected \"IP SUFFIX\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_third_field_gives_the_partition_and_anything_else_there_is_refused() {
+        let table = parse("10.0.1.11 prod1 partition=0\n10.0.1.12 prod2 partition=7\n").unwrap();
+        let second = table.lookup("10.0.1.12".parse().unwrap()).unwrap();
+        assert_eq!((second.partition, second.line), (Some(7), 2));
+        table.check_partitions().unwrap();
+        for bad in ["partition=-1", "partition=x", "partition=", "part=1", "0"] {
+            let err = parse(&format!("10.0.1.11 prod1 {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("etc/hosts:1: \"{bad}\" is not \"partition=N\"")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn partition_per_host_needs_a_partition_on_every_line_and_each_once() {
+        let table = parse(
+            "10.0.1.11 prod1 partition=0\n10.0.1.12 prod2\n10.0.1.13 prod3 partition=0\n10.0.1.14 prod4 partition=1\n",
+        )
+        .unwrap();
+        let err = table.check_partitions().unwrap_err().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("etc/hosts:2: host 10.0.1.12 has no partition, but \"reply_routing\" is \"partition-per-host\""),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "; etc/hosts:3: partition 0 of host 10.0.1.13 is already host 10.0.1.11's (line 1)"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("etc/hosts:4"), "{err}");
     }
 
     #[test]

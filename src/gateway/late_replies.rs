@@ -177,7 +177,7 @@ mod tests {
         Reply {
             value: Some(value.as_bytes().to_vec()),
             headers: vec![
-                (headers::CORRELATION_ID.to_string(), Some(vec![1; 16])),
+                ("kafka_correlationId".to_string(), Some(vec![1; 16])),
                 (headers::ERROR.to_string(), Some(b"declined".to_vec())),
             ],
             partition: 1,

@@ -19,6 +19,7 @@ pub(crate) mod readiness;
 pub(crate) mod registry;
 pub(crate) mod reply_check;
 pub(crate) mod reply_route;
+pub(crate) mod reply_routing;
 
 use crate::config::Config;
 use crate::error::StartupError;
@@ -44,12 +45,14 @@ pub fn resolve_route(config: &Config) -> Result<ReplyRoute, StartupError> {
     route_in(&HostTable::load(&config.host_table)?, config)
 }
 
-fn route_in(table: &HostTable, config: &Config) -> Result<ReplyRoute, StartupError> {
+/// [`resolve_route`] in a table already loaded.
+pub(crate) fn route_in(table: &HostTable, config: &Config) -> Result<ReplyRoute, StartupError> {
     let candidates = match config.host_ip {
         Some(ip) => vec![ip],
         None => host_ips::detect(),
     };
-    reply_route::resolve(table, &config.reply_topic_base, &candidates)
+    let (routing, base) = (config.reply_routing, &config.reply_topic_base);
+    reply_route::resolve(table, routing, base, &candidates)
 }
 
 /// Runs the gateway until it is stopped by a signal.
@@ -66,12 +69,14 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
         config: config.clone(),
         config_path: config_path.display().to_string(),
         route: route.clone(),
+        hosts: hosts.clone(),
         registry: registry.clone(),
         readiness: readiness.clone(),
         metrics: Arc::clone(&metrics),
     })?;
     let listen = config.listen;
     let gateway = Arc::new(GatewayState {
+        return_address: route.return_address(&config.header_names),
         config,
         metrics,
         route,

@@ -6,10 +6,10 @@
 //! operation and workers need no per-operation topic. The key is the order id, which keeps
 //! every message about one order on one partition, in order.
 
-use crate::gateway::reply_route::ReplyRoute;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::json_number;
 use crate::wire::record::{OutgoingRecord, headers, now_ms};
+use crate::wire::return_address::ReturnAddress;
 use serde_json::{Map, Value};
 
 /// Longest order id accepted. It is the record key and appears in every log line.
@@ -116,19 +116,19 @@ impl PaymentRequest {
         })
     }
 
-    /// The request record: key = order id, Spring correlation and reply-topic headers.
-    pub fn to_record(&self, topic: &str, id: &CorrelationId, route: &ReplyRoute) -> OutgoingRecord {
+    /// The request record: key = order id; the return address for the reply, and the
+    /// caller's idempotency key.
+    pub fn to_record(
+        &self,
+        topic: &str,
+        id: &CorrelationId,
+        reply: &ReturnAddress,
+    ) -> OutgoingRecord {
         let envelope = serde_json::json!({
             "operation": self.operation,
             "body": self.body,
         });
-        let mut record_headers = vec![
-            (headers::CORRELATION_ID.to_string(), id.as_bytes().to_vec()),
-            (
-                headers::REPLY_TOPIC.to_string(),
-                route.topic.as_bytes().to_vec(),
-            ),
-        ];
+        let mut record_headers = reply.headers(id);
         if let Some(key) = &self.idempotency_key {
             record_headers.push((
                 headers::IDEMPOTENCY_KEY.to_string(),
@@ -150,12 +150,8 @@ impl PaymentRequest {
 mod tests {
     use super::*;
 
-    fn route() -> ReplyRoute {
-        ReplyRoute {
-            host_ip: "10.0.1.11".parse().unwrap(),
-            suffix: "prod1".into(),
-            topic: "payment_response_prod1".into(),
-        }
+    fn reply() -> ReturnAddress {
+        ReturnAddress::new(Default::default(), "payment_response_prod1", None)
     }
 
     #[test]
@@ -163,7 +159,7 @@ mod tests {
         let body = br#"{"order_id":"A-1001","amount":15000,"currency":"KRW"}"#;
         let request = PaymentRequest::parse("refund", body).unwrap();
         let id = CorrelationId::new_spring();
-        let record = request.to_record("payment_request", &id, &route());
+        let record = request.to_record("payment_request", &id, &reply());
         assert_eq!(record.key, b"A-1001");
         let names: Vec<_> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["kafka_correlationId", "kafka_replyTopic"]);
@@ -181,7 +177,7 @@ mod tests {
     fn an_idempotency_key_travels_as_a_third_header() {
         let mut request = PaymentRequest::parse("approve", br#"{"order_id":"A"}"#).unwrap();
         request.idempotency_key = Some("k-1".into());
-        let record = request.to_record("t", &CorrelationId::new_spring(), &route());
+        let record = request.to_record("t", &CorrelationId::new_spring(), &reply());
         assert_eq!(record.header("kreply_idempotencyKey"), Some(&b"k-1"[..]));
     }
 
@@ -221,7 +217,7 @@ mod tests {
             Err(invalid) => assert!(CODES.contains(&invalid.code), "{invalid:?}"),
             Ok(payment) => {
                 assert!(is_order_id(&payment.order_id), "{:?}", payment.order_id);
-                let record = payment.to_record("t", &CorrelationId::new_spring(), &route());
+                let record = payment.to_record("t", &CorrelationId::new_spring(), &reply());
                 assert_eq!(record.key, payment.order_id.as_bytes());
             }
         }

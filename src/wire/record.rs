@@ -3,12 +3,10 @@
 //! Request and dead-letter records are built here, runtime-free and testable to the byte;
 //! only the Kafka side turns them into the client library's type.
 
-/// The header names and encodings of `../shared/wire-conventions.md` (Spring dialect).
+/// The header names and encodings of `../shared/wire-conventions.md` (Spring dialect)
+/// that are not configurable. The correlation id, reply topic and reply partition headers
+/// are named in the config (`header_names.rs`).
 pub mod headers {
-    pub const CORRELATION_ID: &str = "kafka_correlationId";
-    pub const REPLY_TOPIC: &str = "kafka_replyTopic";
-    /// 4-byte big-endian partition for the reply (partition-per-host routing).
-    pub const REPLY_PARTITION: &str = "kafka_replyPartition";
     /// The caller's `Idempotency-Key`, carried from the gateway to the worker (UTF-8).
     pub const IDEMPOTENCY_KEY: &str = "kreply_idempotencyKey";
     /// On a reply: the agreed error code (UTF-8); see `reply_error.rs`.

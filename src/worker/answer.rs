@@ -11,9 +11,10 @@
 //! - `Retryable` means the PG said no without charging (5xx, unreachable): a new attempt
 //!   may call it again.
 
+use crate::wire::header_names::HeaderNames;
 use crate::wire::record::{OutgoingRecord, headers, now_ms};
 use crate::wire::reply_error::ReplyError;
-use crate::worker::request::ReplyTo;
+use crate::worker::request::WorkItem;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -76,18 +77,17 @@ impl Answer {
         }
     }
 
-    /// The reply record: correlation id echoed, request key copied, partition honoured.
-    pub fn to_reply(&self, to: &ReplyTo, key: &[u8]) -> OutgoingRecord {
-        let mut reply_headers = vec![(
-            headers::CORRELATION_ID.to_string(),
-            to.correlation_id.clone(),
-        )];
+    /// The reply record to `item`: correlation id echoed (under the name in use), request
+    /// key copied, partition honoured.
+    pub fn to_reply(&self, item: &WorkItem, names: &HeaderNames) -> OutgoingRecord {
+        let to = &item.reply_to;
+        let mut reply_headers = vec![(names.correlation_id.clone(), to.correlation_id.clone())];
         if let Some(error) = self.error {
             reply_headers.push((headers::ERROR.to_string(), error.code().as_bytes().to_vec()));
         }
         OutgoingRecord {
             topic: to.topic.clone(),
-            key: key.to_vec(),
+            key: item.key.clone(),
             value: self.body.to_string().into_bytes(),
             headers: reply_headers,
             partition: to.partition,
@@ -99,12 +99,17 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::worker::request::ReplyTo;
 
-    fn to() -> ReplyTo {
-        ReplyTo {
-            topic: "payment_response_a".into(),
-            partition: Some(1),
-            correlation_id: vec![5; 16],
+    fn item() -> WorkItem {
+        WorkItem {
+            reply_to: ReplyTo {
+                topic: "payment_response_a".into(),
+                partition: Some(1),
+                correlation_id: vec![5; 16],
+            },
+            key: b"A-1".to_vec(),
+            payment: Err("not needed here".into()),
         }
     }
 
@@ -114,13 +119,24 @@ mod tests {
             error: None,
             body: json!({"status": "APPROVED"}),
         };
-        let reply = answer.to_reply(&to(), b"A-1");
+        let reply = answer.to_reply(&item(), &HeaderNames::default());
         assert_eq!(
             (reply.topic.as_str(), reply.partition, reply.key.as_slice()),
             ("payment_response_a", Some(1), &b"A-1"[..])
         );
         assert_eq!(reply.header("kafka_correlationId"), Some(&[5u8; 16][..]));
         assert_eq!(reply.header("kreply_error"), None);
+    }
+
+    #[test]
+    fn a_renamed_correlation_id_header_is_echoed_under_its_name() {
+        let names = HeaderNames {
+            correlation_id: "corr".into(),
+            ..HeaderNames::default()
+        };
+        let reply = Answer::invalid("x").to_reply(&item(), &names);
+        assert_eq!(reply.header("corr"), Some(&[5u8; 16][..]));
+        assert_eq!(reply.header("kafka_correlationId"), None);
     }
 
     #[test]
@@ -131,7 +147,9 @@ mod tests {
         };
         assert_eq!(Answer::from_final(error.as_deref(), &reply), answer);
         assert_eq!(
-            answer.to_reply(&to(), b"").header("kreply_error"),
+            answer
+                .to_reply(&item(), &HeaderNames::default())
+                .header("kreply_error"),
             Some(&b"declined"[..])
         );
     }

@@ -58,6 +58,7 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
         header,
         record.key.as_deref().unwrap_or_default(),
         record.value.as_deref(),
+        &worker.names,
     ) {
         Ok(item) => item,
         Err(why) => {

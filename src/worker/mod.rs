@@ -34,6 +34,7 @@ use crate::error::StartupError;
 use crate::kafka;
 use crate::ops::notify::notify;
 use crate::ops::signals;
+use crate::wire::header_names::HeaderNames;
 use crate::wire::record::OutgoingRecord;
 use metrics::WorkerMetrics;
 use pg_client::PgClient;
@@ -52,6 +53,8 @@ pub(crate) struct Worker {
     pg_calls: Semaphore,
     /// How long an attempt can run: past it, an unfinished one is not waited for.
     attempt_limit: Duration,
+    /// The routing headers' names, on requests and replies.
+    names: HeaderNames,
 }
 
 impl Worker {

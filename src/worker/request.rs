@@ -1,9 +1,11 @@
 //! A request record as the worker reads it: where to reply, and the payment (or why not).
 //!
-//! Where to reply comes first: without `kafka_replyTopic` and `kafka_correlationId` no
-//! answer can reach anyone, so such a record is skipped (and logged). With them, even a
-//! malformed payment gets an `invalid-request` reply, so its caller is not left to time out.
+//! Where to reply comes first: without `kafka_replyTopic` and `kafka_correlationId` (or
+//! the names `header_names` gives them) no answer can reach anyone, so such a record is
+//! skipped (and logged). With them, even a malformed payment gets an `invalid-request`
+//! reply, so its caller is not left to time out.
 
+use crate::wire::header_names::HeaderNames;
 use crate::wire::payment::PaymentRequest;
 use crate::wire::record::headers;
 use serde_json::Value;
@@ -27,22 +29,27 @@ pub struct WorkItem {
     pub payment: Result<PaymentRequest, String>,
 }
 
-/// Reads a request record; `Err` when no reply can be addressed.
+/// Reads a request record, its routing headers named by `names`; `Err` when no reply
+/// can be addressed.
 pub fn read<'a>(
     header: impl Fn(&str) -> Option<&'a [u8]>,
     key: &[u8],
     value: Option<&[u8]>,
+    names: &HeaderNames,
 ) -> Result<WorkItem, String> {
-    let topic = header(headers::REPLY_TOPIC).ok_or("no kafka_replyTopic header")?;
-    let topic = std::str::from_utf8(topic).map_err(|_| "kafka_replyTopic is not UTF-8")?;
-    let correlation_id = header(headers::CORRELATION_ID).ok_or("no kafka_correlationId header")?;
-    let partition = match header(headers::REPLY_PARTITION) {
+    let missing = |name: &str| format!("no {name} header");
+    let topic = header(&names.reply_topic).ok_or_else(|| missing(&names.reply_topic))?;
+    let topic =
+        std::str::from_utf8(topic).map_err(|_| format!("{} is not UTF-8", names.reply_topic))?;
+    let correlation_id =
+        header(&names.correlation_id).ok_or_else(|| missing(&names.correlation_id))?;
+    let partition = match header(&names.reply_partition) {
         None => None,
-        Some(bytes) => Some(i32::from_be_bytes(
-            bytes
-                .try_into()
-                .map_err(|_| "kafka_replyPartition is not 4 bytes")?,
-        )),
+        Some(bytes) => {
+            Some(i32::from_be_bytes(bytes.try_into().map_err(|_| {
+                format!("{} is not 4 bytes", names.reply_partition)
+            })?))
+        }
     };
     let idempotency_key =
         header(headers::IDEMPOTENCY_KEY).map(|k| String::from_utf8_lossy(k).into_owned());
@@ -84,6 +91,14 @@ mod tests {
     }
 
     const ID: &[u8] = &[9; 16];
+
+    fn read<'a>(
+        header: impl Fn(&str) -> Option<&'a [u8]>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<WorkItem, String> {
+        super::read(header, key, value, &HeaderNames::default())
+    }
 
     #[test]
     fn reads_route_partition_and_payment_with_the_default_idempotency_key() {
@@ -156,23 +171,45 @@ mod tests {
         );
     }
 
-    use crate::gateway::reply_route::ReplyRoute;
+    #[test]
+    fn renamed_routing_headers_are_read_and_springs_names_then_ignored() {
+        let names = HeaderNames {
+            correlation_id: "corr".into(),
+            reply_topic: "reply_to".into(),
+            reply_partition: "reply_part".into(),
+        };
+        let partition = 1i32.to_be_bytes();
+        let list = [
+            ("reply_to", &b"r"[..]),
+            ("corr", ID),
+            ("reply_part", &partition[..]),
+            ("kafka_replyPartition", &b"junk"[..]),
+        ];
+        let item = super::read(headers_of(&list), b"", None, &names).unwrap();
+        assert_eq!(
+            (item.reply_to.topic.as_str(), item.reply_to.partition),
+            ("r", Some(1))
+        );
+        assert_eq!(item.reply_to.correlation_id, ID);
+        let spring = [("kafka_replyTopic", &b"r"[..]), ("kafka_correlationId", ID)];
+        let err = super::read(headers_of(&spring), b"", None, &names).unwrap_err();
+        assert_eq!(err, "no reply_to header");
+    }
+
     use crate::testing::{
         body_with_amount, deeply_nested_body, hostile_string, json_value, number_text, payment_body,
     };
     use crate::wire::correlation_id::CorrelationId;
     use crate::wire::json_number::decimal;
+    use crate::wire::return_address::ReturnAddress;
     use proptest::prelude::*;
 
     /// What the gateway would produce for `bytes`, when it accepts them.
     fn produced(bytes: &[u8]) -> Option<(PaymentRequest, crate::wire::record::OutgoingRecord)> {
         let payment = PaymentRequest::parse("refund", bytes).ok()?;
-        let route = ReplyRoute {
-            host_ip: "127.0.0.2".parse().unwrap(),
-            suffix: "local2".into(),
-            topic: "payment_response_local2".into(),
-        };
-        let record = payment.to_record("payment_request", &CorrelationId::new_spring(), &route);
+        let reply = ReturnAddress::new(HeaderNames::default(), "payment_response_local2", Some(1));
+        let id = CorrelationId::new_spring();
+        let record = payment.to_record("payment_request", &id, &reply);
         Some((payment, record))
     }
 
@@ -183,6 +220,7 @@ mod tests {
         };
         let header = |name: &str| record.header(name);
         let item = read(header, &record.key, Some(&record.value)).expect("answerable");
+        assert_eq!(item.reply_to.partition, Some(1));
         let got = item.payment.expect("readable");
         assert_eq!(
             (&got.operation, &got.order_id, &got.body),

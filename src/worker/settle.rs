@@ -35,7 +35,7 @@ pub async fn settle_and_reply(
         }
         Ok(payment) => settle(worker, payment).await?,
     };
-    let reply = answer.to_reply(&item.reply_to, &item.key);
+    let reply = answer.to_reply(&item, &worker.names);
     worker
         .send(reply)
         .await

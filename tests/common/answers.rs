@@ -18,6 +18,19 @@ pub fn assert_problem(response: &HttpResponse, status: u16, code: &str) -> serde
     problem
 }
 
+/// The correlation id a payment answer names, as the 16 bytes on the wire.
+pub fn correlation_bytes(response: &HttpResponse) -> Vec<u8> {
+    let id = response
+        .header("x-correlation-id")
+        .expect("x-correlation-id header");
+    uuid::Uuid::parse_str(id).unwrap().as_bytes().to_vec()
+}
+
+/// The correlation id bytes `record` carries under the header `name`.
+pub fn record_id(record: &krafka::ConsumerRecord, name: &str) -> Vec<u8> {
+    record.header(name).flatten().expect(name).to_vec()
+}
+
 /// The value of one sample line, e.g. `kreply_ready` or `x{a="b"}`.
 pub fn sample(metrics: &str, series: &str) -> f64 {
     find_sample(metrics, series).unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))

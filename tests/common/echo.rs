@@ -1,6 +1,7 @@
 //! A Spring-style echo worker: answers each request the way `@KafkaListener` + `@SendTo`
-//! would, with the correlation id bytes echoed, to the topic named in `kafka_replyTopic`,
-//! keyed by the request key. The gateway tests use it to answer without a real worker.
+//! would, with the correlation id bytes echoed, to the topic named in `kafka_replyTopic`
+//! (and the partition in `kafka_replyPartition`, when there is one), keyed by the request
+//! key. The gateway tests use it to answer without a real worker.
 
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, Record};
@@ -61,7 +62,14 @@ pub fn reply_to(request: &ConsumerRecord) -> Result<Record, String> {
         "order_id": envelope["body"]["order_id"],
         "amount": envelope["body"]["amount"],
     });
-    Ok(Record::new(reply_topic, body.to_string())
+    let reply = Record::new(reply_topic, body.to_string())
         .key(request.key.clone().unwrap_or_default())
-        .header("kafka_correlationId", id.clone()))
+        .header("kafka_correlationId", id.clone());
+    Ok(match request.header("kafka_replyPartition").flatten() {
+        Some(bytes) => {
+            let partition = bytes[..].try_into().map_err(|_| "partition not 4 bytes")?;
+            reply.partition(i32::from_be_bytes(partition))
+        }
+        None => reply,
+    })
 }

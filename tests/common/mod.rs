@@ -411,8 +411,9 @@ impl Gateway {
         rust_log: &str,
     ) -> Gateway {
         let listen = addr.to_string();
+        // By IP and port: hosts on one shared port would otherwise write one file.
         let daemon = Daemon::spawn(
-            &format!("gateway-{}", addr.port()),
+            &format!("gateway-{}-{}", addr.ip(), addr.port()),
             &["gateway", "--config", config.to_str().unwrap()],
             &[
                 ("KREPLY_BROKERS", broker),
@@ -441,6 +442,13 @@ impl Gateway {
 
     pub fn log_text(&self) -> String {
         self.daemon.log_text()
+    }
+
+    /// Asserts that every reply this host read had a caller here waiting for it (none was
+    /// another host's, a duplicate, or given up on).
+    pub fn assert_every_reply_had_a_waiter(&self) {
+        let log = self.log_text();
+        assert!(!log.contains("reply with no waiter"), "{log}");
     }
 
     pub fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {

@@ -196,11 +196,7 @@ async fn next_payment(queue: &mut SendQueue) -> (OutgoingRecord, AckSender) {
 }
 
 fn correlation_id(record: &OutgoingRecord) -> CorrelationId {
-    CorrelationId::from_wire(
-        record
-            .header(headers::CORRELATION_ID)
-            .expect("an id header"),
-    )
+    CorrelationId::from_wire(record.header("kafka_correlationId").expect("an id header"))
 }
 
 /// A reply with `value`, and the `kreply_error` header if `error` is given.
@@ -226,8 +222,8 @@ fn dead_letter(queue: &mut SendQueue, request: &OutgoingRecord) -> (String, Stri
     assert_eq!(letter.topic, "payment_request-dlt");
     assert_eq!((&letter.key, &letter.value), (&request.key, &request.value));
     assert_eq!(
-        letter.header(headers::CORRELATION_ID),
-        request.header(headers::CORRELATION_ID)
+        letter.header("kafka_correlationId"),
+        request.header("kafka_correlationId")
     );
     let text = |name| String::from_utf8(letter.header(name).unwrap().to_vec()).unwrap();
     let number = |name| letter.header(name).unwrap().to_vec();
@@ -546,7 +542,7 @@ fn the_id_is_registered_before_the_record_is_queued_so_a_reply_faster_than_the_a
             let (record, ack) = next_payment(&mut queue).await;
             assert_eq!(record.key, b"A-1");
             assert_eq!(
-                record.header(headers::REPLY_TOPIC),
+                record.header("kafka_replyTopic"),
                 Some(&b"payment_response_local2"[..])
             );
             assert_eq!(

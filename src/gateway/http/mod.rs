@@ -25,6 +25,7 @@ use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
 use crate::ops::http_server::{self, Limits, problem_response};
 use crate::ops::signals::Shutdown;
+use crate::wire::return_address::ReturnAddress;
 use async_std::net::TcpListener;
 use std::sync::Arc;
 
@@ -34,6 +35,8 @@ pub struct GatewayState {
     pub config: Config,
     pub metrics: Arc<GatewayMetrics>,
     pub route: ReplyRoute,
+    /// The headers every request carries so its reply comes back to this host.
+    pub return_address: ReturnAddress,
     /// Where each host's late replies are asked for (`GET /v1/requests/{id}?host=`).
     pub hosts: HostTable,
     pub registry: Registry,

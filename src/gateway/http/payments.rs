@@ -183,7 +183,8 @@ async fn prepare(
             ),
         })?;
     trail.correlation_id = Some(id.clone());
-    let record = payment.to_record(&gateway.config.request_topic, &id, &gateway.route);
+    let topic = &gateway.config.request_topic;
+    let record = payment.to_record(topic, &id, &gateway.return_address);
     Ok((waiter, record, wait))
 }
 

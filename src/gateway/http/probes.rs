@@ -21,14 +21,15 @@ pub async fn readyz(req: Request<State>) -> tide::Result {
         );
         return Ok(crate::ops::http_server::problem_response::respond(&problem));
     }
-    Ok(json(
-        StatusCode::Ok,
-        serde_json::json!({
-            "status": "ready",
-            "reply_topic": gateway.route.topic,
-            "in_flight": gateway.registry.in_flight(),
-        }),
-    ))
+    let mut body = serde_json::json!({
+        "status": "ready",
+        "reply_topic": gateway.route.topic,
+        "in_flight": gateway.registry.in_flight(),
+    });
+    if let Some(partition) = gateway.route.partition {
+        body["reply_partition"] = partition.into();
+    }
+    Ok(json(StatusCode::Ok, body))
 }
 
 /// Prometheus text format 0.0.4.

@@ -9,6 +9,7 @@ use crate::gateway::kafka::{SendQueue, channel};
 use crate::gateway::readiness::Readiness;
 use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
+use crate::wire::return_address::ReturnAddress;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub(super) fn gateway_with(config: Config) -> (tide::Server<State>, SendQueue) {
     let (sender, queue) = channel();
     let readiness = Readiness::default();
     readiness.positioned();
+    let reply_topic = format!("payment_response_{OWN_SUFFIX}");
+    let return_address = ReturnAddress::new(config.header_names.clone(), &reply_topic, None);
     let gateway = GatewayState {
         registry: Registry::with_limits(config.max_in_flight, config.late_replies.limits()),
         config,
@@ -32,8 +35,10 @@ pub(super) fn gateway_with(config: Config) -> (tide::Server<State>, SendQueue) {
         route: ReplyRoute {
             host_ip: "127.0.0.2".parse().unwrap(),
             suffix: OWN_SUFFIX.into(),
-            topic: format!("payment_response_{OWN_SUFFIX}"),
+            topic: reply_topic,
+            partition: None,
         },
+        return_address,
         hosts: HostTable::parse(Path::new("hosts"), "127.0.0.2 local2\n127.0.0.3 local3\n")
             .unwrap(),
         sender,

@@ -6,7 +6,8 @@
 //!
 //! Startup is synchronous from the caller's view: [`start`] returns once the brokers
 //! answered, the topics were checked and the reply consumer is positioned at the latest
-//! offset of every partition, or with the one sentence that says why not. What the worker
+//! offset of every partition it reads (all of this host's topic, or its one partition of
+//! the shared topic), or with the one sentence that says why not. What the worker
 //! shares with it (connecting, the payment producer) is in [`crate::kafka`].
 
 mod log_watch;
@@ -19,6 +20,7 @@ pub(crate) use producer::{SendQueue, channel};
 
 use crate::config::Config;
 use crate::error::StartupError;
+use crate::gateway::host_table::HostTable;
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::readiness::Readiness;
 use crate::gateway::registry::Registry;
@@ -35,6 +37,8 @@ pub(crate) struct KafkaSetup {
     /// The config file's path, for error messages.
     pub(crate) config_path: String,
     pub(crate) route: ReplyRoute,
+    /// Every host's partition must exist in a shared reply topic.
+    pub(crate) hosts: HostTable,
     pub(crate) registry: Registry,
     pub(crate) readiness: Readiness,
     pub(crate) metrics: Arc<GatewayMetrics>,
@@ -104,11 +108,14 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
     let partitions = topics::ensure(&admin, config, &setup.config_path, &needed).await;
     let _ = admin.close().await;
     let reply_partitions = &partitions?[1];
+    let route = &setup.route;
     log::info!(
         "startup: topics present; reply topic {} has {} partition(s)",
-        setup.route.topic,
+        route.topic,
         reply_partitions.len()
     );
+    let routing = config.reply_routing;
+    routing.check_topic(&setup.hosts, &route.topic, reply_partitions)?;
     let metrics = Arc::clone(&setup.metrics);
     let renewed = move || metrics.producer_sessions_renewed.inc();
     let producer =
@@ -116,8 +123,8 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
     let replies = ReplySource {
         config: config.clone(),
         config_path: setup.config_path.clone(),
-        topic: setup.route.topic.clone(),
-        partitions: reply_partitions.clone(),
+        topic: route.topic.clone(),
+        partitions: route.partitions_to_read(reply_partitions),
     };
     let consumer = replies.open(Start::Latest).await?;
     Ok(Connected {

@@ -3,13 +3,14 @@
 //! No consumer group, on purpose. A group would let the broker give a partition of this
 //! host's replies to another member, which is exactly how replies got lost before. Every
 //! partition is assigned by hand, because a worker picks the reply partition by hashing the
-//! key over all of them. Reading starts at the latest offset: replies written before this
-//! process started belong to requests that no longer wait, and there is no group offset to
-//! resume from anyway. On tansu's memory storage "latest" can lie inside the newest
-//! produce batch; the fetch from there skips the rest of that batch (replies older than
-//! this consumer) and returns the batches after it more than once, and those repeats are
-//! dropped before delivery ([`whole_batches`]), so each reply reaches
-//! the registry once.
+//! key over all of them; in partition-per-host routing only this host's partition is, the
+//! one its requests name in `kafka_replyPartition`. Reading starts at the latest offset:
+//! replies written before this process started belong to requests that no longer wait, and
+//! there is no group offset to resume from anyway. On tansu's memory storage "latest" can
+//! lie inside the newest produce batch; the fetch from there skips the rest of that batch
+//! (replies older than this consumer) and returns the batches after it more than once, and
+//! those repeats are dropped before delivery ([`whole_batches`]), so each reply reaches the
+//! registry once.
 //!
 //! When a partition's log starts over under it (see [`super::log_watch`]), or it has heard
 //! nothing from the brokers for `reply_stale_after_ms`, the consumer is opened again on a
@@ -226,8 +227,9 @@ pub async fn run(
                         "{repeats} reply record(s) fetched twice in one poll; delivered once"
                     );
                 }
+                let id_header = &source.config.header_names.correlation_id;
                 for record in records {
-                    dispatch(&registry, &metrics, record);
+                    dispatch(&registry, &metrics, id_header, record);
                 }
                 look(&consumer, &mut watch, &metrics).await
             }
@@ -355,18 +357,22 @@ fn report(readiness: &Readiness, ok: bool, why_not: &str) {
     }
 }
 
-/// Delivers one reply record by its `kafka_correlationId` header. A record that cannot
-/// name a waiter is counted and dropped; one that names a waiter but breaks the
+/// Delivers one reply record by its correlation id header (`id_header`). A record that
+/// cannot name a waiter is counted and dropped; one that names a waiter but breaks the
 /// conventions is counted and delivered, and its waiter answers `502`.
-fn dispatch(registry: &Registry, metrics: &GatewayMetrics, record: ConsumerRecord) {
+fn dispatch(
+    registry: &Registry,
+    metrics: &GatewayMetrics,
+    id_header: &str,
+    record: ConsumerRecord,
+) {
     let at = ConsumedAt::of(&record);
-    let id = record.header(headers::CORRELATION_ID).flatten().cloned();
+    let id = record.header(id_header).flatten().cloned();
     if let Some(bad) = reply_check::unroutable(id.as_deref()) {
         metrics.bad_reply(bad);
         log::warn!(
-            "reply at {at} dropped: {} ({} header missing, null or not 16 bytes)",
+            "reply at {at} dropped: {} ({id_header} header missing, null or not 16 bytes)",
             bad.label(),
-            headers::CORRELATION_ID
         );
         return;
     }

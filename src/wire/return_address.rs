@@ -1,0 +1,92 @@
+//! The return address on a request: the headers that bring its reply back to the host
+//! that waits for it (the Return Address and Correlation Identifier patterns, in Spring's
+//! encodings; see `../shared/wire-conventions.md`).
+//!
+//! The reply topic and, in partition-per-host routing, the reply partition are the same on
+//! every request a host sends, so they are fixed once at startup; only the correlation id
+//! differs. Exactly one header of each name, and never `spring_json_header_types`.
+
+use crate::wire::correlation_id::CorrelationId;
+use crate::wire::header_names::HeaderNames;
+
+/// Where this host's replies go, under the header names in use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnAddress {
+    names: HeaderNames,
+    topic: String,
+    /// `None`: the worker picks the partition (topic-per-host routing).
+    partition: Option<i32>,
+}
+
+impl ReturnAddress {
+    pub fn new(names: HeaderNames, topic: &str, partition: Option<i32>) -> ReturnAddress {
+        ReturnAddress {
+            names,
+            topic: topic.to_string(),
+            partition,
+        }
+    }
+
+    /// The request's routing headers: the 16-byte correlation id, the UTF-8 reply topic,
+    /// and the 4-byte big-endian reply partition when there is one.
+    pub fn headers(&self, id: &CorrelationId) -> Vec<(String, Vec<u8>)> {
+        let names = &self.names;
+        let mut headers = vec![
+            (names.correlation_id.clone(), id.as_bytes().to_vec()),
+            (names.reply_topic.clone(), self.topic.as_bytes().to_vec()),
+        ];
+        if let Some(partition) = self.partition {
+            headers.push((
+                names.reply_partition.clone(),
+                partition.to_be_bytes().to_vec(),
+            ));
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_per_host_names_the_topic_and_no_partition() {
+        let id = CorrelationId::new_spring();
+        let address = ReturnAddress::new(HeaderNames::default(), "payment_response_prod1", None);
+        assert_eq!(
+            address.headers(&id),
+            [
+                ("kafka_correlationId".to_string(), id.as_bytes().to_vec()),
+                (
+                    "kafka_replyTopic".to_string(),
+                    b"payment_response_prod1".to_vec()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn partition_per_host_adds_the_partition_as_four_big_endian_bytes() {
+        let id = CorrelationId::new_spring();
+        let address = ReturnAddress::new(HeaderNames::default(), "payment_response", Some(258));
+        let headers = address.headers(&id);
+        assert_eq!(
+            headers[2],
+            ("kafka_replyPartition".to_string(), vec![0, 0, 1, 2])
+        );
+    }
+
+    #[test]
+    fn renamed_headers_carry_the_same_bytes() {
+        let names = HeaderNames {
+            correlation_id: "corr".into(),
+            reply_topic: "reply_to".into(),
+            reply_partition: "reply_part".into(),
+        };
+        let id = CorrelationId::new_spring();
+        let headers = ReturnAddress::new(names, "r", Some(1)).headers(&id);
+        let named: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(named, ["corr", "reply_to", "reply_part"]);
+        assert_eq!(headers[0].1, id.as_bytes());
+    }
+}
