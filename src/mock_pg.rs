@@ -2,7 +2,8 @@
 //!
 //! `POST /charge` approves, declines or fails a payment after a configurable latency, and
 //! counts every approval by idempotency key, so a test can prove "charged exactly once" by
-//! asking `GET /charges`. Deterministic rules by order id make each path easy to reach:
+//! asking `GET /charges`. It also keeps the `traceparent` of each key's latest call, so a
+//! test can see the trace reach the PG. Deterministic rules by order id make each path easy to reach:
 //! `DECLINE…` is declined (402), `FAIL…` fails (500), `SLOW…` takes `--slow-ms` longer.
 //! Random failures (`--failure-rate`) and latency jitter are for load runs.
 
@@ -80,6 +81,8 @@ struct Pg {
     random: Mutex<u64>,
     calls: AtomicU64,
     charges: Mutex<BTreeMap<String, u64>>,
+    /// The `traceparent` header of each key's latest call ("-" without one).
+    traces: Mutex<BTreeMap<String, String>>,
 }
 
 type State = Arc<Pg>;
@@ -110,6 +113,7 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
         random: Mutex::new(seed),
         calls: AtomicU64::new(0),
         charges: Mutex::new(BTreeMap::new()),
+        traces: Mutex::new(BTreeMap::new()),
     });
     let mut app = tide::with_state(pg);
     app.at("/charge").post(charge);
@@ -131,12 +135,17 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
 async fn charge(mut req: Request<State>) -> tide::Result {
     let pg = Arc::clone(req.state());
     pg.calls.fetch_add(1, Ordering::Relaxed);
+    let trace = req
+        .header(crate::wire::traceparent::HEADER)
+        .map_or("-".to_string(), |t| t.as_str().to_string());
     let payment: Value = req.body_json().await.unwrap_or(Value::Null);
     let order_id = payment["order_id"].as_str().unwrap_or_default().to_string();
     let key = payment["idempotency_key"]
         .as_str()
         .unwrap_or(&order_id)
         .to_string();
+    log::info!("mock-pg: {key} called traceparent={trace}");
+    lock(&pg.traces).insert(key.clone(), trace);
     let amount = payment["amount"].as_i64().unwrap_or(0);
 
     let options = &pg.options;
@@ -165,7 +174,7 @@ async fn charge(mut req: Request<State>) -> tide::Result {
         return Ok(answer(StatusCode::PaymentRequired, body));
     }
     let times = {
-        let mut charges = pg.charges.lock().unwrap_or_else(|p| p.into_inner());
+        let mut charges = lock(&pg.charges);
         let count = charges.entry(key.clone()).or_insert(0);
         *count += 1;
         *count
@@ -183,14 +192,21 @@ async fn charge(mut req: Request<State>) -> tide::Result {
     ))
 }
 
-/// `{"calls": N, "charges": {"<idempotency key>": times charged}}`.
+/// `{"calls": N, "charges": {"<idempotency key>": times charged}, "traces": {"<idempotency
+/// key>": "<traceparent of its latest call>"}}`.
 async fn charges(req: Request<State>) -> tide::Result {
     let pg = req.state();
-    let charges = pg.charges.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let charges = lock(&pg.charges).clone();
+    let traces = lock(&pg.traces).clone();
     Ok(answer(
         StatusCode::Ok,
-        json!({"calls": pg.calls.load(Ordering::Relaxed), "charges": charges}),
+        json!({"calls": pg.calls.load(Ordering::Relaxed), "charges": charges, "traces": traces}),
     ))
+}
+
+/// A map of the simulator's, even after a panic elsewhere: it holds plain counts.
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn answer(status: StatusCode, body: Value) -> Response {

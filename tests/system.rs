@@ -316,3 +316,58 @@ fn renamed_routing_headers_carry_a_payment_there_and_back() {
     assert_eq!(answers::record_id(reply, "x_correlation"), id);
     assert!(reply.header("kafka_correlationId").is_none());
 }
+
+/// The caller's `traceparent` goes with the payment to the worker and the PG (as a child:
+/// same trace id, new parent id), comes back on the reply and in the answer, and is in
+/// the gateway's and the worker's log lines. Without a valid one the gateway starts a trace.
+#[test]
+fn a_callers_traceparent_reaches_the_pg_and_comes_back() {
+    let system = System::start(1, &[], 3000);
+    let sent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    let response = system.gateway.pay_with(
+        "approve",
+        &[("traceparent", sent)],
+        &json!({"order_id": "TR-1"}),
+    );
+
+    response.assert_status(200);
+    assert_eq!(response.header("traceparent"), Some(sent));
+    let at_pg = system.pg.charges()["traces"]["TR-1:approve"].clone();
+    let at_pg = at_pg.as_str().unwrap();
+    assert_eq!(trace_id(at_pg), trace_id(sent), "{at_pg}");
+    assert_ne!(at_pg, sent, "the PG call is a span of its own");
+    let reply = &system.broker.read_topic(REPLY_LOCAL2, 1)[0];
+    assert_eq!(reply.header_str("traceparent"), Some(sent));
+    let logged = format!("traceparent={sent}");
+    assert!(system.gateway.log_text().contains(&logged));
+    let worker_log = system.workers[0].daemon.log_text();
+    assert!(
+        worker_log
+            .lines()
+            .any(|l| l.contains("payment TR-1:approve") && l.contains(&logged)),
+        "{worker_log}"
+    );
+
+    for (header, order) in [(None, "TR-2"), (Some("00-broken"), "TR-3")] {
+        let headers: Vec<(&str, &str)> = header.map(|h| ("traceparent", h)).into_iter().collect();
+        let response = system
+            .gateway
+            .pay_with("approve", &headers, &json!({"order_id": order}));
+        response.assert_status(200);
+        let fresh = response.header("traceparent").unwrap();
+        assert_eq!(fresh.len(), sent.len(), "{fresh}");
+        assert!(
+            fresh.starts_with("00-") && fresh.ends_with("-01"),
+            "{fresh}"
+        );
+        assert_ne!(trace_id(fresh), trace_id(sent));
+        let at_pg = system.pg.charges()["traces"][format!("{order}:approve")].clone();
+        assert_eq!(trace_id(at_pg.as_str().unwrap()), trace_id(fresh));
+    }
+}
+
+/// The 32 hex digits of a `traceparent` that every hop of a trace shares.
+fn trace_id(traceparent: &str) -> &str {
+    &traceparent[3..35]
+}

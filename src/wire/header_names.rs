@@ -8,6 +8,7 @@
 //! the reference worker alike. The encodings do not change with the names.
 
 use crate::wire::record::headers;
+use crate::wire::traceparent;
 use serde::Deserialize;
 
 /// The names in use, read from `"header_names"`.
@@ -33,7 +34,11 @@ impl Default for HeaderNames {
 }
 
 /// Headers kreply itself puts on the same records, which no renamed header may shadow.
-const FIXED: [&str; 2] = [headers::IDEMPOTENCY_KEY, headers::ERROR];
+const FIXED: [&str; 3] = [
+    headers::IDEMPOTENCY_KEY,
+    headers::ERROR,
+    traceparent::HEADER,
+];
 
 impl HeaderNames {
     /// Why these names cannot work, if they cannot: an empty name, or a name used twice
@@ -107,7 +112,7 @@ mod tests {
             ),
             "{err}"
         );
-        let err = names(r#"{"correlation_id": "kreply_error"}"#)
+        let err = names(r#"{"correlation_id": "traceparent"}"#)
             .check()
             .unwrap_err();
         assert!(err.contains("already uses"), "{err}");

@@ -1,7 +1,7 @@
 //! What the gateway and the worker must agree on byte for byte: the request and reply
-//! records and their headers (the return address and its header names), correlation ids,
-//! the payment envelope, dead letters, error codes and the problem answers they become,
-//! and Kafka's rules for topic names.
+//! records and their headers (the return address and its header names, the trace
+//! context), correlation ids, the payment envelope, dead letters, error codes and the
+//! problem answers they become, and Kafka's rules for topic names.
 //!
 //! Nothing here knows a runtime or a client library: a worker in another language only has
 //! to match these files.
@@ -16,3 +16,4 @@ pub(crate) mod record;
 pub(crate) mod reply_error;
 pub(crate) mod return_address;
 pub(crate) mod topic_name;
+pub(crate) mod traceparent;

@@ -10,6 +10,7 @@ use crate::wire::correlation_id::CorrelationId;
 use crate::wire::json_number;
 use crate::wire::record::{OutgoingRecord, headers, now_ms};
 use crate::wire::return_address::ReturnAddress;
+use crate::wire::traceparent::{self, TraceParent};
 use serde_json::{Map, Value};
 
 /// Longest order id accepted. It is the record key and appears in every log line.
@@ -116,19 +117,24 @@ impl PaymentRequest {
         })
     }
 
-    /// The request record: key = order id; the return address for the reply, and the
-    /// caller's idempotency key.
+    /// The request record: key = order id; the return address for the reply, the trace it
+    /// belongs to, and the caller's idempotency key.
     pub fn to_record(
         &self,
         topic: &str,
         id: &CorrelationId,
         reply: &ReturnAddress,
+        trace: &TraceParent,
     ) -> OutgoingRecord {
         let envelope = serde_json::json!({
             "operation": self.operation,
             "body": self.body,
         });
         let mut record_headers = reply.headers(id);
+        record_headers.push((
+            traceparent::HEADER.to_string(),
+            trace.to_string().into_bytes(),
+        ));
         if let Some(key) = &self.idempotency_key {
             record_headers.push((
                 headers::IDEMPOTENCY_KEY.to_string(),
@@ -154,19 +160,31 @@ mod tests {
         ReturnAddress::new(Default::default(), "payment_response_prod1", None)
     }
 
+    fn trace() -> TraceParent {
+        TraceParent::start()
+    }
+
     #[test]
-    fn a_valid_body_becomes_a_keyed_record_with_exactly_the_two_spring_headers() {
+    fn a_valid_body_becomes_a_keyed_record_with_the_spring_headers_and_the_trace() {
         let body = br#"{"order_id":"A-1001","amount":15000,"currency":"KRW"}"#;
         let request = PaymentRequest::parse("refund", body).unwrap();
         let id = CorrelationId::new_spring();
-        let record = request.to_record("payment_request", &id, &reply());
+        let trace = trace();
+        let record = request.to_record("payment_request", &id, &reply(), &trace);
         assert_eq!(record.key, b"A-1001");
         let names: Vec<_> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["kafka_correlationId", "kafka_replyTopic"]);
+        assert_eq!(
+            names,
+            ["kafka_correlationId", "kafka_replyTopic", "traceparent"]
+        );
         assert_eq!(record.header("kafka_correlationId").unwrap().len(), 16);
         assert_eq!(
             record.header("kafka_replyTopic").unwrap(),
             b"payment_response_prod1"
+        );
+        assert_eq!(
+            record.header("traceparent").unwrap(),
+            trace.to_string().as_bytes()
         );
         let value: Value = serde_json::from_slice(&record.value).unwrap();
         assert_eq!(value["operation"], "refund");
@@ -174,10 +192,10 @@ mod tests {
     }
 
     #[test]
-    fn an_idempotency_key_travels_as_a_third_header() {
+    fn an_idempotency_key_travels_as_a_header_of_its_own() {
         let mut request = PaymentRequest::parse("approve", br#"{"order_id":"A"}"#).unwrap();
         request.idempotency_key = Some("k-1".into());
-        let record = request.to_record("t", &CorrelationId::new_spring(), &reply());
+        let record = request.to_record("t", &CorrelationId::new_spring(), &reply(), &trace());
         assert_eq!(record.header("kreply_idempotencyKey"), Some(&b"k-1"[..]));
     }
 
@@ -217,7 +235,8 @@ mod tests {
             Err(invalid) => assert!(CODES.contains(&invalid.code), "{invalid:?}"),
             Ok(payment) => {
                 assert!(is_order_id(&payment.order_id), "{:?}", payment.order_id);
-                let record = payment.to_record("t", &CorrelationId::new_spring(), &reply());
+                let record =
+                    payment.to_record("t", &CorrelationId::new_spring(), &reply(), &trace());
                 assert_eq!(record.key, payment.order_id.as_bytes());
             }
         }

@@ -5,7 +5,7 @@
 
 /// The header names and encodings of `../shared/wire-conventions.md` (Spring dialect)
 /// that are not configurable. The correlation id, reply topic and reply partition headers
-/// are named in the config (`header_names.rs`).
+/// are named in the config (`header_names.rs`); `traceparent` is in `traceparent.rs`.
 pub mod headers {
     /// The caller's `Idempotency-Key`, carried from the gateway to the worker (UTF-8).
     pub const IDEMPOTENCY_KEY: &str = "kreply_idempotencyKey";

@@ -14,6 +14,7 @@
 use crate::wire::header_names::HeaderNames;
 use crate::wire::record::{OutgoingRecord, headers, now_ms};
 use crate::wire::reply_error::ReplyError;
+use crate::wire::traceparent;
 use crate::worker::request::WorkItem;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -78,10 +79,16 @@ impl Answer {
     }
 
     /// The reply record to `item`: correlation id echoed (under the name in use), request
-    /// key copied, partition honoured.
+    /// key copied, partition honoured, trace echoed.
     pub fn to_reply(&self, item: &WorkItem, names: &HeaderNames) -> OutgoingRecord {
         let to = &item.reply_to;
-        let mut reply_headers = vec![(names.correlation_id.clone(), to.correlation_id.clone())];
+        let mut reply_headers = vec![
+            (names.correlation_id.clone(), to.correlation_id.clone()),
+            (
+                traceparent::HEADER.to_string(),
+                item.trace.to_string().into_bytes(),
+            ),
+        ];
         if let Some(error) = self.error {
             reply_headers.push((headers::ERROR.to_string(), error.code().as_bytes().to_vec()));
         }
@@ -99,7 +106,10 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::traceparent::TraceParent;
     use crate::worker::request::ReplyTo;
+
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     fn item() -> WorkItem {
         WorkItem {
@@ -109,12 +119,13 @@ mod tests {
                 correlation_id: vec![5; 16],
             },
             key: b"A-1".to_vec(),
+            trace: TraceParent::parse(TRACE.as_bytes()).unwrap(),
             payment: Err("not needed here".into()),
         }
     }
 
     #[test]
-    fn a_success_reply_echoes_the_id_and_carries_no_error_header() {
+    fn a_success_reply_echoes_id_and_trace_and_carries_no_error_header() {
         let answer = Answer {
             error: None,
             body: json!({"status": "APPROVED"}),
@@ -125,6 +136,7 @@ mod tests {
             ("payment_response_a", Some(1), &b"A-1"[..])
         );
         assert_eq!(reply.header("kafka_correlationId"), Some(&[5u8; 16][..]));
+        assert_eq!(reply.header("traceparent"), Some(TRACE.as_bytes()));
         assert_eq!(reply.header("kreply_error"), None);
     }
 

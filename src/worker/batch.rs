@@ -3,6 +3,7 @@
 
 use super::{Worker, request, settle};
 use crate::kafka;
+use crate::wire::traceparent::{self, LogField};
 use krafka::ConsumerRecord;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -62,15 +63,19 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
     ) {
         Ok(item) => item,
         Err(why) => {
-            log::warn!("worker: request at {at} cannot be answered ({why}); skipped");
+            let trace = LogField::of(header(traceparent::HEADER));
+            log::warn!("worker: request at {at} cannot be answered ({why}); skipped {trace}");
             worker.metrics.request("skipped");
             return true;
         }
     };
+    let trace = item.trace;
     match settle::settle_and_reply(worker, item, record.timestamp).await {
         Ok(()) => true,
         Err(why) => {
-            log::error!("worker: request at {at}: {why}; it will be read again");
+            log::error!(
+                "worker: request at {at}: {why}; it will be read again traceparent={trace}"
+            );
             false
         }
     }

@@ -5,9 +5,13 @@
 //! - the connection could not be made, or the PG answered 5xx or another 4xx: not charged;
 //! - 402: declined, not charged;
 //! - the request was sent and no answer came in time: the outcome is unknown.
+//!
+//! The call carries the payment's trace on to the PG as a W3C `traceparent` header: the
+//! request's trace id under a new parent id, this call's.
 
 use crate::error::StartupError;
 use crate::wire::payment::PaymentRequest;
+use crate::wire::traceparent::{self, TraceParent};
 use async_std::net::TcpStream;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -59,9 +63,9 @@ impl PgClient {
         })
     }
 
-    /// Charges one payment.
-    pub async fn charge(&self, payment: &PaymentRequest) -> PgAnswer {
-        match tokio::time::timeout(self.timeout, self.call(payment)).await {
+    /// Charges one payment, as the span `call` of its trace.
+    pub async fn charge(&self, payment: &PaymentRequest, call: &TraceParent) -> PgAnswer {
+        match tokio::time::timeout(self.timeout, self.call(payment, call)).await {
             Err(_) => PgAnswer::Unknown(format!(
                 "the PG did not answer within {} ms",
                 self.timeout.as_millis()
@@ -80,7 +84,11 @@ impl PgClient {
         }
     }
 
-    async fn call(&self, payment: &PaymentRequest) -> Result<(u16, Value), CallError> {
+    async fn call(
+        &self,
+        payment: &PaymentRequest,
+        trace: &TraceParent,
+    ) -> Result<(u16, Value), CallError> {
         let stream = TcpStream::connect(&self.address)
             .await
             .map_err(|e| CallError::NotSent(e.to_string()))?;
@@ -90,6 +98,7 @@ impl PgClient {
         let idempotency_key = payment.idempotency_key.clone().unwrap_or_default();
         let mut request = Request::new(Method::Post, self.charge_url.clone());
         request.insert_header("idempotency-key", idempotency_key.as_str());
+        request.insert_header(traceparent::HEADER, trace.to_string());
         request.set_body(json!({
             "order_id": payment.order_id,
             "operation": payment.operation,

@@ -8,6 +8,7 @@
 use crate::wire::header_names::HeaderNames;
 use crate::wire::payment::PaymentRequest;
 use crate::wire::record::headers;
+use crate::wire::traceparent::{self, TraceParent};
 use serde_json::Value;
 
 /// Where and how the reply must go.
@@ -25,6 +26,9 @@ pub struct WorkItem {
     pub reply_to: ReplyTo,
     /// The request key (the order id), copied onto the reply as Spring does.
     pub key: Vec<u8>,
+    /// The request's `traceparent`, or a new trace when it carried none that is valid:
+    /// echoed on the reply, shown in every log line, passed on to the PG as a child.
+    pub trace: TraceParent,
     /// The payment, or why it cannot be processed.
     pub payment: Result<PaymentRequest, String>,
 }
@@ -60,6 +64,7 @@ pub fn read<'a>(
             correlation_id: correlation_id.to_vec(),
         },
         key: key.to_vec(),
+        trace: TraceParent::or_start(header(traceparent::HEADER)),
         payment: payment(value.unwrap_or_default(), idempotency_key),
     })
 }
@@ -196,6 +201,22 @@ mod tests {
         assert_eq!(err, "no reply_to header");
     }
 
+    #[test]
+    fn the_requests_trace_is_kept_and_a_missing_or_broken_one_replaced() {
+        let sent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut list = vec![
+            ("kafka_replyTopic", &b"r"[..]),
+            ("kafka_correlationId", ID),
+            ("traceparent", sent.as_bytes()),
+        ];
+        let item = read(headers_of(&list), b"", None).unwrap();
+        assert_eq!(item.trace.to_string(), sent);
+        list[2].1 = b"00-broken";
+        let item = read(headers_of(&list), b"", None).unwrap();
+        assert_ne!(item.trace.to_string(), sent);
+        assert_eq!(item.trace.to_string().len(), sent.len());
+    }
+
     use crate::testing::{
         body_with_amount, deeply_nested_body, hostile_string, json_value, number_text, payment_body,
     };
@@ -209,7 +230,7 @@ mod tests {
         let payment = PaymentRequest::parse("refund", bytes).ok()?;
         let reply = ReturnAddress::new(HeaderNames::default(), "payment_response_local2", Some(1));
         let id = CorrelationId::new_spring();
-        let record = payment.to_record("payment_request", &id, &reply);
+        let record = payment.to_record("payment_request", &id, &reply, &TraceParent::start());
         Some((payment, record))
     }
 
@@ -221,6 +242,10 @@ mod tests {
         let header = |name: &str| record.header(name);
         let item = read(header, &record.key, Some(&record.value)).expect("answerable");
         assert_eq!(item.reply_to.partition, Some(1));
+        assert_eq!(
+            item.trace.to_string().as_bytes(),
+            record.header("traceparent").unwrap()
+        );
         let got = item.payment.expect("readable");
         assert_eq!(
             (&got.operation, &got.order_id, &got.body),
@@ -235,6 +260,7 @@ mod tests {
             "kafka_correlationId",
             "kafka_replyPartition",
             "kreply_idempotencyKey",
+            "traceparent",
             "other",
         ]);
         let value = prop_oneof![

@@ -4,10 +4,14 @@
 //! before it ([`race`]); an attempt behind an unfinished one, and a repeat that finds one,
 //! wait (bounded) for its final record instead, so "never charge twice" does not depend on
 //! the consumer group giving a partition to one worker at a time.
+//!
+//! Every log line names the request's `traceparent`, and the PG call carries a child of
+//! it, so one trace id finds the payment from the caller to the PG.
 
 use crate::wire::payment::PaymentRequest;
 use crate::wire::record::now_ms;
 use crate::wire::reply_error::ReplyError;
+use crate::wire::traceparent::TraceParent;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::pg_client::PgAnswer;
@@ -33,7 +37,7 @@ pub async fn settle_and_reply(
             worker.metrics.request("expired");
             Answer::invalid("the request is older than the idempotency window; it was not charged")
         }
-        Ok(payment) => settle(worker, payment).await?,
+        Ok(payment) => settle(worker, payment, &item.trace).await?,
     };
     let reply = answer.to_reply(&item, &worker.names);
     worker
@@ -43,7 +47,11 @@ pub async fn settle_and_reply(
 }
 
 /// The answer for `payment`, calling the PG only if no attempt is on record.
-async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, String> {
+async fn settle(
+    worker: &Worker,
+    payment: &PaymentRequest,
+    trace: &TraceParent,
+) -> Result<Answer, String> {
     let key = payment.idempotency_key.as_deref().unwrap_or_default();
     let on_record = worker
         .results
@@ -58,18 +66,20 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
     }
     match on_record {
         Some(settled @ Recorded::Final { .. }) => {
-            log::info!("repeat of {key}: answered from the record, PG not called");
+            log::info!(
+                "repeat of {key}: answered from the record, PG not called traceparent={trace}"
+            );
             return Ok(answer_from(&settled));
         }
         Some(Recorded::Pending { started_ms, .. }) => {
             log::info!(
-                "repeat of {key}: an earlier attempt has not finished; PG not called, waiting for its record"
+                "repeat of {key}: an earlier attempt has not finished; PG not called, waiting for its record traceparent={trace}"
             );
-            return Ok(await_earlier(worker, key, started_ms).await);
+            return Ok(await_earlier(worker, key, started_ms, trace).await);
         }
         Some(Recorded::Retryable) | None => {}
     }
-    if let Some(answer) = claim(worker, key).await? {
+    if let Some(answer) = claim(worker, key, trace).await? {
         return Ok(answer);
     }
     // Only the PG call is bounded by `worker.concurrency`: the Kafka work around it (the
@@ -79,7 +89,7 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
     let started = Instant::now();
     let pg_answer = {
         let _calling = worker.metrics.pg_calls_in_flight.track();
-        worker.pg.charge(payment).await
+        worker.pg.charge(payment, &trace.child()).await
     };
     drop(permit);
     let (answer, recorded) = match pg_answer {
@@ -99,13 +109,15 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
         && let Err(e) = worker.results.put(key, &recorded).await
     {
         // The caller still gets the real answer; a repeat will be answered "unknown".
-        log::error!("cannot record the result for {key} (it stays pending): {e}");
+        log::error!(
+            "cannot record the result for {key} (it stays pending): {e} traceparent={trace}"
+        );
     }
     let result = answer.error.map_or("approved", ReplyError::code);
     worker.metrics.request(result);
     worker.metrics.pg_call(result, started.elapsed());
     log::info!(
-        "payment {key} order_id={} operation={} result={result}",
+        "payment {key} order_id={} operation={} result={result} traceparent={trace}",
         payment.order_id,
         payment.operation,
     );
@@ -115,7 +127,7 @@ async fn settle(worker: &Worker, payment: &PaymentRequest) -> Result<Answer, Str
 /// Puts this attempt's `pending` on record before the call (if this worker dies
 /// mid-call, a repeat knows) and reads the log back to it: `None` when it is first, so
 /// the PG may be called; else the answer of the earlier attempt it lost to.
-async fn claim(worker: &Worker, key: &str) -> Result<Option<Answer>, String> {
+async fn claim(worker: &Worker, key: &str, trace: &TraceParent) -> Result<Option<Answer>, String> {
     let attempt = uuid::Uuid::new_v4().to_string();
     let pending = Recorded::Pending {
         attempt: attempt.clone(),
@@ -128,7 +140,7 @@ async fn claim(worker: &Worker, key: &str) -> Result<Option<Answer>, String> {
         .await
         .map_err(|e| format!("cannot record the attempt for {key}, PG not called: {e}"))?;
     log::debug!(
-        "{key}: pending recorded and read back in {} ms",
+        "{key}: pending recorded and read back in {} ms traceparent={trace}",
         claiming.elapsed().as_millis()
     );
     let race = race::decide(before.as_ref(), &attempt);
@@ -139,37 +151,41 @@ async fn claim(worker: &Worker, key: &str) -> Result<Option<Answer>, String> {
         Race::Won => Ok(None),
         Race::Settled(settled) => {
             log::warn!(
-                "lost the race for {key}: an earlier attempt finished first; PG not called, answered from its record"
+                "lost the race for {key}: an earlier attempt finished first; PG not called, answered from its record traceparent={trace}"
             );
             // Ours is now the newest record of the key: the final one must be again, or a
             // compacted topic would keep only our unfinished `pending`.
             if let Err(e) = worker.results.put(key, &settled).await {
-                log::error!("cannot record the result for {key} again after ours: {e}");
+                log::error!(
+                    "cannot record the result for {key} again after ours: {e} traceparent={trace}"
+                );
             }
             Ok(Some(answer_from(&settled)))
         }
         Race::Running { started_ms } => {
             log::warn!(
-                "lost the race for {key}: an earlier attempt is still running; PG not called, waiting for its record"
+                "lost the race for {key}: an earlier attempt is still running; PG not called, waiting for its record traceparent={trace}"
             );
-            Ok(Some(await_earlier(worker, key, started_ms).await))
+            Ok(Some(await_earlier(worker, key, started_ms, trace).await))
         }
     }
 }
 
 /// The answer of an earlier, unfinished attempt started at `started_ms`: its record once
 /// written, or `pg-unknown` when none comes while it could still be running.
-async fn await_earlier(worker: &Worker, key: &str, started_ms: i64) -> Answer {
+async fn await_earlier(worker: &Worker, key: &str, started_ms: i64, trace: &TraceParent) -> Answer {
     let wait = race::wait_left(started_ms, now_ms(), worker.attempt_limit);
     match worker.results.wait_settled(key, wait).await {
         Ok(Some(settled)) => {
-            log::info!("{key}: answered from the earlier attempt's record, PG not called");
+            log::info!(
+                "{key}: answered from the earlier attempt's record, PG not called traceparent={trace}"
+            );
             answer_from(&settled)
         }
         outcome => {
             let why = outcome.err().map(|e| format!(" ({e})")).unwrap_or_default();
             log::warn!(
-                "{key}: an earlier attempt never finished{why}; answering unknown, PG not called"
+                "{key}: an earlier attempt never finished{why}; answering unknown, PG not called traceparent={trace}"
             );
             Answer::in_doubt(
                 "an earlier attempt of this payment was interrupted during the PG call; check with the PG before retrying",

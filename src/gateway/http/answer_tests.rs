@@ -25,6 +25,7 @@ use crate::testing::deeply_nested_body;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::problem::CONTENT_TYPE;
 use crate::wire::record::{OutgoingRecord, WrittenAt, headers};
+use crate::wire::traceparent::TraceParent;
 use async_std::io::{BufReader, Cursor, WriteExt};
 use async_std::os::unix::net::UnixStream;
 use async_std::task::block_on;
@@ -755,4 +756,82 @@ fn an_acknowledged_payment_with_no_reply_in_time_is_504_and_its_dead_letter_says
         assert_eq!(message, "no reply within 200 ms");
         assert_eq!((partition, offset), (3, 42));
     });
+}
+
+// Traces: the caller's `traceparent`, or a new one, on the request, its dead letter and
+// the answer.
+
+/// A valid `traceparent`, as a caller would send it.
+const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+/// Sends `req` (a payment that waits 1 ms, so it ends in a 504 with a dead letter) and
+/// returns the `traceparent` it was answered with, after checking that it is valid and
+/// that the request record and its dead letter carry the same one.
+fn answered_trace(req: Request) -> String {
+    let (app, mut queue) = gateway();
+    let response: Response = block_on(app.respond(req)).unwrap();
+    let answered = header(&response, "traceparent").expect("a traceparent");
+    assert!(
+        TraceParent::parse(answered.as_bytes()).is_some(),
+        "{answered}"
+    );
+    let records = queue.take_records();
+    let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+    assert_eq!(topics, ["payment_request", "payment_request-dlt"]);
+    for record in &records {
+        let carried = record.header("traceparent");
+        assert_eq!(carried, Some(answered.as_bytes()), "{}", record.topic);
+    }
+    answered.to_string()
+}
+
+fn trace_id(traceparent: &str) -> &str {
+    &traceparent[3..35]
+}
+
+#[test]
+fn the_callers_traceparent_rides_on_the_request_and_its_dead_letter_and_comes_back() {
+    let mut req = payment(ORDER);
+    req.insert_header("traceparent", TRACE);
+    assert_eq!(answered_trace(req), TRACE);
+}
+
+#[test]
+fn without_one_valid_traceparent_each_payment_starts_a_trace_of_its_own() {
+    let mut uppercase = payment(ORDER);
+    uppercase.insert_header("traceparent", TRACE.to_uppercase());
+    let mut twice = payment(ORDER);
+    twice.append_header("traceparent", TRACE);
+    twice.append_header("traceparent", TRACE);
+    let fresh = [payment(ORDER), uppercase, twice].map(answered_trace);
+    let mut ids: Vec<&str> = fresh.iter().map(|t| trace_id(t)).collect();
+    ids.push(trace_id(TRACE));
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "{fresh:?}");
+}
+
+#[test]
+fn a_refusal_carries_the_callers_traceparent_too() {
+    let (app, mut queue) = gateway();
+    let mut req = payment(b"{not json");
+    req.insert_header("traceparent", TRACE);
+    let (response, _) = block_on(refused(&app, &mut queue, req, 400, "invalid-json"));
+    assert_eq!(header(&response, "traceparent"), Some(TRACE));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn any_traceparent_is_answered_with_a_valid_one_kept_when_it_was_valid(
+        sent in crate::testing::hostile_ascii()
+    ) {
+        let mut req = payment(ORDER);
+        req.insert_header("traceparent", sent.as_str());
+        let answered = answered_trace(req);
+        if let Some(valid) = TraceParent::parse(sent.as_bytes()) {
+            proptest::prop_assert_eq!(answered, valid.to_string());
+        }
+    }
 }

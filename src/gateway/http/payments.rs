@@ -11,6 +11,10 @@
 //!
 //! At most `max_in_flight` payments wait at once: beyond that a caller gets 503
 //! `overloaded` with `Retry-After`, before its body is read and with nothing produced.
+//!
+//! The caller's W3C `traceparent` (or a new one, when it sent none that is valid) goes
+//! onto the request record, into the outcome log line and back in the answer's
+//! `traceparent` header, so one trace id finds the payment in every log and record.
 
 use super::State;
 use super::payment_input::{check_content_type, idempotency_key, read_body, requested_timeout};
@@ -27,6 +31,7 @@ use crate::wire::payment::PaymentRequest;
 use crate::wire::problem::{Outcome, Problem};
 use crate::wire::record::{OutgoingRecord, WrittenAt, headers};
 use crate::wire::reply_error::ReplyError;
+use crate::wire::traceparent::{self, TraceParent};
 use async_std::future::timeout;
 use std::time::{Duration, Instant};
 use tide::{Request, Response, StatusCode};
@@ -71,10 +76,28 @@ impl Failed {
 }
 
 /// What the outcome log line reports besides status and latency.
-#[derive(Default)]
 struct Trail {
     correlation_id: Option<CorrelationId>,
     order_id: Option<String>,
+    /// Decided before anything else, so that even a refusal carries it.
+    trace: TraceParent,
+}
+
+impl Trail {
+    /// The caller's trace when it sent exactly one valid `traceparent`, else a new one.
+    fn of(req: &Request<State>) -> Trail {
+        // Two `traceparent` headers are no valid one: the spec says to start afresh.
+        let sent = req.header(traceparent::HEADER).map(|values| &values[..]);
+        let trace = match sent {
+            Some([one]) => TraceParent::or_start(Some(one.as_str().as_bytes())),
+            _ => TraceParent::start(),
+        };
+        Trail {
+            correlation_id: None,
+            order_id: None,
+            trace,
+        }
+    }
 }
 
 pub async fn handle(mut req: Request<State>) -> tide::Result {
@@ -82,7 +105,7 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     let gateway = req.state().clone();
     let operation = req.param("operation").unwrap_or_default().to_string();
     let _in_flight = gateway.metrics.in_flight.track();
-    let mut trail = Trail::default();
+    let mut trail = Trail::of(&req);
     let answer = match exchange(&gateway, &mut req, &operation, &mut trail).await {
         Ok(reply) => worker_answer(reply, trail.correlation_id.as_ref()).map_err(Failed::error),
         Err(failed) => Err(failed),
@@ -96,12 +119,14 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
         "unknown"
     };
     gateway.metrics.record(label, outcome, started.elapsed());
-    let response = respond(
+    let mut response = respond(
         answer.map_err(|failed| failed.problem),
         trail.correlation_id.as_ref(),
     );
+    let trace = trail.trace.to_string();
+    response.insert_header(traceparent::HEADER, trace.as_str());
     log::info!(
-        "payment correlation_id={} operation={} order_id={} status={} latency_ms={:.1}",
+        "payment correlation_id={} operation={} order_id={} status={} latency_ms={:.1} traceparent={trace}",
         trail
             .correlation_id
             .as_ref()
@@ -109,7 +134,7 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
         operation,
         trail.order_id.as_deref().unwrap_or("-"),
         response.status() as u16,
-        started.elapsed().as_secs_f64() * 1000.0
+        started.elapsed().as_secs_f64() * 1000.0,
     );
     Ok(response)
 }
@@ -184,7 +209,7 @@ async fn prepare(
         })?;
     trail.correlation_id = Some(id.clone());
     let topic = &gateway.config.request_topic;
-    let record = payment.to_record(topic, &id, &gateway.return_address);
+    let record = payment.to_record(topic, &id, &gateway.return_address, &trail.trace);
     Ok((waiter, record, wait))
 }
 

@@ -31,6 +31,7 @@ use crate::kafka::ConsumedAt;
 use crate::kafka::whole_batches;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::record::{headers, now_ms};
+use crate::wire::traceparent::{self, LogField};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, KrafkaError};
 use std::collections::HashMap;
@@ -367,11 +368,12 @@ fn dispatch(
     record: ConsumerRecord,
 ) {
     let at = ConsumedAt::of(&record);
+    let trace = LogField::of(record.header(traceparent::HEADER).flatten().map(|t| &t[..]));
     let id = record.header(id_header).flatten().cloned();
     if let Some(bad) = reply_check::unroutable(id.as_deref()) {
         metrics.bad_reply(bad);
         log::warn!(
-            "reply at {at} dropped: {} ({id_header} header missing, null or not 16 bytes)",
+            "reply at {at} dropped: {} ({id_header} header missing, null or not 16 bytes) {trace}",
             bad.label(),
         );
         return;
@@ -383,7 +385,7 @@ fn dispatch(
     {
         metrics.bad_reply(bad);
         log::warn!(
-            "reply at {at} correlation_id={} is malformed: {}; its caller gets a 502",
+            "reply at {at} correlation_id={} is malformed: {}; its caller gets a 502 {trace}",
             CorrelationId::from_wire(&id),
             bad.label()
         );
@@ -391,11 +393,11 @@ fn dispatch(
     match registry.deliver(&id, to_reply(record)) {
         Delivery::Delivered => {}
         Delivery::Kept => log::info!(
-            "late reply kept: correlation_id={} at {at}; its caller can GET /v1/requests/{0}",
+            "late reply kept: correlation_id={} at {at}; its caller can GET /v1/requests/{0} {trace}",
             CorrelationId::from_wire(&id)
         ),
         Delivery::NoWaiter(_) => log::warn!(
-            "reply with no waiter: correlation_id={} at {at} (a duplicate, not ours, or given up on too long ago); {} so far",
+            "reply with no waiter: correlation_id={} at {at} (a duplicate, not ours, or given up on too long ago); {} so far {trace}",
             CorrelationId::from_wire(&id),
             registry.unmatched()
         ),
