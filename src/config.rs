@@ -16,6 +16,7 @@ use crate::gateway::late_replies::LateLimits;
 use crate::gateway::readiness::Hysteresis;
 use crate::gateway::registry::DEFAULT_MAX_IN_FLIGHT;
 use crate::gateway::reply_routing::ReplyRouting;
+use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 use crate::wire::topic_name;
 use serde::Deserialize;
@@ -49,6 +50,9 @@ pub struct Config {
     pub(crate) reply_routing: ReplyRouting,
     /// The names of the correlation id, reply topic and reply partition headers.
     pub(crate) header_names: HeaderNames,
+    /// How the gateway spells its requests and reads the replies: `"spring"` (16-byte ids,
+    /// the default) or `"nestjs"` (string ids). The worker answers in the request's own.
+    pub(crate) dialect: Dialect,
     /// Where dead-letter records go on a timeout or a failed send.
     pub(crate) dlq_topic: String,
     /// The `{operation}` values `POST /v1/payments/{operation}` accepts.
@@ -225,6 +229,7 @@ impl Default for Config {
             reply_topic_base: "payment_response".to_string(),
             reply_routing: ReplyRouting::default(),
             header_names: HeaderNames::default(),
+            dialect: Dialect::Spring,
             dlq_topic: "payment_request-dlt".to_string(),
             operations: ["approve", "cancel", "refund"].map(String::from).to_vec(),
             default_timeout_ms: 5_000,
@@ -621,6 +626,12 @@ mod tests {
         .unwrap();
         assert_eq!(config.reply_routing, ReplyRouting::PartitionPerHost);
         assert_eq!(config.header_names.reply_topic, "to");
+        assert_eq!(config.dialect, Dialect::Spring);
+        assert_eq!(
+            parse(r#"{"dialect": "nestjs"}"#).unwrap().dialect,
+            Dialect::Nestjs
+        );
+        assert!(parse(r#"{"dialect": "kafkajs"}"#).is_err());
         let empty = parse(r#"{"header_names": {"correlation_id": ""}}"#).unwrap();
         let err = empty.validate(Path::new("k.json")).unwrap_err();
         let err = err.to_string();

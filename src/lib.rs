@@ -25,13 +25,14 @@
 //! | [`gateway::registry`] | where a waiting request and its reply meet, with the in-flight cap (runtime-free) |
 //! | [`gateway::late_replies`] | replies that came after their caller was given up on, bounded by count and age (runtime-free) |
 //! | [`gateway::readiness`] | one ready state with hysteresis, for `/readyz` and the payment route (runtime-free) |
-//! | [`gateway::reply_check`] | what a reply record must carry: a 16-byte id, a JSON value, a known error code |
+//! | [`gateway::reply_check`] | what a reply record must carry: an id of the dialect's shape, a JSON value, a known error code |
 //! | [`gateway::http`] | tide on async-std: routes, probes, `GET /v1/requests/{id}` (`requests.rs`) |
 //! | [`gateway::kafka`] | krafka on its own Tokio thread: producer task, reply consumer; `log_watch.rs` (a reply log that started over) |
 //! | [`gateway::metrics`] | the gateway's `/metrics` set |
 //! | [`worker`] | `kreply worker`: `startup.rs`, the poll loop (`poll_loop.rs`), settling a batch (`batch.rs`, one request: `settle.rs`), committing it (`commit.rs`), request parsing, results store (`results.rs`; what it keeps in memory and for how long: `results_index.rs`), PG client; `race.rs` (the first `pending` in the results log wins: who may call the PG, runtime-free); `stale_group.rs` and `member_list.rs` (rejoin when tansu leaves a crashed worker's partitions unowned) |
 //! | [`wire::record`], [`wire::correlation_id`], [`wire::payment`], [`wire::json_number`], [`wire::dead_letter`] | request, reply and dead-letter records, byte for byte; body validation (numbers passed on exactly) |
 //! | [`wire::return_address`], [`wire::header_names`] | the headers that bring a reply back (correlation id, reply topic, reply partition), and their configurable names |
+//! | [`wire::dialect`] | Spring's or NestJS's spelling of those headers and of a worker's error; how the worker tells which a request speaks |
 //! | [`wire::traceparent`] | W3C `traceparent`: validated, started when absent, carried on every record, the answer, the log lines and the PG call |
 //! | [`wire::problem`], [`wire::reply_error`] | `application/problem+json` answers; the `kreply_error` reply header: worker error code -> HTTP status |
 //! | [`wire::topic_name`] | Kafka's rules for a topic name |

@@ -76,7 +76,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     })?;
     let listen = config.listen;
     let gateway = Arc::new(GatewayState {
-        return_address: route.return_address(&config.header_names),
+        return_address: route.return_address(&config.header_names, config.dialect),
         config,
         metrics,
         route,

@@ -6,7 +6,7 @@
 //! (with a `502`, never as a success), so no caller waits for a reply that came. Either
 //! way the record is counted by reason, and no other waiter notices. Runtime-free.
 
-use crate::wire::correlation_id::CorrelationId;
+use crate::wire::dialect::{Dialect, WorkerError};
 use crate::wire::reply_error::ReplyError;
 
 /// What is wrong with a reply record, as `kreply_bad_replies_total{reason}` names it.
@@ -14,12 +14,14 @@ use crate::wire::reply_error::ReplyError;
 pub enum BadReply {
     /// No `kafka_correlationId` header (or a null one): dropped.
     NoCorrelationId,
-    /// A `kafka_correlationId` that is not 16 bytes: no request of this gateway has such an
-    /// id, so it is dropped.
+    /// A `kafka_correlationId` not shaped like the dialect's ids (16 bytes in Spring, a
+    /// UUID's 36 characters in NestJS): no request of this gateway has such an id, so it
+    /// is dropped.
     BadCorrelationId,
     /// The value is missing or not JSON: its waiter gets `502 invalid-reply`.
     NotJson,
-    /// A `kreply_error` code this gateway does not know: its waiter gets `502 worker-error`.
+    /// An error code this gateway does not know (`kreply_error`, or the code inside
+    /// `kafka_nest-err`): its waiter gets `502 worker-error`.
     UnknownErrorCode,
 }
 
@@ -35,21 +37,23 @@ impl BadReply {
 }
 
 /// Why a reply cannot belong to any request of this gateway, if it cannot.
-pub fn unroutable(correlation_id: Option<&[u8]>) -> Option<BadReply> {
+pub fn unroutable(correlation_id: Option<&[u8]>, dialect: Dialect) -> Option<BadReply> {
     match correlation_id {
         None => Some(BadReply::NoCorrelationId),
-        Some(id) if id.len() != CorrelationId::SPRING_LEN => Some(BadReply::BadCorrelationId),
+        Some(id) if !dialect.is_own_id(id) => Some(BadReply::BadCorrelationId),
         Some(_) => None,
     }
 }
 
-/// What is wrong with a routable reply's content, if anything; `error_code` is the
-/// `kreply_error` header's value, when there is one.
-pub fn content_defect(value: Option<&[u8]>, error_code: Option<&[u8]>) -> Option<BadReply> {
-    if !value.is_some_and(is_json) {
+/// What is wrong with a routable reply's content, if anything; `error` is the worker's
+/// error, when it sent one. A NestJS error says why in its header, so its value may be
+/// empty; every other reply's value must be JSON.
+pub fn content_defect(value: Option<&[u8]>, error: Option<&WorkerError>) -> Option<BadReply> {
+    let said_in_header = error.is_some_and(|e| e.said.is_some());
+    if !said_in_header && !value.is_some_and(is_json) {
         return Some(BadReply::NotJson);
     }
-    match error_code.map(ReplyError::from_code) {
+    match error.map(|e| e.code) {
         Some(ReplyError::Unrecognised) => Some(BadReply::UnknownErrorCode),
         _ => None,
     }
@@ -65,17 +69,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_sixteen_byte_id_can_name_a_waiter() {
-        assert_eq!(unroutable(None), Some(BadReply::NoCorrelationId));
-        assert_eq!(unroutable(Some(b"short")), Some(BadReply::BadCorrelationId));
-        assert_eq!(unroutable(Some(&[0; 17])), Some(BadReply::BadCorrelationId));
-        assert_eq!(unroutable(Some(&[0; 16])), None);
+    fn only_an_id_of_the_dialects_shape_can_name_a_waiter() {
+        let spring = |id| unroutable(id, Dialect::Spring);
+        assert_eq!(spring(None), Some(BadReply::NoCorrelationId));
+        assert_eq!(spring(Some(b"short")), Some(BadReply::BadCorrelationId));
+        assert_eq!(spring(Some(&[0; 17])), Some(BadReply::BadCorrelationId));
+        assert_eq!(spring(Some(&[0; 16])), None);
+        let nest = Dialect::Nestjs.new_correlation_id();
+        assert_eq!(unroutable(Some(nest.as_bytes()), Dialect::Nestjs), None);
+        assert_eq!(
+            unroutable(Some(&[0; 16]), Dialect::Nestjs),
+            Some(BadReply::BadCorrelationId)
+        );
+    }
+
+    fn spring_error(code: &[u8]) -> WorkerError {
+        WorkerError {
+            code: ReplyError::from_code(code),
+            said: None,
+        }
     }
 
     #[test]
     fn a_value_must_be_json_and_an_error_code_known() {
         assert_eq!(content_defect(Some(br#"{"a":1}"#), None), None);
-        assert_eq!(content_defect(Some(b"{}"), Some(b"declined")), None);
+        assert_eq!(
+            content_defect(Some(b"{}"), Some(&spring_error(b"declined"))),
+            None
+        );
         assert_eq!(content_defect(None, None), Some(BadReply::NotJson));
         assert_eq!(content_defect(Some(b""), None), Some(BadReply::NotJson));
         assert_eq!(
@@ -87,8 +108,21 @@ mod tests {
             Some(BadReply::NotJson)
         );
         assert_eq!(
-            content_defect(Some(b"{}"), Some(b"out-of-cheese")),
+            content_defect(Some(b"{}"), Some(&spring_error(b"out-of-cheese"))),
             Some(BadReply::UnknownErrorCode)
+        );
+    }
+
+    #[test]
+    fn a_nestjs_error_needs_no_value() {
+        let declined = WorkerError {
+            code: ReplyError::Declined,
+            said: Some(serde_json::json!({"code": "declined"})),
+        };
+        assert_eq!(content_defect(None, Some(&declined)), None);
+        assert_eq!(
+            content_defect(None, Some(&spring_error(b"declined"))),
+            Some(BadReply::NotJson)
         );
     }
 }

@@ -9,6 +9,7 @@
 use crate::error::StartupError;
 use crate::gateway::host_table::HostTable;
 use crate::gateway::reply_routing::ReplyRouting;
+use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 use crate::wire::return_address::ReturnAddress;
 use std::fmt;
@@ -35,8 +36,8 @@ impl ReplyRoute {
     }
 
     /// What every request of this host carries so that its reply comes back here.
-    pub fn return_address(&self, names: &HeaderNames) -> ReturnAddress {
-        ReturnAddress::new(names.clone(), &self.topic, self.partition)
+    pub fn return_address(&self, names: &HeaderNames, dialect: Dialect) -> ReturnAddress {
+        ReturnAddress::new(names.clone(), dialect, &self.topic, self.partition)
     }
 }
 

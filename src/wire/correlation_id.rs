@@ -3,8 +3,8 @@
 //! The id is kept as the exact header bytes put on the wire, because workers echo them
 //! verbatim and replies are matched byte for byte. Spring's `ReplyingKafkaTemplate` sends
 //! a UUID as 16 raw bytes (most- then least-significant half, big-endian), which is exactly
-//! `Uuid::as_bytes`. A NestJS dialect will send a UTF-8 string instead; the registry does
-//! not care, since it only compares bytes.
+//! `Uuid::as_bytes`. The NestJS dialect sends the UUID's text instead (`dialect.rs`); the
+//! registry does not care, since it only compares bytes.
 
 use std::borrow::Borrow;
 use std::fmt;

@@ -157,7 +157,12 @@ mod tests {
     use super::*;
 
     fn reply() -> ReturnAddress {
-        ReturnAddress::new(Default::default(), "payment_response_prod1", None)
+        ReturnAddress::new(
+            Default::default(),
+            Default::default(),
+            "payment_response_prod1",
+            None,
+        )
     }
 
     fn trace() -> TraceParent {

@@ -7,28 +7,37 @@
 //! differs. Exactly one header of each name, and never `spring_json_header_types`.
 
 use crate::wire::correlation_id::CorrelationId;
+use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 
 /// Where this host's replies go, under the header names in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReturnAddress {
     names: HeaderNames,
+    /// How the partition is spelled (the id comes spelled already).
+    dialect: Dialect,
     topic: String,
     /// `None`: the worker picks the partition (topic-per-host routing).
     partition: Option<i32>,
 }
 
 impl ReturnAddress {
-    pub fn new(names: HeaderNames, topic: &str, partition: Option<i32>) -> ReturnAddress {
+    pub fn new(
+        names: HeaderNames,
+        dialect: Dialect,
+        topic: &str,
+        partition: Option<i32>,
+    ) -> ReturnAddress {
         ReturnAddress {
             names,
+            dialect,
             topic: topic.to_string(),
             partition,
         }
     }
 
-    /// The request's routing headers: the 16-byte correlation id, the UTF-8 reply topic,
-    /// and the 4-byte big-endian reply partition when there is one.
+    /// The request's routing headers: the correlation id, the UTF-8 reply topic, and the
+    /// reply partition when there is one (4 bytes big-endian in Spring, digits in NestJS).
     pub fn headers(&self, id: &CorrelationId) -> Vec<(String, Vec<u8>)> {
         let names = &self.names;
         let mut headers = vec![
@@ -38,7 +47,7 @@ impl ReturnAddress {
         if let Some(partition) = self.partition {
             headers.push((
                 names.reply_partition.clone(),
-                partition.to_be_bytes().to_vec(),
+                self.dialect.partition_bytes(partition),
             ));
         }
         headers
@@ -52,7 +61,12 @@ mod tests {
     #[test]
     fn topic_per_host_names_the_topic_and_no_partition() {
         let id = CorrelationId::new_spring();
-        let address = ReturnAddress::new(HeaderNames::default(), "payment_response_prod1", None);
+        let address = ReturnAddress::new(
+            HeaderNames::default(),
+            Dialect::Spring,
+            "payment_response_prod1",
+            None,
+        );
         assert_eq!(
             address.headers(&id),
             [
@@ -68,7 +82,12 @@ mod tests {
     #[test]
     fn partition_per_host_adds_the_partition_as_four_big_endian_bytes() {
         let id = CorrelationId::new_spring();
-        let address = ReturnAddress::new(HeaderNames::default(), "payment_response", Some(258));
+        let address = ReturnAddress::new(
+            HeaderNames::default(),
+            Dialect::Spring,
+            "payment_response",
+            Some(258),
+        );
         let headers = address.headers(&id);
         assert_eq!(
             headers[2],
@@ -84,9 +103,18 @@ mod tests {
             reply_partition: "reply_part".into(),
         };
         let id = CorrelationId::new_spring();
-        let headers = ReturnAddress::new(names, "r", Some(1)).headers(&id);
+        let headers = ReturnAddress::new(names, Dialect::Spring, "r", Some(1)).headers(&id);
         let named: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(named, ["corr", "reply_to", "reply_part"]);
         assert_eq!(headers[0].1, id.as_bytes());
+    }
+
+    #[test]
+    fn nestjs_spells_the_partition_in_digits() {
+        let id = Dialect::Nestjs.new_correlation_id();
+        let address = ReturnAddress::new(HeaderNames::default(), Dialect::Nestjs, "r", Some(12));
+        let headers = address.headers(&id);
+        assert_eq!(headers[0].1.len(), 36);
+        assert_eq!(headers[2].1, b"12");
     }
 }

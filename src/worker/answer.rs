@@ -12,7 +12,7 @@
 //!   may call it again.
 
 use crate::wire::header_names::HeaderNames;
-use crate::wire::record::{OutgoingRecord, headers, now_ms};
+use crate::wire::record::{OutgoingRecord, now_ms};
 use crate::wire::reply_error::ReplyError;
 use crate::wire::traceparent;
 use crate::worker::request::WorkItem;
@@ -79,7 +79,8 @@ impl Answer {
     }
 
     /// The reply record to `item`: correlation id echoed (under the name in use), request
-    /// key copied, partition honoured, trace echoed.
+    /// key copied, partition honoured, trace echoed, and the error (if any) in the
+    /// request's dialect.
     pub fn to_reply(&self, item: &WorkItem, names: &HeaderNames) -> OutgoingRecord {
         let to = &item.reply_to;
         let mut reply_headers = vec![
@@ -89,9 +90,11 @@ impl Answer {
                 item.trace.to_string().into_bytes(),
             ),
         ];
-        if let Some(error) = self.error {
-            reply_headers.push((headers::ERROR.to_string(), error.code().as_bytes().to_vec()));
-        }
+        let detail = self.body.get("detail").and_then(Value::as_str);
+        reply_headers.extend(
+            to.dialect
+                .reply_headers(self.error, detail.unwrap_or_default()),
+        );
         OutgoingRecord {
             topic: to.topic.clone(),
             key: item.key.clone(),
@@ -106,6 +109,7 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::dialect::{Dialect, NEST_ERR, NEST_IS_DISPOSED};
     use crate::wire::traceparent::TraceParent;
     use crate::worker::request::ReplyTo;
 
@@ -117,6 +121,7 @@ mod tests {
                 topic: "payment_response_a".into(),
                 partition: Some(1),
                 correlation_id: vec![5; 16],
+                dialect: Dialect::Spring,
             },
             key: b"A-1".to_vec(),
             trace: TraceParent::parse(TRACE.as_bytes()).unwrap(),
@@ -164,6 +169,22 @@ mod tests {
                 .header("kreply_error"),
             Some(&b"declined"[..])
         );
+    }
+
+    #[test]
+    fn a_nestjs_request_gets_a_disposed_reply_with_its_error_in_nest_err() {
+        let mut nest = item();
+        nest.reply_to.dialect = Dialect::Nestjs;
+        let answer = Answer::failure(ReplyError::Declined, "DECLINED", "limit");
+        let reply = answer.to_reply(&nest, &HeaderNames::default());
+        assert_eq!(reply.header(NEST_IS_DISPOSED), Some(&[0u8][..]));
+        let err: Value = serde_json::from_slice(reply.header(NEST_ERR).unwrap()).unwrap();
+        assert_eq!(
+            err,
+            json!({"status": "error", "code": "declined", "message": "limit"})
+        );
+        assert_eq!(reply.header("kreply_error"), None);
+        assert_eq!(reply.header("kafka_correlationId"), Some(&[5u8; 16][..]));
     }
 
     #[test]

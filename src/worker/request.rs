@@ -4,7 +4,11 @@
 //! the names `header_names` gives them) no answer can reach anyone, so such a record is
 //! skipped (and logged). With them, even a malformed payment gets an `invalid-request`
 //! reply, so its caller is not left to time out.
+//!
+//! The request also tells the dialect to answer in ([`Dialect::of_request`]): a NestJS
+//! requester gets a NestJS reply, a Spring one a Spring reply, from the same worker.
 
+use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 use crate::wire::payment::PaymentRequest;
 use crate::wire::record::headers;
@@ -15,9 +19,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyTo {
     pub topic: String,
-    /// From `kafka_replyPartition` (4-byte big-endian), when the gateway asked for one.
+    /// From `kafka_replyPartition` (4-byte big-endian, or digits in NestJS), when the
+    /// requester asked for one.
     pub partition: Option<i32>,
     pub correlation_id: Vec<u8>,
+    /// The dialect the request was asked in, and the reply must be spelled in.
+    pub dialect: Dialect,
 }
 
 /// One request to work on.
@@ -47,14 +54,12 @@ pub fn read<'a>(
         std::str::from_utf8(topic).map_err(|_| format!("{} is not UTF-8", names.reply_topic))?;
     let correlation_id =
         header(&names.correlation_id).ok_or_else(|| missing(&names.correlation_id))?;
-    let partition = match header(&names.reply_partition) {
-        None => None,
-        Some(bytes) => {
-            Some(i32::from_be_bytes(bytes.try_into().map_err(|_| {
-                format!("{} is not 4 bytes", names.reply_partition)
-            })?))
-        }
-    };
+    let partition_bytes = header(&names.reply_partition);
+    let dialect = Dialect::of_request(correlation_id, partition_bytes);
+    let partition = partition_bytes
+        .map(|bytes| dialect.read_partition(bytes))
+        .transpose()
+        .map_err(|why| format!("{} {why}", names.reply_partition))?;
     let idempotency_key =
         header(headers::IDEMPOTENCY_KEY).map(|k| String::from_utf8_lossy(k).into_owned());
     Ok(WorkItem {
@@ -62,6 +67,7 @@ pub fn read<'a>(
             topic: topic.to_string(),
             partition,
             correlation_id: correlation_id.to_vec(),
+            dialect,
         },
         key: key.to_vec(),
         trace: TraceParent::or_start(header(traceparent::HEADER)),
@@ -120,7 +126,8 @@ mod tests {
             ReplyTo {
                 topic: "payment_response_p1".into(),
                 partition: Some(2),
-                correlation_id: ID.to_vec()
+                correlation_id: ID.to_vec(),
+                dialect: Dialect::Spring,
             }
         );
         let payment = item.payment.unwrap();
@@ -167,13 +174,27 @@ mod tests {
         let list = [
             ("kafka_replyTopic", &b"r"[..]),
             ("kafka_correlationId", ID),
-            ("kafka_replyPartition", &b"2"[..]),
+            ("kafka_replyPartition", &[0, 2][..]),
         ];
         assert!(
             read(headers_of(&list), b"", None)
                 .unwrap_err()
                 .contains("4 bytes")
         );
+    }
+
+    #[test]
+    fn a_string_id_and_a_decimal_partition_are_read_as_nestjs() {
+        let nest_id = b"7b2d0d2e-8d6a-4a43-9a53-7b6c2a0b0b71";
+        let list = [
+            ("kafka_replyTopic", &b"r"[..]),
+            ("kafka_correlationId", &nest_id[..]),
+            ("kafka_replyPartition", &b"12"[..]),
+        ];
+        let item = read(headers_of(&list), b"", None).unwrap();
+        assert_eq!(item.reply_to.dialect, Dialect::Nestjs);
+        assert_eq!(item.reply_to.partition, Some(12));
+        assert_eq!(item.reply_to.correlation_id, nest_id);
     }
 
     #[test]
@@ -228,7 +249,12 @@ mod tests {
     /// What the gateway would produce for `bytes`, when it accepts them.
     fn produced(bytes: &[u8]) -> Option<(PaymentRequest, crate::wire::record::OutgoingRecord)> {
         let payment = PaymentRequest::parse("refund", bytes).ok()?;
-        let reply = ReturnAddress::new(HeaderNames::default(), "payment_response_local2", Some(1));
+        let reply = ReturnAddress::new(
+            HeaderNames::default(),
+            Dialect::Spring,
+            "payment_response_local2",
+            Some(1),
+        );
         let id = CorrelationId::new_spring();
         let record = payment.to_record("payment_request", &id, &reply, &TraceParent::start());
         Some((payment, record))

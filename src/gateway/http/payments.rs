@@ -27,9 +27,10 @@ use crate::gateway::reply_check;
 use crate::ops::http_server::problem_response;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::dead_letter::{self, Cause};
+use crate::wire::dialect::{Dialect, WorkerError};
 use crate::wire::payment::PaymentRequest;
 use crate::wire::problem::{Outcome, Problem};
-use crate::wire::record::{OutgoingRecord, WrittenAt, headers};
+use crate::wire::record::{OutgoingRecord, WrittenAt};
 use crate::wire::reply_error::ReplyError;
 use crate::wire::traceparent::{self, TraceParent};
 use async_std::future::timeout;
@@ -107,7 +108,8 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     let _in_flight = gateway.metrics.in_flight.track();
     let mut trail = Trail::of(&req);
     let answer = match exchange(&gateway, &mut req, &operation, &mut trail).await {
-        Ok(reply) => worker_answer(reply, trail.correlation_id.as_ref()).map_err(Failed::error),
+        Ok(reply) => worker_answer(reply, trail.correlation_id.as_ref(), gateway.config.dialect)
+            .map_err(Failed::error),
         Err(failed) => Err(failed),
     };
     let outcome = answer
@@ -192,7 +194,7 @@ async fn prepare(
     let (payment, wait) = check(gateway, req, operation, trail)
         .await
         .map_err(Failed::rejected)?;
-    let id = CorrelationId::new_spring();
+    let id = gateway.config.dialect.new_correlation_id();
     let waiter = gateway
         .registry
         .register(id.clone())
@@ -296,20 +298,32 @@ pub(super) fn respond(answer: Result<Vec<u8>, Problem>, id: Option<&CorrelationI
     response
 }
 
-/// The worker's answer: its reply value, or the problem its `kreply_error` header names.
-/// A value that is not JSON is never passed off as a success: the caller gets `502
-/// invalid-reply` with outcome unknown, since a worker that wrote garbage may have charged.
-pub(super) fn worker_answer(reply: Reply, id: Option<&CorrelationId>) -> Result<Vec<u8>, Problem> {
-    let error = reply
-        .headers
-        .iter()
-        .find(|(name, _)| name == headers::ERROR)
-        .map(|(_, code)| ReplyError::from_code(code.as_deref().unwrap_or_default()));
-    let value = reply.value.unwrap_or_default();
+/// The worker's answer: its reply value, or the problem its error header names
+/// (`kreply_error` in Spring, `kafka_nest-err` in NestJS). A value that is not JSON is
+/// never passed off as a success: the caller gets `502 invalid-reply` with outcome
+/// unknown, since a worker that wrote garbage may have charged.
+pub(super) fn worker_answer(
+    reply: Reply,
+    id: Option<&CorrelationId>,
+    dialect: Dialect,
+) -> Result<Vec<u8>, Problem> {
+    let header = |name: &str| {
+        reply
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref().unwrap_or_default())
+    };
+    let error = dialect.error_of(header);
+    let value = reply.value.clone().unwrap_or_default();
     let problem = match error {
         None if reply_check::is_json(&value) => return Ok(value),
         None => invalid_reply(&value),
-        Some(error) => error_reply(error, &value),
+        Some(WorkerError {
+            code,
+            said: Some(said),
+        }) => error_problem(code, said),
+        Some(WorkerError { code, said: None }) => error_reply(code, &value),
     };
     Err(match id {
         Some(id) => problem.with_correlation_id(id),
@@ -334,16 +348,22 @@ fn invalid_reply(value: &[u8]) -> Problem {
 fn error_reply(error: ReplyError, value: &[u8]) -> Problem {
     let reply_json: serde_json::Value = serde_json::from_slice(value)
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()));
-    let detail = reply_json
-        .get("detail")
-        .and_then(|d| d.as_str())
+    error_problem(error, reply_json)
+}
+
+/// The mapped status for a worker's error, with what the worker said inside: its
+/// `detail` (kreply's Spring replies) or `message` (NestJS errors) becomes the detail.
+fn error_problem(error: ReplyError, said: serde_json::Value) -> Problem {
+    let detail = ["detail", "message"]
+        .iter()
+        .find_map(|key| said.get(key).and_then(|d| d.as_str()))
         .map_or_else(
             || format!("the worker answered with error \"{}\"", error.code()),
             str::to_string,
         );
     Problem::new(error.status(), error.code(), detail)
         .with_outcome(error.outcome())
-        .with_reply(reply_json)
+        .with_reply(said)
 }
 
 fn ok_response(body: Vec<u8>) -> Response {
@@ -417,6 +437,8 @@ fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::dialect::{NEST_ERR, NEST_IS_DISPOSED};
+    use crate::wire::record::headers;
 
     fn reply(value: Option<&[u8]>, error: Option<&[u8]>) -> Reply {
         Reply {
@@ -432,7 +454,11 @@ mod tests {
 
     #[test]
     fn a_json_value_is_the_answer() {
-        let answer = worker_answer(reply(Some(br#"{"status":"APPROVED"}"#), None), None);
+        let answer = worker_answer(
+            reply(Some(br#"{"status":"APPROVED"}"#), None),
+            None,
+            Dialect::Spring,
+        );
         assert_eq!(answer.unwrap(), br#"{"status":"APPROVED"}"#);
     }
 
@@ -440,7 +466,8 @@ mod tests {
     fn a_value_that_is_not_json_is_a_502_with_unknown_outcome() {
         let id = CorrelationId::new_spring();
         for value in [Some(&b"APPROVED"[..]), Some(b"\xff\xfe{"), Some(b""), None] {
-            let problem = worker_answer(reply(value, None), Some(&id)).unwrap_err();
+            let problem =
+                worker_answer(reply(value, None), Some(&id), Dialect::Spring).unwrap_err();
             assert_eq!((problem.status, problem.code), (502, "invalid-reply"));
             assert_eq!(problem.outcome, Some(Outcome::Unknown));
             assert_eq!(
@@ -452,8 +479,42 @@ mod tests {
 
     #[test]
     fn an_unknown_error_code_is_a_502_with_unknown_outcome() {
-        let problem = worker_answer(reply(Some(b"{}"), Some(b"out-of-cheese")), None).unwrap_err();
+        let problem = worker_answer(
+            reply(Some(b"{}"), Some(b"out-of-cheese")),
+            None,
+            Dialect::Spring,
+        )
+        .unwrap_err();
         assert_eq!((problem.status, problem.code), (502, "worker-error"));
         assert_eq!(problem.outcome, Some(Outcome::Unknown));
+    }
+
+    fn nest_reply(value: Option<&[u8]>, err: Option<&[u8]>) -> Reply {
+        let mut reply = reply(value, None);
+        reply
+            .headers
+            .push((NEST_IS_DISPOSED.to_string(), Some(vec![0])));
+        if let Some(err) = err {
+            reply
+                .headers
+                .push((NEST_ERR.to_string(), Some(err.to_vec())));
+        }
+        reply
+    }
+
+    #[test]
+    fn a_nestjs_error_is_mapped_by_its_code_and_a_foreign_one_is_unknown() {
+        let err = br#"{"status":"error","code":"declined","message":"card limit"}"#;
+        let problem =
+            worker_answer(nest_reply(None, Some(err)), None, Dialect::Nestjs).unwrap_err();
+        assert_eq!((problem.status, problem.code), (402, "declined"));
+        assert_eq!(&*problem.detail, "card limit");
+        let foreign = br#"{"status":"error","message":"Internal server error"}"#;
+        let problem =
+            worker_answer(nest_reply(None, Some(foreign)), None, Dialect::Nestjs).unwrap_err();
+        assert_eq!((problem.status, problem.code), (502, "worker-error"));
+        assert_eq!(problem.outcome, Some(Outcome::Unknown));
+        let ok = worker_answer(nest_reply(Some(b"{}"), None), None, Dialect::Nestjs);
+        assert_eq!(ok.unwrap(), b"{}");
     }
 }

@@ -64,7 +64,7 @@ enum Found {
 
 fn find(gateway: &GatewayState, id_text: &str, host: Option<&str>) -> Result<Found, Problem> {
     let id = Uuid::parse_str(id_text)
-        .map(|uuid| CorrelationId::from_wire(uuid.as_bytes()))
+        .map(|uuid| gateway.config.dialect.correlation_id(uuid))
         .map_err(|_| {
             Problem::new(
                 400,
@@ -77,7 +77,10 @@ fn find(gateway: &GatewayState, id_text: &str, host: Option<&str>) -> Result<Fou
         return owner_url(gateway, &id, owner).map(Found::Elsewhere);
     }
     match gateway.registry.late_reply(id.as_bytes()) {
-        LateLookup::Answered(reply) => Ok(Found::Here(worker_answer(reply, Some(&id)), id)),
+        LateLookup::Answered(reply) => Ok(Found::Here(
+            worker_answer(reply, Some(&id), gateway.config.dialect),
+            id,
+        )),
         LateLookup::Awaited => Err(Problem::new(
             404,
             "reply-pending",

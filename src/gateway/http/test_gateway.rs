@@ -27,7 +27,12 @@ pub(super) fn gateway_with(config: Config) -> (tide::Server<State>, SendQueue) {
     let readiness = Readiness::default();
     readiness.positioned();
     let reply_topic = format!("payment_response_{OWN_SUFFIX}");
-    let return_address = ReturnAddress::new(config.header_names.clone(), &reply_topic, None);
+    let return_address = ReturnAddress::new(
+        config.header_names.clone(),
+        config.dialect,
+        &reply_topic,
+        None,
+    );
     let gateway = GatewayState {
         registry: Registry::with_limits(config.max_in_flight, config.late_replies.limits()),
         config,

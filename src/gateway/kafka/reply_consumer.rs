@@ -30,7 +30,8 @@ use crate::gateway::reply_check;
 use crate::kafka::ConsumedAt;
 use crate::kafka::whole_batches;
 use crate::wire::correlation_id::CorrelationId;
-use crate::wire::record::{headers, now_ms};
+use crate::wire::dialect::Dialect;
+use crate::wire::record::now_ms;
 use crate::wire::traceparent::{self, LogField};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, KrafkaError};
@@ -228,9 +229,12 @@ pub async fn run(
                         "{repeats} reply record(s) fetched twice in one poll; delivered once"
                     );
                 }
-                let id_header = &source.config.header_names.correlation_id;
+                let speech = Speech {
+                    id_header: &source.config.header_names.correlation_id,
+                    dialect: source.config.dialect,
+                };
                 for record in records {
-                    dispatch(&registry, &metrics, id_header, record);
+                    dispatch(&registry, &metrics, &speech, record);
                 }
                 look(&consumer, &mut watch, &metrics).await
             }
@@ -358,31 +362,46 @@ fn report(readiness: &Readiness, ok: bool, why_not: &str) {
     }
 }
 
-/// Delivers one reply record by its correlation id header (`id_header`). A record that
-/// cannot name a waiter is counted and dropped; one that names a waiter but breaks the
-/// conventions is counted and delivered, and its waiter answers `502`.
+/// How this gateway's replies are spelled: the correlation id header's name and the
+/// dialect.
+struct Speech<'a> {
+    id_header: &'a str,
+    dialect: Dialect,
+}
+
+/// Delivers one reply record by its correlation id header. A record that cannot name a
+/// waiter is counted and dropped; one that names a waiter but breaks the conventions is
+/// counted and delivered, and its waiter answers `502`. A NestJS end marker (an answer's
+/// closing record) is skipped: the answer came before it.
 fn dispatch(
     registry: &Registry,
     metrics: &GatewayMetrics,
-    id_header: &str,
+    speech: &Speech,
     record: ConsumerRecord,
 ) {
     let at = ConsumedAt::of(&record);
     let trace = LogField::of(record.header(traceparent::HEADER).flatten().map(|t| &t[..]));
+    let id_header = speech.id_header;
     let id = record.header(id_header).flatten().cloned();
-    if let Some(bad) = reply_check::unroutable(id.as_deref()) {
+    if let Some(bad) = reply_check::unroutable(id.as_deref(), speech.dialect) {
         metrics.bad_reply(bad);
         log::warn!(
-            "reply at {at} dropped: {} ({id_header} header missing, null or not 16 bytes) {trace}",
+            "reply at {at} dropped: {} ({id_header} header missing, null or not shaped like a {} id) {trace}",
             bad.label(),
+            speech.dialect.name(),
         );
         return;
     }
     let Some(id) = id else { return };
-    let error_code = record.header(headers::ERROR).flatten();
-    if let Some(bad) =
-        reply_check::content_defect(record.value.as_deref(), error_code.map(|c| &c[..]))
+    let header = |name: &str| record.header(name).flatten().map(|v| &v[..]);
+    if speech
+        .dialect
+        .is_end_marker(record.value.as_deref(), header)
     {
+        return;
+    }
+    let error = speech.dialect.error_of(header);
+    if let Some(bad) = reply_check::content_defect(record.value.as_deref(), error.as_ref()) {
         metrics.bad_reply(bad);
         log::warn!(
             "reply at {at} correlation_id={} is malformed: {}; its caller gets a 502 {trace}",
