@@ -8,6 +8,7 @@ pub mod echo;
 pub mod floor;
 pub mod hosts;
 pub mod keep_alive;
+pub mod nest;
 pub mod raw;
 pub mod restart;
 pub mod rss;
