@@ -57,12 +57,16 @@ async fn check_kafka(
         config.broker_security()
     );
     let admin = kafka.admin();
-    let needed = [
-        ("request", config.request_topic.as_str()),
+    let request_topics = config.request_topics();
+    let mut needed: Vec<(&str, &str)> = request_topics
+        .iter()
+        .map(|topic| ("request", topic.as_str()))
+        .collect();
+    needed.extend([
         ("reply", reply.route.topic.as_str()),
         ("dead-letter", config.dlq_topic.as_str()),
         ("results (worker)", config.worker.results_topic.as_str()),
-    ];
+    ]);
     for (role, name) in needed {
         match topics::describe(&admin, name).await? {
             Some(partitions) => {

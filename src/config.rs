@@ -12,6 +12,7 @@ mod security;
 pub(crate) use security::{SaslMechanism, SaslSettings, TlsSettings};
 
 use crate::error::StartupError;
+use crate::gateway::flows::{self, FlowConfig};
 use crate::gateway::late_replies::LateLimits;
 use crate::gateway::readiness::Hysteresis;
 use crate::gateway::registry::DEFAULT_MAX_IN_FLIGHT;
@@ -53,6 +54,9 @@ pub struct Config {
     /// How the gateway spells its requests and reads the replies: `"spring"` (16-byte ids,
     /// the default) or `"nestjs"` (string ids). The worker answers in the request's own.
     pub(crate) dialect: Dialect,
+    /// Operations split over request topics, each flow with its own dialect; empty: one
+    /// flow, from `request_topic`, `operations` and `dialect`.
+    pub(crate) flows: Vec<FlowConfig>,
     /// Where dead-letter records go on a timeout or a failed send.
     pub(crate) dlq_topic: String,
     /// The `{operation}` values `POST /v1/payments/{operation}` accepts.
@@ -230,6 +234,7 @@ impl Default for Config {
             reply_routing: ReplyRouting::default(),
             header_names: HeaderNames::default(),
             dialect: Dialect::Spring,
+            flows: Vec::new(),
             dlq_topic: "payment_request-dlt".to_string(),
             operations: ["approve", "cancel", "refund"].map(String::from).to_vec(),
             default_timeout_ms: 5_000,
@@ -370,6 +375,7 @@ impl Config {
             }
         }
         self.header_names.check().or_else(fail)?;
+        flows::check(&self.flows).or_else(fail)?;
         if self.operations.is_empty() {
             return fail("\"operations\" is empty; list the payment operations to accept, e.g. [\"approve\"]".into());
         }
@@ -466,7 +472,30 @@ impl Config {
     }
 
     pub(crate) fn accepts_operation(&self, operation: &str) -> bool {
-        self.operations.iter().any(|o| o == operation)
+        self.flows()
+            .iter()
+            .any(|flow| flow.operations.iter().any(|o| o == operation))
+    }
+
+    /// The gateway's flows: those listed in `"flows"`, else the one the top-level keys
+    /// describe.
+    pub(crate) fn flows(&self) -> Vec<FlowConfig> {
+        if !self.flows.is_empty() {
+            return self.flows.clone();
+        }
+        vec![FlowConfig {
+            operations: self.operations.clone(),
+            request_topic: self.request_topic.clone(),
+            dialect: self.dialect,
+        }]
+    }
+
+    /// Every request topic the gateway produces to, each once.
+    pub(crate) fn request_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.flows().into_iter().map(|f| f.request_topic).collect();
+        topics.sort();
+        topics.dedup();
+        topics
     }
 }
 
@@ -632,6 +661,37 @@ mod tests {
             Dialect::Nestjs
         );
         assert!(parse(r#"{"dialect": "kafkajs"}"#).is_err());
+    }
+
+    #[test]
+    fn without_flows_the_top_level_keys_are_the_one_flow_and_with_them_each_is_checked() {
+        let config = parse(r#"{"request_topic": "pay", "dialect": "nestjs"}"#).unwrap();
+        let flows = config.flows();
+        assert_eq!(flows.len(), 1);
+        assert_eq!(
+            (flows[0].request_topic.as_str(), flows[0].dialect),
+            ("pay", Dialect::Nestjs)
+        );
+        assert_eq!(flows[0].operations, ["approve", "cancel", "refund"]);
+        let split = parse(
+            r#"{"flows": [{"operations": ["approve"], "request_topic": "a"},
+                          {"operations": ["refund"], "request_topic": "b"}]}"#,
+        )
+        .unwrap();
+        split.validate(Path::new("k.json")).unwrap();
+        assert_eq!(split.request_topics(), ["a", "b"]);
+        assert!(split.accepts_operation("refund"));
+        assert!(!split.accepts_operation("cancel"));
+        let twice = parse(
+            r#"{"flows": [{"operations": ["approve"], "request_topic": "a"},
+                          {"operations": ["approve"], "request_topic": "b"}]}"#,
+        )
+        .unwrap();
+        let err = twice.validate(Path::new("k.json")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("k.json: operation \"approve\" is in"),
+            "{err}"
+        );
         let empty = parse(r#"{"header_names": {"correlation_id": ""}}"#).unwrap();
         let err = empty.validate(Path::new("k.json")).unwrap_err();
         let err = err.to_string();

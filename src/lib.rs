@@ -20,6 +20,7 @@
 //! |---|---|
 //! | `main.rs` | command line (`gateway`, `worker`, `mock-pg`, `check-config`, `--print-route`, `--help`) |
 //! | [`gateway`] | startup order: config, route, Kafka side, then HTTP; the graceful stop |
+//! | [`gateway::flows`] | which request topic and dialect each operation goes to; all flows share the host's reply route |
 //! | [`gateway::host_table`], [`gateway::host_ips`], [`gateway::reply_route`] | which reply topic (and, in partition-per-host routing, which partition of it) this host owns |
 //! | [`gateway::reply_routing`] | the two routing modes, topic-per-host and partition-per-host, and what each needs of the host table and the reply topic |
 //! | [`gateway::registry`] | where a waiting request and its reply meet, with the in-flight cap (runtime-free) |

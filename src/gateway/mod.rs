@@ -9,6 +9,7 @@
 //! closes (new connections are refused); payments in flight are answered, up to their
 //! timeouts; queued records (dead letters) are flushed; exit 0. A second signal exits at once.
 
+pub(crate) mod flows;
 pub(crate) mod host_ips;
 pub(crate) mod host_table;
 pub(crate) mod http;
@@ -26,6 +27,7 @@ use crate::error::StartupError;
 use crate::ops::notify::{self, notify};
 use crate::ops::signals::{self, SignalName};
 use async_std::task;
+use flows::Flows;
 use host_table::HostTable;
 use http::GatewayState;
 use kafka::KafkaSetup;
@@ -65,10 +67,12 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let registry = Registry::with_limits(config.max_in_flight, config.late_replies.limits());
     let readiness = Readiness::new(config.readiness_hysteresis());
     let metrics = Arc::new(GatewayMetrics::default());
+    let flows = Flows::new(&config.flows(), &route, &config.header_names);
     let sender = kafka::start(KafkaSetup {
         config: config.clone(),
         config_path: config_path.display().to_string(),
         route: route.clone(),
+        dialects: flows.dialects(),
         hosts: hosts.clone(),
         registry: registry.clone(),
         readiness: readiness.clone(),
@@ -76,7 +80,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     })?;
     let listen = config.listen;
     let gateway = Arc::new(GatewayState {
-        return_address: route.return_address(&config.header_names, config.dialect),
+        flows,
         config,
         metrics,
         route,

@@ -37,12 +37,10 @@ impl BadReply {
 }
 
 /// Why a reply cannot belong to any request of this gateway, if it cannot.
-pub fn unroutable(correlation_id: Option<&[u8]>, dialect: Dialect) -> Option<BadReply> {
-    match correlation_id {
-        None => Some(BadReply::NoCorrelationId),
-        Some(id) if !dialect.is_own_id(id) => Some(BadReply::BadCorrelationId),
-        Some(_) => None,
-    }
+/// Otherwise the dialect (among those the flows speak, `in_use`) it was written in.
+pub fn route(correlation_id: Option<&[u8]>, in_use: &[Dialect]) -> Result<Dialect, BadReply> {
+    let id = correlation_id.ok_or(BadReply::NoCorrelationId)?;
+    Dialect::of_own_id(id, in_use).ok_or(BadReply::BadCorrelationId)
 }
 
 /// What is wrong with a routable reply's content, if anything; `error` is the worker's
@@ -70,16 +68,18 @@ mod tests {
 
     #[test]
     fn only_an_id_of_the_dialects_shape_can_name_a_waiter() {
-        let spring = |id| unroutable(id, Dialect::Spring);
-        assert_eq!(spring(None), Some(BadReply::NoCorrelationId));
-        assert_eq!(spring(Some(b"short")), Some(BadReply::BadCorrelationId));
-        assert_eq!(spring(Some(&[0; 17])), Some(BadReply::BadCorrelationId));
-        assert_eq!(spring(Some(&[0; 16])), None);
+        let spring = |id| route(id, &[Dialect::Spring]);
+        assert_eq!(spring(None), Err(BadReply::NoCorrelationId));
+        assert_eq!(spring(Some(b"short")), Err(BadReply::BadCorrelationId));
+        assert_eq!(spring(Some(&[0; 17])), Err(BadReply::BadCorrelationId));
+        assert_eq!(spring(Some(&[0; 16])), Ok(Dialect::Spring));
         let nest = Dialect::Nestjs.new_correlation_id();
-        assert_eq!(unroutable(Some(nest.as_bytes()), Dialect::Nestjs), None);
+        let both = [Dialect::Nestjs, Dialect::Spring];
+        assert_eq!(route(Some(nest.as_bytes()), &both), Ok(Dialect::Nestjs));
+        assert_eq!(route(Some(&[0; 16]), &both), Ok(Dialect::Spring));
         assert_eq!(
-            unroutable(Some(&[0; 16]), Dialect::Nestjs),
-            Some(BadReply::BadCorrelationId)
+            route(Some(&[0; 16]), &[Dialect::Nestjs]),
+            Err(BadReply::BadCorrelationId)
         );
     }
 

@@ -77,6 +77,12 @@ impl Dialect {
         }
     }
 
+    /// The dialect among `in_use` whose ids have `id`'s shape: a gateway whose flows speak
+    /// both tells its own replies apart by length alone.
+    pub fn of_own_id(id: &[u8], in_use: &[Dialect]) -> Option<Dialect> {
+        in_use.iter().copied().find(|dialect| dialect.is_own_id(id))
+    }
+
     /// The reply partition header's bytes.
     pub fn partition_bytes(self, partition: i32) -> Vec<u8> {
         match self {

@@ -17,6 +17,7 @@ mod requests;
 mod test_gateway;
 
 use crate::config::Config;
+use crate::gateway::flows::Flows;
 use crate::gateway::host_table::HostTable;
 use crate::gateway::kafka::SendHandle;
 use crate::gateway::metrics::GatewayMetrics;
@@ -25,7 +26,6 @@ use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
 use crate::ops::http_server::{self, Limits, problem_response};
 use crate::ops::signals::Shutdown;
-use crate::wire::return_address::ReturnAddress;
 use async_std::net::TcpListener;
 use std::sync::Arc;
 
@@ -35,8 +35,9 @@ pub struct GatewayState {
     pub config: Config,
     pub metrics: Arc<GatewayMetrics>,
     pub route: ReplyRoute,
-    /// The headers every request carries so its reply comes back to this host.
-    pub return_address: ReturnAddress,
+    /// Where each operation's requests go, and the headers that bring the replies back
+    /// to this host.
+    pub flows: Flows,
     /// Where each host's late replies are asked for (`GET /v1/requests/{id}?host=`).
     pub hosts: HostTable,
     pub registry: Registry,

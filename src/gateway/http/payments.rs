@@ -108,8 +108,15 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     let _in_flight = gateway.metrics.in_flight.track();
     let mut trail = Trail::of(&req);
     let answer = match exchange(&gateway, &mut req, &operation, &mut trail).await {
-        Ok(reply) => worker_answer(reply, trail.correlation_id.as_ref(), gateway.config.dialect)
-            .map_err(Failed::error),
+        Ok(reply) => {
+            let dialect = gateway.flows.of(&operation).map(|flow| flow.dialect);
+            worker_answer(
+                reply,
+                trail.correlation_id.as_ref(),
+                dialect.unwrap_or_default(),
+            )
+            .map_err(Failed::error)
+        }
         Err(failed) => Err(failed),
     };
     let outcome = answer
@@ -194,7 +201,14 @@ async fn prepare(
     let (payment, wait) = check(gateway, req, operation, trail)
         .await
         .map_err(Failed::rejected)?;
-    let id = gateway.config.dialect.new_correlation_id();
+    let flow = gateway.flows.of(operation).ok_or_else(|| {
+        Failed::rejected(Problem::new(
+            404,
+            "unknown-operation",
+            "no flow takes this operation",
+        ))
+    })?;
+    let id = flow.dialect.new_correlation_id();
     let waiter = gateway
         .registry
         .register(id.clone())
@@ -210,8 +224,8 @@ async fn prepare(
             ),
         })?;
     trail.correlation_id = Some(id.clone());
-    let topic = &gateway.config.request_topic;
-    let record = payment.to_record(topic, &id, &gateway.return_address, &trail.trace);
+    let topic = &flow.request_topic;
+    let record = payment.to_record(topic, &id, &flow.return_address, &trail.trace);
     Ok((waiter, record, wait))
 }
 

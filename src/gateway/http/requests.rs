@@ -20,6 +20,7 @@ use crate::gateway::http::GatewayState;
 use crate::gateway::late_replies::LateLookup;
 use crate::ops::http_server::problem_response;
 use crate::wire::correlation_id::CorrelationId;
+use crate::wire::dialect::Dialect;
 use crate::wire::problem::{Outcome, Problem};
 use std::net::SocketAddr;
 use tide::{Request, Response, StatusCode};
@@ -63,22 +64,23 @@ enum Found {
 }
 
 fn find(gateway: &GatewayState, id_text: &str, host: Option<&str>) -> Result<Found, Problem> {
-    let id = Uuid::parse_str(id_text)
-        .map(|uuid| gateway.config.dialect.correlation_id(uuid))
-        .map_err(|_| {
-            Problem::new(
-                400,
-                "invalid-correlation-id",
-                format!("\"{id_text}\" is not a correlation id (a UUID, as in x-correlation-id)"),
-            )
-        })?;
+    let uuid = Uuid::parse_str(id_text).map_err(|_| {
+        Problem::new(
+            400,
+            "invalid-correlation-id",
+            format!("\"{id_text}\" is not a correlation id (a UUID, as in x-correlation-id)"),
+        )
+    })?;
     let own = &gateway.route.suffix;
     if let Some(owner) = host.filter(|h| h != own) {
+        // Any dialect's id shows as the UUID, which is all the URL needs.
+        let id = Dialect::default().correlation_id(uuid);
         return owner_url(gateway, &id, owner).map(Found::Elsewhere);
     }
-    match gateway.registry.late_reply(id.as_bytes()) {
+    let (id, dialect, lookup) = late_lookup(gateway, uuid);
+    match lookup {
         LateLookup::Answered(reply) => Ok(Found::Here(
-            worker_answer(reply, Some(&id), gateway.config.dialect),
+            worker_answer(reply, Some(&id), dialect),
             id,
         )),
         LateLookup::Awaited => Err(Problem::new(
@@ -98,6 +100,23 @@ fn find(gateway: &GatewayState, id_text: &str, host: Option<&str>) -> Result<Fou
         )
         .with_correlation_id(&id)),
     }
+}
+
+/// What this host holds for `uuid`, under the id of the dialect that sent it: a gateway
+/// whose flows speak both has two ids for one UUID, of which only one was ever sent.
+fn late_lookup(gateway: &GatewayState, uuid: Uuid) -> (CorrelationId, Dialect, LateLookup) {
+    let mut first = None;
+    for dialect in gateway.flows.dialects() {
+        let id = dialect.correlation_id(uuid);
+        match gateway.registry.late_reply(id.as_bytes()) {
+            LateLookup::Unknown => {
+                first.get_or_insert((id, dialect));
+            }
+            found => return (id, dialect, found),
+        }
+    }
+    let (id, dialect) = first.unwrap_or((Dialect::Spring.correlation_id(uuid), Dialect::Spring));
+    (id, dialect, LateLookup::Unknown)
 }
 
 /// The same lookup on the host the table lists for `suffix`, on this gateway's port.

@@ -4,12 +4,12 @@
 
 use super::{GatewayState, State, app};
 use crate::config::Config;
+use crate::gateway::flows::Flows;
 use crate::gateway::host_table::HostTable;
 use crate::gateway::kafka::{SendQueue, channel};
 use crate::gateway::readiness::Readiness;
 use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
-use crate::wire::return_address::ReturnAddress;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,23 +27,19 @@ pub(super) fn gateway_with(config: Config) -> (tide::Server<State>, SendQueue) {
     let readiness = Readiness::default();
     readiness.positioned();
     let reply_topic = format!("payment_response_{OWN_SUFFIX}");
-    let return_address = ReturnAddress::new(
-        config.header_names.clone(),
-        config.dialect,
-        &reply_topic,
-        None,
-    );
+    let route = ReplyRoute {
+        host_ip: "127.0.0.2".parse().unwrap(),
+        suffix: OWN_SUFFIX.into(),
+        topic: reply_topic,
+        partition: None,
+    };
+    let flows = Flows::new(&config.flows(), &route, &config.header_names);
     let gateway = GatewayState {
         registry: Registry::with_limits(config.max_in_flight, config.late_replies.limits()),
         config,
         metrics: Arc::default(),
-        route: ReplyRoute {
-            host_ip: "127.0.0.2".parse().unwrap(),
-            suffix: OWN_SUFFIX.into(),
-            topic: reply_topic,
-            partition: None,
-        },
-        return_address,
+        flows,
+        route,
         hosts: HostTable::parse(Path::new("hosts"), "127.0.0.2 local2\n127.0.0.3 local3\n")
             .unwrap(),
         sender,

@@ -27,6 +27,7 @@ use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
 use crate::kafka::topics::{self, NeededTopic};
 use crate::kafka::{ProducerSession, connect_brokers, payment_producer};
+use crate::wire::dialect::Dialect;
 use reply_consumer::{ReplySource, Start};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -37,6 +38,8 @@ pub(crate) struct KafkaSetup {
     /// The config file's path, for error messages.
     pub(crate) config_path: String,
     pub(crate) route: ReplyRoute,
+    /// The dialects the flows speak, which the reply consumer reads.
+    pub(crate) dialects: Vec<Dialect>,
     /// Every host's partition must exist in a shared reply topic.
     pub(crate) hosts: HostTable,
     pub(crate) registry: Registry,
@@ -99,15 +102,18 @@ struct Connected {
 async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
     let config = &setup.config;
     let kafka = connect_brokers(config, &setup.config_path, &config.client_id).await?;
-    let needed = [
-        NeededTopic::plain(&config.request_topic, "request"),
-        NeededTopic::plain(&setup.route.topic, "reply"),
-        NeededTopic::plain(&config.dlq_topic, "dead-letter"),
-    ];
+    // Every flow's request topic, then the reply topic (the partitions to read) and the DLQ.
+    let request_topics = config.request_topics();
+    let mut needed: Vec<NeededTopic> = request_topics
+        .iter()
+        .map(|topic| NeededTopic::plain(topic, "request"))
+        .collect();
+    needed.push(NeededTopic::plain(&setup.route.topic, "reply"));
+    needed.push(NeededTopic::plain(&config.dlq_topic, "dead-letter"));
     let admin = kafka.admin();
     let partitions = topics::ensure(&admin, config, &setup.config_path, &needed).await;
     let _ = admin.close().await;
-    let reply_partitions = &partitions?[1];
+    let reply_partitions = &partitions?[request_topics.len()];
     let route = &setup.route;
     log::info!(
         "startup: topics present; reply topic {} has {} partition(s)",
@@ -125,6 +131,7 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
         config_path: setup.config_path.clone(),
         topic: route.topic.clone(),
         partitions: route.partitions_to_read(reply_partitions),
+        dialects: setup.dialects.clone(),
     };
     let consumer = replies.open(Start::Latest).await?;
     Ok(Connected {

@@ -168,6 +168,8 @@ pub struct ReplySource {
     pub config_path: String,
     pub topic: String,
     pub partitions: Vec<i32>,
+    /// The dialects the flows speak: a reply's id has one of their shapes.
+    pub dialects: Vec<Dialect>,
 }
 
 impl ReplySource {
@@ -231,7 +233,7 @@ pub async fn run(
                 }
                 let speech = Speech {
                     id_header: &source.config.header_names.correlation_id,
-                    dialect: source.config.dialect,
+                    dialects: &source.dialects,
                 };
                 for record in records {
                     dispatch(&registry, &metrics, &speech, record);
@@ -363,10 +365,10 @@ fn report(readiness: &Readiness, ok: bool, why_not: &str) {
 }
 
 /// How this gateway's replies are spelled: the correlation id header's name and the
-/// dialect.
+/// dialects its flows speak.
 struct Speech<'a> {
     id_header: &'a str,
-    dialect: Dialect,
+    dialects: &'a [Dialect],
 }
 
 /// Delivers one reply record by its correlation id header. A record that cannot name a
@@ -383,24 +385,23 @@ fn dispatch(
     let trace = LogField::of(record.header(traceparent::HEADER).flatten().map(|t| &t[..]));
     let id_header = speech.id_header;
     let id = record.header(id_header).flatten().cloned();
-    if let Some(bad) = reply_check::unroutable(id.as_deref(), speech.dialect) {
-        metrics.bad_reply(bad);
-        log::warn!(
-            "reply at {at} dropped: {} ({id_header} header missing, null or not shaped like a {} id) {trace}",
-            bad.label(),
-            speech.dialect.name(),
-        );
-        return;
-    }
+    let dialect = match reply_check::route(id.as_deref(), speech.dialects) {
+        Ok(dialect) => dialect,
+        Err(bad) => {
+            metrics.bad_reply(bad);
+            log::warn!(
+                "reply at {at} dropped: {} ({id_header} header missing, null or not shaped like this gateway's ids) {trace}",
+                bad.label(),
+            );
+            return;
+        }
+    };
     let Some(id) = id else { return };
     let header = |name: &str| record.header(name).flatten().map(|v| &v[..]);
-    if speech
-        .dialect
-        .is_end_marker(record.value.as_deref(), header)
-    {
+    if dialect.is_end_marker(record.value.as_deref(), header) {
         return;
     }
-    let error = speech.dialect.error_of(header);
+    let error = dialect.error_of(header);
     if let Some(bad) = reply_check::content_defect(record.value.as_deref(), error.as_ref()) {
         metrics.bad_reply(bad);
         log::warn!(
