@@ -253,6 +253,18 @@ impl Broker {
 
     /// A responder that sends `finish(echo reply)` to each request, `delay` after reading it.
     pub fn answering(&self, delay: Duration, finish: fn(Record) -> Record) -> Responder {
+        self.replying(delay, move |request| {
+            finish(echo::reply_to(request).unwrap())
+        })
+    }
+
+    /// A responder on the request topic that sends `reply(request)` to each request,
+    /// `delay` after reading it.
+    pub fn replying(
+        &self,
+        delay: Duration,
+        reply: impl Fn(&ConsumerRecord) -> Record + Send + 'static,
+    ) -> Responder {
         let kafka = self.kafka();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (consumer, producer) = self.runtime.block_on(async {
@@ -265,7 +277,7 @@ impl Broker {
                 let mut requests = consumer.poll(Duration::from_millis(100)).await.unwrap();
                 kreply::kafka::whole_batches::drop_repeats(&mut requests);
                 for request in requests {
-                    let reply = finish(echo::reply_to(&request).unwrap());
+                    let reply = reply(&request);
                     recorded.lock().unwrap().push(request);
                     let producer = Arc::clone(&producer);
                     tokio::spawn(async move {

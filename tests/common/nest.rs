@@ -75,23 +75,6 @@ fn nest_reply(request: &ConsumerRecord) -> Record {
 impl Broker {
     /// A NestJS-style server on the request topic; remembers each request it saw.
     pub fn nest_server(&self) -> Responder {
-        let kafka = self.kafka();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (consumer, producer) = self.runtime.block_on(async {
-            let consumer = echo::request_consumer(&kafka, REQUEST_TOPIC).await.unwrap();
-            (consumer, kafka.producer().build().await.unwrap())
-        });
-        let recorded = Arc::clone(&seen);
-        let task = self.runtime.spawn(async move {
-            loop {
-                let mut requests = consumer.poll(Duration::from_millis(100)).await.unwrap();
-                kreply::kafka::whole_batches::drop_repeats(&mut requests);
-                for request in requests {
-                    let _ack = producer.send(nest_reply(&request)).await.unwrap();
-                    recorded.lock().unwrap().push(request);
-                }
-            }
-        });
-        Responder { seen, task }
+        self.replying(Duration::ZERO, nest_reply)
     }
 }
