@@ -12,7 +12,8 @@
 //! Records of one order (same key, same partition) are settled in order; different orders
 //! run concurrently, up to `worker.concurrency` PG calls at once. The Kafka side runs on one
 //! Tokio thread (the work is waiting on the PG and the brokers, not computing); the PG
-//! client and the `/metrics` server do their I/O on async-std.
+//! client keeps its connections on that thread too; the `/metrics` server does its I/O on
+//! async-std.
 
 mod answer;
 mod batch;
@@ -20,6 +21,7 @@ mod commit;
 mod member_list;
 mod metrics;
 mod pg_client;
+mod pg_connections;
 mod poll_loop;
 mod race;
 mod request;

@@ -1,7 +1,8 @@
 //! The call to the payment provider (PG): `POST {pg_url}/charge` with a JSON body.
 //!
 //! Built on async-h1's client (already here for the server), so the worker needs no HTTP
-//! client crate. What matters is telling "not charged" from "maybe charged":
+//! client crate, over connections kept alive between charges ([`PgConnections`]). What
+//! matters is telling "not charged" from "maybe charged":
 //! - the connection could not be made, or the PG answered 5xx or another 4xx: not charged;
 //! - 402: declined, not charged;
 //! - the request was sent and no answer came in time: the outcome is unknown.
@@ -12,10 +13,10 @@
 use crate::error::StartupError;
 use crate::wire::payment::PaymentRequest;
 use crate::wire::traceparent::{self, TraceParent};
-use async_std::net::TcpStream;
+use crate::worker::pg_connections::PgConnections;
 use serde_json::{Value, json};
 use std::time::Duration;
-use tide::http::{Method, Request, Url};
+use tide::http::{Method, Request, Response, Url};
 
 /// What the PG said.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +31,7 @@ pub enum PgAnswer {
 
 pub struct PgClient {
     charge_url: Url,
-    address: String,
+    connections: PgConnections,
     timeout: Duration,
 }
 
@@ -41,7 +42,12 @@ enum CallError {
 }
 
 impl PgClient {
-    pub fn new(pg_url: &str, timeout: Duration) -> Result<PgClient, StartupError> {
+    /// A client of the PG at `pg_url`, keeping up to `connections` connections alive.
+    pub fn new(
+        pg_url: &str,
+        timeout: Duration,
+        connections: usize,
+    ) -> Result<PgClient, StartupError> {
         let bad = |why: &str| {
             StartupError::new(format!(
                 "\"worker.pg_url\" {pg_url:?} {why}; use http://host:port"
@@ -58,7 +64,7 @@ impl PgClient {
             .map_err(|_| bad("cannot take a /charge path"))?;
         Ok(PgClient {
             charge_url,
-            address,
+            connections: PgConnections::new(address, connections),
             timeout,
         })
     }
@@ -89,11 +95,10 @@ impl PgClient {
         payment: &PaymentRequest,
         trace: &TraceParent,
     ) -> Result<(u16, Value), CallError> {
-        let stream = TcpStream::connect(&self.address)
+        let stream = self
+            .connections
+            .take()
             .await
-            .map_err(|e| CallError::NotSent(e.to_string()))?;
-        stream
-            .set_nodelay(true)
             .map_err(|e| CallError::NotSent(e.to_string()))?;
         let idempotency_key = payment.idempotency_key.clone().unwrap_or_default();
         let mut request = Request::new(Method::Post, self.charge_url.clone());
@@ -106,17 +111,29 @@ impl PgClient {
             "amount": payment.body.get("amount"),
             "currency": payment.body.get("currency"),
         }));
-        let mut response = async_h1::connect(stream, request)
+        let mut response = async_h1::connect(stream.clone(), request)
             .await
             .map_err(|e| CallError::Broken(e.to_string()))?;
         let bytes = response
             .body_bytes()
             .await
             .map_err(|e| CallError::Broken(e.to_string()))?;
+        if keeps_alive(&response) {
+            self.connections.give_back(stream);
+        }
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok((response.status() as u16, body))
     }
+}
+
+/// Whether the connection may carry another charge: its answer's length was known, so
+/// it was read to its end, and the PG did not ask to close.
+fn keeps_alive(response: &Response) -> bool {
+    let closing = response
+        .header("connection")
+        .is_some_and(|v| v.as_str().eq_ignore_ascii_case("close"));
+    response.len().is_some() && !closing
 }
 
 #[cfg(test)]
@@ -125,10 +142,11 @@ mod tests {
 
     #[test]
     fn accepts_http_urls_only() {
-        let client = PgClient::new("http://127.0.0.1:9300", Duration::from_secs(1)).unwrap();
-        assert_eq!(client.address, "127.0.0.1:9300");
+        let second = Duration::from_secs(1);
+        let client = PgClient::new("http://127.0.0.1:9300", second, 1).unwrap();
+        assert_eq!(client.connections.address(), "127.0.0.1:9300");
         assert_eq!(client.charge_url.as_str(), "http://127.0.0.1:9300/charge");
-        assert!(PgClient::new("https://pg", Duration::from_secs(1)).is_err());
-        assert!(PgClient::new("nowhere", Duration::from_secs(1)).is_err());
+        assert!(PgClient::new("https://pg", second, 1).is_err());
+        assert!(PgClient::new("nowhere", second, 1).is_err());
     }
 }

@@ -38,6 +38,7 @@ pub(super) async fn start(
     let pg = PgClient::new(
         &settings.pg_url,
         Duration::from_millis(settings.pg_timeout_ms),
+        settings.concurrency,
     )?;
     // Replies and results records have no caller deadline; 30 s bounds a stuck send. The
     // producer has a client of its own, so its sends never wait behind a fetch.
