@@ -4,7 +4,7 @@
 //! 1. everything about the input is checked first, so a bad request produces nothing;
 //! 2. the correlation id is registered *before* the record is produced, so even a reply
 //!    faster than the produce acknowledgement finds its waiter;
-//! 3. one deadline covers the acknowledgement and the reply together;
+//! 3. one deadline (one timer) covers the acknowledgement and the reply together;
 //! 4. when the outcome is unknown (timeout, failed send) the caller is told so, and the
 //!    request goes to the dead-letter topic. Nothing is ever re-sent. The caller is also
 //!    told where a reply that comes later can be fetched (`GET /v1/requests/{id}`).
@@ -33,7 +33,10 @@ use crate::wire::problem::{Outcome, Problem};
 use crate::wire::record::{OutgoingRecord, WrittenAt};
 use crate::wire::reply_error::ReplyError;
 use crate::wire::traceparent::{self, TraceParent};
-use async_std::future::timeout;
+use async_std::task;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tide::{Request, Response, StatusCode};
 
@@ -101,14 +104,27 @@ impl Trail {
     }
 }
 
-pub async fn handle(mut req: Request<State>) -> tide::Result {
+/// The endpoint. The request goes into a box of its own, so that the payment's future
+/// holds a pointer to it (freed once the record is built) instead of its 400 bytes for as
+/// long as the reply takes.
+pub fn handle(req: Request<State>) -> impl Future<Output = tide::Result> {
+    pay(Box::new(req))
+}
+
+async fn pay(mut req: Box<Request<State>>) -> tide::Result {
     let started = Instant::now();
     let gateway = req.state().clone();
     let operation = req.param("operation").unwrap_or_default().to_string();
     let _in_flight = gateway.metrics.in_flight.track();
     let mut trail = Trail::of(&req);
-    let answer = match exchange(&gateway, &mut req, &operation, &mut trail).await {
-        Ok(reply) => {
+    // Boxed, and the request dropped after it: the checks, the body, the parsed payment
+    // and the request itself (headers, route parameters, channels) are gone once the
+    // record is built, so thousands of payments waiting for replies hold only what
+    // waiting needs.
+    let prepared = Box::pin(prepare(&gateway, &mut req, &operation, &mut trail)).await;
+    drop(req);
+    let answer = match prepared {
+        Ok(prepared) => exchange(&gateway, prepared).await.and_then(|reply| {
             let dialect = gateway.flows.of(&operation).map(|flow| flow.dialect);
             worker_answer(
                 reply,
@@ -116,7 +132,7 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
                 dialect.unwrap_or_default(),
             )
             .map_err(Failed::error)
-        }
+        }),
         Err(failed) => Err(failed),
     };
     let outcome = answer
@@ -148,46 +164,67 @@ pub async fn handle(mut req: Request<State>) -> tide::Result {
     Ok(response)
 }
 
-/// Validates, produces, and waits for the reply.
-async fn exchange(
-    gateway: &GatewayState,
-    req: &mut Request<State>,
-    operation: &str,
-    trail: &mut Trail,
-) -> Result<Reply, Failed> {
-    // Boxed: the checks, the body and the parsed payment are gone once the record is
-    // built, so thousands of payments waiting for replies hold only what waiting needs.
-    let (waiter, record, wait) = Box::pin(prepare(gateway, req, operation, trail)).await?;
-    let id = waiter.id().clone();
-    let deadline = Instant::now() + wait;
-    let written = match timeout(wait, gateway.sender.send(record.clone())).await {
-        Ok(Ok(written)) => written,
-        Ok(Err(failure)) if failure.possibly_written => {
+/// A registered payment, ready to produce. A struct, used field by field: destructuring
+/// it would hold each part twice in the waiting future.
+struct Prepared {
+    waiter: ReplyWaiter,
+    /// What is produced, and kept for the dead letter.
+    record: OutgoingRecord,
+    /// How long the caller waits for the acknowledgement and the reply together.
+    wait: Duration,
+}
+
+/// Produces the record and waits for the reply. One timer covers the acknowledgement and
+/// the reply together.
+async fn exchange(gateway: &GatewayState, mut prepared: Prepared) -> Result<Reply, Failed> {
+    let wait = prepared.wait;
+    let mut deadline = pin!(task::sleep(wait));
+    let sending = pin!(gateway.sender.send(prepared.record.clone()));
+    let written = match before(deadline.as_mut(), sending).await {
+        Some(Ok(written)) => written,
+        Some(Err(failure)) if failure.possibly_written => {
             // The reply may even have come already; if not, keep it when it does.
-            return waiter
-                .give_up()
-                .ok_or_else(|| Failed::error(send_failed(gateway, &record, &id, failure)));
+            let id = prepared.waiter.id().clone();
+            return prepared.waiter.give_up().ok_or_else(|| {
+                Failed::error(send_failed(gateway, &prepared.record, &id, failure))
+            });
         }
-        Ok(Err(failure)) => {
-            return Err(Failed::error(send_failed(gateway, &record, &id, failure)));
+        Some(Err(failure)) => {
+            let id = prepared.waiter.id();
+            return Err(Failed::error(send_failed(
+                gateway,
+                &prepared.record,
+                id,
+                failure,
+            )));
         }
-        Err(_) => {
+        None => {
             let why = format!(
                 "no acknowledgement from the brokers within {} ms",
                 wait.as_millis()
             );
-            return give_up(gateway, waiter, &record, None, why);
+            return give_up(gateway, prepared, None, why);
         }
     };
-    let mut waiter = waiter;
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    match timeout(remaining, &mut waiter).await {
-        Ok(reply) => Ok(reply),
-        Err(_) => {
+    match before(deadline, pin!(&mut prepared.waiter)).await {
+        Some(reply) => Ok(reply),
+        None => {
             let why = format!("no reply within {} ms", wait.as_millis());
-            give_up(gateway, waiter, &record, Some(written), why)
+            give_up(gateway, prepared, Some(written), why)
         }
     }
+}
+
+/// `work`'s output, or `None` once `deadline` has passed (which is then not polled again).
+/// Both are pinned by the caller: this future holds only the two references.
+fn before<'a, T: 'a>(
+    mut deadline: Pin<&'a mut impl Future<Output = ()>>,
+    mut work: Pin<&'a mut impl Future<Output = T>>,
+) -> impl Future<Output = Option<T>> + 'a {
+    poll_fn(move |cx| match work.as_mut().poll(cx) {
+        Poll::Ready(done) => Poll::Ready(Some(done)),
+        Poll::Pending => deadline.as_mut().poll(cx).map(|()| None),
+    })
 }
 
 /// Checks everything about the input, then registers a correlation id: the waiter, the
@@ -197,7 +234,7 @@ async fn prepare(
     req: &mut Request<State>,
     operation: &str,
     trail: &mut Trail,
-) -> Result<(ReplyWaiter, OutgoingRecord, Duration), Failed> {
+) -> Result<Prepared, Failed> {
     let (payment, wait) = check(gateway, req, operation, trail)
         .await
         .map_err(Failed::rejected)?;
@@ -226,7 +263,11 @@ async fn prepare(
     trail.correlation_id = Some(id.clone());
     let topic = &flow.request_topic;
     let record = payment.to_record(topic, &id, &flow.return_address, &trail.trace);
-    Ok((waiter, record, wait))
+    Ok(Prepared {
+        waiter,
+        record,
+        wait,
+    })
 }
 
 /// Everything about the input, and whether the gateway takes payments now: whatever fails
@@ -274,15 +315,15 @@ async fn check(
 /// id is remembered so a reply that comes later is kept.
 fn give_up(
     gateway: &GatewayState,
-    waiter: ReplyWaiter,
-    record: &OutgoingRecord,
+    prepared: Prepared,
     written: Option<WrittenAt>,
     why: String,
 ) -> Result<Reply, Failed> {
+    let Prepared { waiter, record, .. } = prepared;
     let id = waiter.id().clone();
     waiter
         .give_up()
-        .ok_or_else(|| Failed::timeout(timed_out(gateway, record, written, &id, why)))
+        .ok_or_else(|| Failed::timeout(timed_out(gateway, &record, written, &id, why)))
 }
 
 /// 503 `overloaded`: nothing was registered or produced (nor, on the early check, read).
@@ -530,5 +571,19 @@ mod tests {
         assert_eq!(problem.outcome, Some(Outcome::Unknown));
         let ok = worker_answer(nest_reply(Some(b"{}"), None), None, Dialect::Nestjs);
         assert_eq!(ok.unwrap(), b"{}");
+    }
+
+    /// The size of what `f` returns, without calling it.
+    fn future_size<A, F: Fn(A) -> R, R>(_: F) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every waiting payment holds this future for as long as its reply takes (issue 8: a
+    /// small waiting request). Boxing the request and passing the prepared payment by
+    /// field halved it from 1,960 bytes.
+    #[test]
+    fn a_waiting_payment_holds_a_small_future() {
+        let size = future_size(handle);
+        assert!(size <= 1024, "the payment future is {size} bytes");
     }
 }
