@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::gateway::kafka::{SendFailure, SendQueue};
 use crate::gateway::readiness::Change;
 use crate::gateway::registry::{Delivery, Reply};
-use crate::ops::http_server::BodyDeadline;
+use crate::ops::http_server::{BodyDeadline, answer};
 use crate::testing::deeply_nested_body;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::problem::CONTENT_TYPE;
@@ -128,7 +128,7 @@ async fn refused(
     code: &str,
 ) -> (Response, Value) {
     let waiting = app.state().registry.in_flight();
-    let mut response: Response = app.respond(req).await.unwrap();
+    let mut response: Response = answer(app.clone(), req).await;
     let problem = expect_problem(&mut response, status, code).await;
     let queued: Vec<String> = queue.take_records().into_iter().map(|r| r.topic).collect();
     assert!(queued.is_empty(), "{code}, yet sent to {queued:?}");
@@ -146,7 +146,7 @@ fn refused_fresh(req: Request, status: u16, code: &str) -> Value {
 /// Sends `req` (a payment that waits 1 ms) and asserts it passed every check: its record
 /// reached the queue and, with no acknowledgement, it ended in a 504. Returns the record.
 async fn sent(app: &Server<State>, queue: &mut SendQueue, req: Request) -> OutgoingRecord {
-    let mut response: Response = app.respond(req).await.unwrap();
+    let mut response: Response = answer(app.clone(), req).await;
     expect_problem(&mut response, 504, "reply-timeout").await;
     let record = queue.take_records().into_iter().next().expect("sent");
     assert_eq!(record.topic, "payment_request");
@@ -160,7 +160,7 @@ async fn with_broker<B: Future>(
     req: Request,
     broker: B,
 ) -> (Response, B::Output) {
-    tokio::join!(async { app.respond(req).await.unwrap() }, broker)
+    tokio::join!(async { answer(app.clone(), req).await }, broker)
 }
 
 /// A payment whose send fails, `possibly_written` or not, with `message`: the answer (a 503 `send-failed`), its
@@ -266,7 +266,7 @@ async fn json_body(response: &mut Response) -> Value {
 }
 
 async fn get(app: &Server<State>, path: &str) -> Response {
-    app.respond(request(Method::Get, path)).await.unwrap()
+    answer(app.clone(), request(Method::Get, path)).await
 }
 
 // Refusals: 4xx, and the 503s decided before anything is sent.
@@ -769,7 +769,7 @@ const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 /// that the request record and its dead letter carry the same one.
 fn answered_trace(req: Request) -> String {
     let (app, mut queue) = gateway();
-    let response: Response = block_on(app.respond(req)).unwrap();
+    let response: Response = block_on(answer(app.clone(), req));
     let answered = header(&response, "traceparent").expect("a traceparent");
     assert!(
         TraceParent::parse(answered.as_bytes()).is_some(),

@@ -6,6 +6,7 @@
 //! with a 1 ms wait and no acknowledgement, ends in a 504): the tests can tell the two apart.
 
 use super::test_gateway::gateway;
+use crate::ops::http_server::answer;
 use crate::testing::{deeply_nested_body, hostile_ascii, number_text, payment_body};
 use proptest::prelude::*;
 use tide::http::{Method, Request, Response, Url};
@@ -23,7 +24,7 @@ fn post(headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Option<serde_json::Val
         req.insert_header(*name, *value);
     }
     req.set_body(body);
-    let mut response: Response = async_std::task::block_on(app.respond(req)).unwrap();
+    let mut response: Response = async_std::task::block_on(answer(app.clone(), req));
     let problem = response
         .content_type()
         .filter(|mime| mime.essence() == crate::wire::problem::CONTENT_TYPE)

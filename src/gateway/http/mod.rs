@@ -24,7 +24,7 @@ use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::readiness::Readiness;
 use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
-use crate::ops::http_server::{self, Limits, problem_response};
+use crate::ops::http_server::{self, Limits};
 use crate::ops::signals::Shutdown;
 use async_std::net::TcpListener;
 use std::sync::Arc;
@@ -47,10 +47,9 @@ pub struct GatewayState {
 
 pub type State = Arc<GatewayState>;
 
-/// The tide application with every route and the problem+json fallback.
+/// The tide application with every route (errors become problems in [`http_server::answer`]).
 pub fn app(gateway: State) -> tide::Server<State> {
     let mut app = tide::with_state(gateway);
-    app.with(tide::utils::After(problem_response::fallback));
     app.at("/v1/payments/:operation").post(payments::handle);
     app.at("/v1/requests/:correlation_id").get(requests::handle);
     app.at("/healthz").get(probes::healthz);

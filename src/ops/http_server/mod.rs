@@ -16,6 +16,8 @@ mod connection_metrics;
 pub(crate) mod problem_response;
 
 pub(crate) use connection::BodyDeadline;
+#[cfg(test)]
+pub(crate) use connection::answer;
 pub(crate) use connection_metrics::{ConnectionCut, ConnectionMetrics};
 
 use crate::config::HttpConfig;

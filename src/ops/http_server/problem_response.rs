@@ -1,12 +1,14 @@
 //! Problem details as tide responses, and a fallback that gives every error one.
 //!
 //! Handlers answer their own failures with a [`Problem`]. Whatever else ends in 4xx or
-//! 5xx (an unknown route, a wrong method, a handler error) passes through [`fallback`], so
-//! a client never has to parse an empty or plain-text error.
+//! 5xx (an unknown route, a wrong method) passes through [`as_problem`], so a client never
+//! has to parse an empty or plain-text error. It runs on every answer in
+//! [`super::answer`], not as tide middleware: a middleware's future would be one more
+//! allocation held by every payment waiting for its reply.
 
 use crate::wire::problem::{self, Problem};
 use tide::http::mime::Mime;
-use tide::{Response, StatusCode};
+use tide::{Response, StatusCode, http};
 
 /// The response for `problem`.
 pub fn respond(problem: &Problem) -> Response {
@@ -30,20 +32,18 @@ fn problem_mime() -> Mime {
         .unwrap_or(tide::http::mime::JSON)
 }
 
-fn is_problem(response: &Response) -> bool {
+fn is_problem(response: &http::Response) -> bool {
     response
         .content_type()
         .is_some_and(|mime| mime.essence() == problem::CONTENT_TYPE)
 }
 
-/// Middleware: turns any error response that is not already a problem into one.
-pub async fn fallback(response: Response) -> tide::Result<Response> {
+/// Turns an error response that is not already a problem into one. kreply's handlers never
+/// fail (they answer with a problem), so what comes here is tide's own 404 and 405.
+pub fn as_problem(response: http::Response) -> http::Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
-        return Ok(response);
-    }
-    if let Some(error) = response.error() {
-        log::error!("request failed: {error}");
+        return response;
     }
     let problem = match status {
         StatusCode::NotFound => Problem::new(
@@ -57,11 +57,14 @@ pub async fn fallback(response: Response) -> tide::Result<Response> {
             "this endpoint does not take that method",
         ),
         s if s.is_client_error() => Problem::new(s as u16, "bad-request", s.canonical_reason()),
-        s => Problem::new(
-            s as u16,
-            "internal-error",
-            "the gateway failed; see its log",
-        ),
+        s => {
+            log::error!("a handler answered {status} without a problem body");
+            Problem::new(
+                s as u16,
+                "internal-error",
+                "the gateway failed; see its log",
+            )
+        }
     };
-    Ok(respond(&problem))
+    respond(&problem).into()
 }
