@@ -32,17 +32,14 @@ fn problem_mime() -> Mime {
         .unwrap_or(tide::http::mime::JSON)
 }
 
-fn is_problem(response: &http::Response) -> bool {
-    response
-        .content_type()
-        .is_some_and(|mime| mime.essence() == problem::CONTENT_TYPE)
-}
-
-/// Turns an error response that is not already a problem into one. kreply's handlers never
-/// fail (they answer with a problem), so what comes here is tide's own 404 and 405.
+/// Gives an error response with nothing to read a problem body. kreply's handlers never
+/// fail (they answer with a problem), so what comes here is tide's own 404 and 405. An
+/// error a handler wrote a body for is its own (the PG simulator's JSON 402, which the
+/// worker reads) and passes unchanged.
 pub fn as_problem(response: http::Response) -> http::Response {
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
+    let error = status.is_client_error() || status.is_server_error();
+    if !error || response.len() != Some(0) {
         return response;
     }
     let problem = match status {
@@ -67,4 +64,24 @@ pub fn as_problem(response: http::Response) -> http::Response {
         }
     };
     respond(&problem).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_error_becomes_a_problem_and_a_written_one_is_kept() {
+        let unknown = as_problem(http::Response::new(StatusCode::NotFound));
+        assert_eq!(unknown.status(), StatusCode::NotFound);
+        assert_eq!(
+            unknown.content_type().map(|m| m.essence().to_string()),
+            Some(problem::CONTENT_TYPE.to_string())
+        );
+        let mut declined = http::Response::new(StatusCode::PaymentRequired);
+        declined.set_body(serde_json::json!({"status": "DECLINED"}));
+        let kept = as_problem(declined);
+        assert_eq!(kept.content_type(), Some(tide::http::mime::JSON));
+        assert_eq!(kept.len(), Some(r#"{"status":"DECLINED"}"#.len()));
+    }
 }
