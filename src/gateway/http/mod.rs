@@ -47,7 +47,7 @@ pub struct GatewayState {
 
 pub type State = Arc<GatewayState>;
 
-/// The tide application with every route (errors become problems in [`http_server::answer`]).
+/// The tide application with every route (an error without a body becomes a problem in [`http_server`]).
 pub fn app(gateway: State) -> tide::Server<State> {
     let mut app = tide::with_state(gateway);
     app.at("/v1/payments/:operation").post(payments::handle);

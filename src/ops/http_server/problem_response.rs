@@ -3,7 +3,7 @@
 //! Handlers answer their own failures with a [`Problem`]. Whatever else ends in 4xx or
 //! 5xx (an unknown route, a wrong method) passes through [`as_problem`], so a client never
 //! has to parse an empty or plain-text error. It runs on every answer in
-//! [`super::answer`], not as tide middleware: a middleware's future would be one more
+//! [`super::connection::answer`], not as tide middleware: a middleware's future would be one more
 //! allocation held by every payment waiting for its reply.
 
 use crate::wire::problem::{self, Problem};
