@@ -53,7 +53,11 @@ pub(super) async fn start(
         move || renewals.producer_sessions_renewed.inc(),
     )
     .await?;
-    let results = ResultsStore::open(&kafka, config, results_partitions, producer.clone())
+    // The results reader too, like every consumer: a broker serves one request per
+    // connection at a time, so a read-back would otherwise wait behind the group
+    // consumer's fetches, heartbeats and commits.
+    let reading = kafka::connect_brokers(config, config_path, "kreply-worker-results").await?;
+    let results = ResultsStore::open(&reading, config, results_partitions, producer.clone())
         .await
         .map_err(|e| {
             StartupError::new(format!(
