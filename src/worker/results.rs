@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
 /// One poll of the reader; it returns as soon as records come.
 const READ_POLL: Duration = Duration::from_millis(200);
-/// Reading a `pending` back takes tens of milliseconds; this long means the reader is stuck
+/// Reading a `pending` back takes a few milliseconds; this long means the reader is stuck
 /// on a log that started over.
 const READ_BACK_STUCK: Duration = Duration::from_secs(3);
 /// The reader's fetch wait. Its reads are for records already written (an acknowledged
