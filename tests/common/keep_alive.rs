@@ -50,6 +50,12 @@ impl KeepAlive {
         result
     }
 
+    /// The open connection (none after an error or a `connection: close`), for a test
+    /// that goes on with it by hand.
+    pub fn into_stream(self) -> Option<TcpStream> {
+        self.connection.map(BufReader::into_inner)
+    }
+
     fn exchange(&mut self, request: &[u8]) -> std::io::Result<HttpResponse> {
         if self.connection.as_ref().is_some_and(closed_by_server) {
             self.reopened += 1;

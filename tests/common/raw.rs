@@ -23,7 +23,11 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn send(addr: SocketAddr, bytes: &[u8]) -> RawClient {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        RawClient::send_on(TcpStream::connect(addr).unwrap(), bytes)
+    }
+
+    /// [`RawClient::send`] on a connection already open.
+    pub fn send_on(mut stream: TcpStream, bytes: &[u8]) -> RawClient {
         stream.write_all(bytes).unwrap();
         RawClient {
             stream,
