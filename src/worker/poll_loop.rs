@@ -165,6 +165,9 @@ async fn anchor(
             None => consumer.position(topic, partition).await,
         };
         if let Some(start) = start {
+            // Where a new owner starts is what to compare with a request's offset when one
+            // is never settled after partitions moved (see README, Soak).
+            log::info!("worker: {topic}/{partition} starts at offset {start}");
             anchors.push((
                 TopicPartition::new(topic, partition),
                 OffsetAndMetadata::new(start),
