@@ -37,7 +37,7 @@
 //! | [`wire::traceparent`] | W3C `traceparent`: validated, started when absent, carried on every record, the answer, the log lines and the PG call |
 //! | [`wire::problem`], [`wire::reply_error`] | `application/problem+json` answers; the `kreply_error` reply header: worker error code -> HTTP status |
 //! | [`wire::topic_name`] | Kafka's rules for a topic name |
-//! | [`kafka`] | shared by gateway and worker: a client per role (`security.rs`: the config's TLS and SASL on every client, and what a failed first connection means), the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free) |
+//! | [`kafka`] | shared by gateway and worker: a client per role (`security.rs`: the config's TLS and SASL on every client, and what a failed first connection means), the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free), `offset_gaps.rs` (reading again a batch tansu stored after a later one) |
 //! | [`ops`] | systemd notify, signals (one [`ops::signals::Shutdown`] passed to whatever must stop; the second signal exits), the Prometheus exporter, and [`ops::http_server`]: the `TCP_NODELAY` accept loop with the connection cap, per-connection deadlines, problem answers |
 //! | [`config`], [`error`] | the JSON config and its environment overrides, with the brokers' TLS and SASL and their secrets (`config/security.rs`); the one-sentence startup error |
 //! | [`check_config`] | `kreply check-config`: the startup checks as a report |
@@ -55,8 +55,9 @@
 //!
 //! # Public surface
 //!
-//! Only what the binary (`main.rs`) calls is public, plus [`kafka::whole_batches`], whose
-//! repeat filter the integration tests' echo worker shares. Everything else is private, so
+//! Only what the binary (`main.rs`) calls is public, plus [`kafka::whole_batches`] and
+//! [`kafka::offset_gaps`], whose repeat filter and hole check the integration tests'
+//! readers share. Everything else is private, so
 //! the compiler reports what nothing uses; and no `unsafe` is allowed anywhere.
 
 #![forbid(unsafe_code)]

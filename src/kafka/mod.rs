@@ -1,9 +1,11 @@
 //! What the gateway and the worker share on the Kafka side: connecting (a client per
 //! role, with the config's TLS and SASL: `security.rs`), the idempotent acks=all payment
-//! producer, the topic check, and reading multi-record batches on tansu. The gateway's
+//! producer, the topic check, and reading on tansu: multi-record batches, and batches
+//! stored after later ones. The gateway's
 //! Kafka thread is [`crate::gateway::kafka`]; the worker's loop is [`crate::worker`].
 
 pub(crate) mod metadata_keeper;
+pub mod offset_gaps;
 pub(crate) mod producer_session;
 mod security;
 pub(crate) mod topics;

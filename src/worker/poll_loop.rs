@@ -4,6 +4,7 @@
 use super::metrics::WorkerMetrics;
 use super::stale_group::StaleGroup;
 use super::{Worker, batch, commit};
+use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::whole_batches::{self, Reread, Span};
 use crate::ops::notify::notify;
 use crate::ops::signals::{Shutdown, SignalName};
@@ -49,11 +50,15 @@ pub(super) async fn serve(
         if repeats > 0 {
             log::debug!("worker: {repeats} request(s) fetched twice in one poll; read once");
         }
-        let spans = whole_batches::spans(&records);
-        if !owned.update(&worker, consumer, topic, &spans).await {
-            rewind(consumer, topic, &spans).await;
+        let Some(gained) = owned.update(&worker, consumer, topic).await else {
+            rewind(consumer, topic, &whole_batches::spans(&records)).await;
             continue;
-        }
+        };
+        // Several gateways write each partition: a request stored late is read again.
+        // After the assignment is taken, so a partition that came back has no old hole.
+        offset_gaps::mend(consumer, topic, &mut owned.gaps, &mut records).await;
+        let spans = whole_batches::spans(&records);
+        anchor(consumer, topic, &gained, &spans, &worker.metrics).await;
         if !ready && requests.group.has_joined() {
             ready = true;
             ready_in_group(&owned);
@@ -99,18 +104,19 @@ struct Owned {
     regaining: Option<Instant>,
     /// Requests already settled in batches being read again.
     reread: Reread,
+    /// Where each partition's next request is, to read again one stored late.
+    gaps: OffsetGaps,
 }
 
 impl Owned {
-    /// Takes the consumer's assignment; `false` when the results store could not be read
-    /// first, so the batch (which read `spans`) must be read again later.
+    /// Takes the consumer's assignment; the partitions gained, or `None` when the results
+    /// store could not be read first, so the batch must be read again later.
     async fn update(
         &mut self,
         worker: &Worker,
         consumer: &Consumer,
         topic: &str,
-        spans: &BTreeMap<i32, Span>,
-    ) -> bool {
+    ) -> Option<Vec<i32>> {
         let assigned: HashSet<i32> = consumer
             .assignment()
             .await
@@ -119,18 +125,19 @@ impl Owned {
             .into_iter()
             .collect();
         if assigned == self.partitions {
-            return true;
+            return Some(Vec::new());
         }
         self.reread.clear();
+        self.gaps.retain(|partition| assigned.contains(&partition));
         // New partitions may carry repeats of what their previous owner recorded;
         // losing partitions brings nothing new to read.
         let new: Vec<i32> = assigned.difference(&self.partitions).copied().collect();
         let gained = !new.is_empty();
         if gained && let Err(e) = worker.results.catch_up().await {
             log::error!("worker: cannot read the results store, will retry: {e}");
-            return false;
+            return None;
         }
-        anchor(consumer, topic, &new, spans, &worker.metrics).await;
+        self.expect_committed(consumer, topic, &new).await;
         let mut sorted: Vec<_> = assigned.iter().copied().collect();
         sorted.sort_unstable();
         log::info!("worker: assigned partitions {sorted:?} of {topic}");
@@ -142,11 +149,27 @@ impl Owned {
         }
         worker.metrics.partitions.set(assigned.len() as i64);
         self.partitions = assigned;
-        true
+        Some(new)
+    }
+
+    /// A gained partition is read from the group's committed offset: its first records
+    /// must start there, or a request being stored was skipped (see `offset_gaps`).
+    async fn expect_committed(&mut self, consumer: &Consumer, topic: &str, new: &[i32]) {
+        let asked: Vec<(&str, i32)> = new.iter().map(|&p| (topic, p)).collect();
+        match consumer.committed(&asked).await {
+            Ok(committed) => {
+                for ((_, partition), at) in committed {
+                    if at.offset >= 0 {
+                        self.gaps.expect(partition, at.offset);
+                    }
+                }
+            }
+            Err(e) => log::debug!("worker: reading the committed offsets of {topic}: {e}"),
+        }
     }
 }
 
-/// Commits where each new partition starts. A group that never committed on a
+/// Commits where each gained partition starts. A group that never committed on a
 /// partition starts a new owner at the latest offset (`start_from`), so without this a
 /// worker that dies before its first commit there would leave the requests it was
 /// working on unread by the next owner.

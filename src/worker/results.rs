@@ -28,7 +28,8 @@
 //! place in the log, on a connection of its own ([`ResultsStore::lookup`]).
 
 use crate::config::Config;
-use crate::kafka::{self, ProducerSession};
+use crate::kafka::offset_gaps::{self, OffsetGaps};
+use crate::kafka::{self, ProducerSession, whole_batches};
 use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::results_index::{Kept, Known, LogPlace, ResultsIndex};
@@ -71,7 +72,7 @@ pub struct ResultsStore {
     topic: String,
     partitions: Vec<i32>,
     /// Held by the one task polling it; replaced by [`ResultsStore::reopen`].
-    reader: tokio::sync::Mutex<Consumer>,
+    reader: tokio::sync::Mutex<Reader>,
     /// How the reader is built again: brokers, security, the topic.
     config: Config,
     /// Polls applied so far: a task that waited for `reader` reads the state again first.
@@ -111,7 +112,7 @@ impl ResultsStore {
         producer: Arc<ProducerSession>,
     ) -> Result<ResultsStore, KrafkaError> {
         let topic = &config.worker.results_topic;
-        let reader = open_reader(kafka, config, &partitions).await?;
+        let reader = Reader::new(open_reader(kafka, config, &partitions).await?);
         let store = ResultsStore {
             topic: topic.to_string(),
             partitions,
@@ -338,11 +339,11 @@ impl ResultsStore {
     /// Polls the reader once and applies what it returns, unless another task has done
     /// so since `polls` was read: then its records are there to look at first.
     async fn read_more(&self, polls: u64) -> Result<(), KrafkaError> {
-        let reader = self.reader.lock().await;
+        let mut reader = self.reader.lock().await;
         if self.polls.load(Ordering::Acquire) != polls {
             return Ok(());
         }
-        let polled = reader.poll(READ_POLL).await;
+        let polled = reader.poll(&self.topic).await;
         self.polls.fetch_add(1, Ordering::AcqRel);
         let polled = polled?;
         let count = polled.len() as u64;
@@ -367,7 +368,7 @@ impl ResultsStore {
             self.topic
         );
         let kafka = kafka::client(&self.config, "kreply-worker-results").await?;
-        *reader = open_reader(&kafka, &self.config, &self.partitions).await?;
+        *reader = Reader::new(open_reader(&kafka, &self.config, &self.partitions).await?);
         self.lock().known.log_started_over();
         self.reopens.fetch_add(1, Ordering::AcqRel);
         self.polls.fetch_add(1, Ordering::AcqRel);
@@ -451,6 +452,31 @@ impl Watch {
             .filter(|known| known.place.offset < offset)
             .max_by_key(|known| known.place.offset)
             .cloned()
+    }
+}
+
+/// The consumer that reads the whole results log, and what it has read of it.
+struct Reader {
+    consumer: Consumer,
+    gaps: OffsetGaps,
+}
+
+impl Reader {
+    fn new(consumer: Consumer) -> Reader {
+        Reader {
+            consumer,
+            gaps: OffsetGaps::default(),
+        }
+    }
+
+    /// The next records of `topic`, in order, none twice, none read past while it was
+    /// being stored (two workers' attempts of one payment land on one partition at once,
+    /// and the race between them is decided by what precedes each `pending`).
+    async fn poll(&mut self, topic: &str) -> Result<Vec<ConsumerRecord>, KrafkaError> {
+        let mut records = self.consumer.poll(READ_POLL).await?;
+        whole_batches::drop_repeats(&mut records);
+        offset_gaps::mend(&self.consumer, topic, &mut self.gaps, &mut records).await;
+        Ok(records)
     }
 }
 

@@ -28,6 +28,7 @@ use crate::gateway::readiness::{Change, Readiness};
 use crate::gateway::registry::{Delivery, Registry, Reply};
 use crate::gateway::reply_check;
 use crate::kafka::ConsumedAt;
+use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::whole_batches;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::dialect::Dialect;
@@ -220,6 +221,7 @@ pub async fn run(
 ) {
     let stale_after = Duration::from_millis(source.config.reply_stale_after_ms);
     let mut watch = LogWatch::default();
+    let mut gaps = OffsetGaps::default();
     let mut opened_at = Instant::now();
     let mut last_healthy_ms = now_ms();
     loop {
@@ -231,6 +233,8 @@ pub async fn run(
                         "{repeats} reply record(s) fetched twice in one poll; delivered once"
                     );
                 }
+                // Several workers write each partition: a reply stored late is read again.
+                offset_gaps::mend(&consumer, &source.topic, &mut gaps, &mut records).await;
                 let speech = Speech {
                     id_header: &source.config.header_names.correlation_id,
                     dialects: &source.dialects,
@@ -287,6 +291,7 @@ pub async fn run(
         );
         close_in_background(old);
         watch = LogWatch::default();
+        gaps = OffsetGaps::default();
         opened_at = Instant::now();
     }
 }
