@@ -87,7 +87,7 @@ impl Answer {
             (names.correlation_id.clone(), to.correlation_id.clone()),
             (
                 traceparent::HEADER.to_string(),
-                item.trace.to_string().into_bytes(),
+                item.trace.to_bytes().to_vec(),
             ),
         ];
         let detail = self.body.get("detail").and_then(Value::as_str);

@@ -407,13 +407,9 @@ impl ResultsStore {
             partition: record.partition,
             offset: record.offset,
         };
-        match record
-            .value
-            .as_deref()
-            .map(serde_json::from_slice::<Recorded>)
-        {
-            Some(Ok(recorded)) => {
-                let known = Known::of(place, record.timestamp, &recorded);
+        match record.value.as_deref().map(Kept::parse) {
+            Some(Ok(kept)) => {
+                let known = Known::at(place, record.timestamp, kept);
                 let state = &mut *self.lock();
                 if let Some(watch) = state.watched.get_mut(key) {
                     watch.seen.push(known.clone());

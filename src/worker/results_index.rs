@@ -14,6 +14,7 @@
 //! [`settle`](super::settle)), so a redelivered request cannot outlive its key.
 
 use crate::worker::answer::Recorded;
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -57,6 +58,21 @@ impl Kept {
         }
     }
 
+    /// What a results record's JSON says, read without building a final one's reply:
+    /// every record a worker reads from the log passes here, and a `Recorded` would parse
+    /// the reply (and buffer the whole record to find its tag) only to drop it.
+    pub fn parse(json: &[u8]) -> serde_json::Result<Kept> {
+        let head: Head = serde_json::from_slice(json)?;
+        Ok(match head.state {
+            State::Pending => Kept::Pending {
+                attempt: head.attempt.into(),
+                started_ms: head.started_ms,
+            },
+            State::Final => Kept::Final,
+            State::Retryable => Kept::Retryable,
+        })
+    }
+
     /// The whole record, when nothing of it was left out (all but a final one).
     pub fn whole(&self) -> Option<Recorded> {
         match self {
@@ -73,6 +89,26 @@ impl Kept {
     }
 }
 
+/// The fields of a results record that [`Kept`] keeps; the others (a final one's reply)
+/// are skipped unread.
+#[derive(Deserialize)]
+struct Head {
+    state: State,
+    #[serde(default)]
+    attempt: String,
+    #[serde(default)]
+    started_ms: i64,
+}
+
+/// A results record's `state`, as [`Recorded`] spells it.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum State {
+    Pending,
+    Final,
+    Retryable,
+}
+
 /// The newest record of one key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Known {
@@ -85,10 +121,14 @@ pub struct Known {
 impl Known {
     /// What is kept of `recorded`, written at `written_ms` to `place`.
     pub fn of(place: LogPlace, written_ms: i64, recorded: &Recorded) -> Known {
+        Known::at(place, written_ms, Kept::of(recorded))
+    }
+
+    pub fn at(place: LogPlace, written_ms: i64, kept: Kept) -> Known {
         Known {
             place,
             written_ms,
-            kept: Kept::of(recorded),
+            kept,
         }
     }
 }
@@ -201,6 +241,41 @@ mod tests {
             started_ms: 3,
         };
         assert_eq!(Kept::of(&pending).whole(), Some(pending));
+    }
+
+    /// The log is read with `Kept::parse`, records are written from `Recorded`: they
+    /// must agree on every state, and on records of older versions.
+    #[test]
+    fn a_record_read_from_the_log_keeps_what_the_whole_record_says() {
+        let written = [
+            Recorded::Final {
+                error: Some("declined".into()),
+                reply: json!({"status": "DECLINED", "nested": [1, {"a": null}]}),
+            },
+            Recorded::Pending {
+                attempt: "9f1c".into(),
+                started_ms: 17,
+            },
+            Recorded::Retryable,
+        ];
+        for recorded in written {
+            let json = serde_json::to_vec(&recorded).unwrap();
+            assert_eq!(
+                Kept::parse(&json).unwrap(),
+                Kept::of(&recorded),
+                "{recorded:?}"
+            );
+        }
+        let old_pending = Kept::parse(br#"{"state":"pending"}"#).unwrap();
+        assert_eq!(
+            old_pending,
+            Kept::Pending {
+                attempt: "".into(),
+                started_ms: 0
+            }
+        );
+        assert!(Kept::parse(br#"{"state":"charged"}"#).is_err());
+        assert!(Kept::parse(b"not json").is_err());
     }
 
     #[test]
