@@ -561,6 +561,8 @@ struct Machine {
     cpu: String,
     load_at_start: String,
     commit: String,
+    /// Which kreply binary the rows measure.
+    binary: String,
     tansu: String,
 }
 
@@ -581,6 +583,10 @@ impl Machine {
             } else {
                 commit
             },
+            binary: std::env::var("KREPLY_BIN").map_or_else(
+                |_| "this cargo build (glibc malloc)".into(),
+                |path| format!("binary {path}"),
+            ),
             tansu: command_output(&tansu, &["--version"]),
         }
     }
@@ -660,7 +666,7 @@ fn report(
     let mut text = format!(
         "## kreply benchmark, {}\n\n\
          machine: {} cores (nproc), {}; load average (uptime) at start {}, at end {}\n\
-         kreply {}; {}; broker, processes and load generator all on this machine\n\
+         kreply {} ({}); {}; broker, processes and load generator all on this machine\n\
          each row: a fresh broker (memory storage), PG simulator at 0 ms, {} s warm-up then {} s measured; \
          etc/kreply.json with topics created, producer_batch_bytes {}, fetch_max_wait_ms {}\n\n",
         machine.date,
@@ -669,6 +675,7 @@ fn report(
         machine.load_at_start,
         load_average(),
         machine.commit,
+        machine.binary,
         machine.tansu,
         settings.warmup.as_secs(),
         settings.window.as_secs(),
