@@ -6,6 +6,7 @@
 use crate::gateway::late_replies::LateStats;
 use crate::gateway::registry::Registry;
 use crate::gateway::reply_check::BadReply;
+use crate::kafka::offset_gaps::Checked;
 use crate::ops::http_server::ConnectionMetrics;
 use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
 use std::collections::BTreeMap;
@@ -55,6 +56,8 @@ pub struct GatewayMetrics {
     pub connections: Arc<ConnectionMetrics>,
     /// Reply records that break the wire conventions, by reason (see [`BadReply`]).
     bad_replies: CounterVec,
+    /// Holes in the reply partitions' offsets, by outcome (see `kafka::offset_gaps`).
+    reply_offset_holes: CounterVec,
 }
 
 impl Default for GatewayMetrics {
@@ -71,11 +74,19 @@ impl Default for GatewayMetrics {
             reply_lag: Mutex::new(BTreeMap::new()),
             connections: Arc::default(),
             bad_replies: CounterVec::default(),
+            reply_offset_holes: CounterVec::default(),
         }
     }
 }
 
 impl GatewayMetrics {
+    /// Counts the holes one poll of the reply topic found.
+    pub fn reply_offset_holes(&self, checked: &Checked) {
+        for outcome in checked.outcomes() {
+            self.reply_offset_holes.inc(&[outcome]);
+        }
+    }
+
     /// Counts one finished request; `operation` must already be a known label.
     pub fn record(&self, operation: &str, outcome: RequestOutcome, elapsed: std::time::Duration) {
         self.requests.inc(&[operation, outcome.label()]);
@@ -142,6 +153,12 @@ impl GatewayMetrics {
             "kreply_reply_consumer_reopens_total",
             "Times the reply consumer was opened again: its log started over (topic re-created, broker restarted empty, log truncated), or it heard nothing from the brokers for reply_stale_after_ms.",
             self.reply_consumer_reopens.get(),
+        );
+        out.counter_vec(
+            "kreply_reply_offset_holes_total",
+            "Holes in the reply offsets a poll returned, by outcome: read-again (a reply the broker stored after a later one, read again), read-past (still missing after 3 reads: a reply may be unread), old (before old records: the log's own).",
+            &["outcome"],
+            &self.reply_offset_holes,
         );
         out.counter(
             "kreply_producer_sessions_renewed_total",
@@ -218,6 +235,7 @@ fn render_late_replies(out: &mut Exposition, late: LateStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::offset_gaps::ReadAgain;
     use crate::ops::http_server::ConnectionCut;
     use std::time::Duration;
 
@@ -232,6 +250,13 @@ mod tests {
         metrics.set_reply_lag([(0, 2), (1, 0)]);
         metrics.connections.cut(ConnectionCut::BodyTimeout);
         metrics.bad_reply(BadReply::NotJson);
+        metrics.reply_offset_holes(&Checked {
+            read_again: vec![ReadAgain {
+                partition: 1,
+                from: 9,
+            }],
+            skipped: vec![],
+        });
         let text = metrics.render(&Registry::default(), true);
         assert!(
             text.contains("kreply_requests_total{operation=\"approve\",outcome=\"ok\"} 1\n"),
@@ -250,6 +275,7 @@ mod tests {
         assert!(text.contains("kreply_ready 1\n"));
         assert!(text.contains("kreply_http_connections_cut_total{reason=\"body-timeout\"} 1\n"));
         assert!(text.contains("kreply_bad_replies_total{reason=\"not-json\"} 1\n"));
+        assert!(text.contains("kreply_reply_offset_holes_total{outcome=\"read-again\"} 1\n"));
         drop(guard);
         assert_eq!(metrics.in_flight.get(), 0);
     }

@@ -88,6 +88,17 @@ pub struct Checked {
     pub skipped: Vec<Skipped>,
 }
 
+impl Checked {
+    /// One label per hole found, for a metric: `read-again` (read again from the hole),
+    /// `read-past` (still there after the rereads: an acknowledged record there may stay
+    /// unread) or `old` (before old records, read past at once: the log's own hole).
+    pub fn outcomes(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let again = self.read_again.iter().map(|_| "read-again");
+        let past = (self.skipped.iter()).map(|hole| if hole.reread { "read-past" } else { "old" });
+        again.chain(past)
+    }
+}
+
 impl OffsetGaps {
     /// Checks one poll's `records` (in fetched order, repeats dropped) at `now_ms`. A
     /// partition with a hole that may still be filled loses its records from the hole on
@@ -245,6 +256,7 @@ mod tests {
         records.extend(fresh(1, [7]));
         let checked = gaps.check(&mut records, NOW);
         assert_eq!(checked.read_again, read_again(0, 3));
+        assert_eq!(checked.outcomes().collect::<Vec<_>>(), ["read-again"]);
         assert_eq!(records, fresh(1, [7]));
         // Read again from 3: the batch is there now.
         let mut healed = fresh(0, 3..6);
@@ -285,6 +297,7 @@ mod tests {
             }
         );
         assert_eq!(records.len(), 2);
+        assert_eq!(checked.outcomes().collect::<Vec<_>>(), ["read-past"]);
         // The next hole gets its rereads afresh.
         assert_eq!(
             gaps.check(&mut fresh(0, [6]), NOW).read_again,
@@ -300,7 +313,7 @@ mod tests {
         let mut records = vec![At(0, 9, NOW - RECENT_MS)];
         let checked = gaps.check(&mut records, NOW);
         assert!(checked.read_again.is_empty());
-        assert!(!checked.skipped[0].reread);
+        assert_eq!(checked.outcomes().collect::<Vec<_>>(), ["old"]);
         assert_eq!(records.len(), 1);
     }
 

@@ -1,5 +1,6 @@
 //! The worker's metrics and its small HTTP listener for `/metrics` and `/healthz`.
 
+use crate::kafka::offset_gaps::Checked;
 use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
 use crate::ops::signals::Shutdown;
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct WorkerMetrics {
     /// Attempts that found an earlier attempt of the same payment before their own
     /// `pending` in the log, and so did not call the PG.
     pub lost_races: Counter,
+    /// Holes in a log's offsets, by log (`requests`, `results`) and outcome.
+    offset_holes: CounterVec,
 }
 
 impl Default for WorkerMetrics {
@@ -38,6 +41,7 @@ impl Default for WorkerMetrics {
             group_rejoins: Counter::default(),
             producer_sessions_renewed: Counter::default(),
             lost_races: Counter::default(),
+            offset_holes: CounterVec::default(),
         }
     }
 }
@@ -49,6 +53,13 @@ impl WorkerMetrics {
 
     pub fn pg_call(&self, result: &str, elapsed: Duration) {
         self.pg_calls.observe(result, elapsed);
+    }
+
+    /// Counts the holes one poll of `log` found.
+    pub fn offset_holes(&self, log: &str, checked: &Checked) {
+        for outcome in checked.outcomes() {
+            self.offset_holes.inc(&[log, outcome]);
+        }
     }
 
     pub fn render(&self) -> String {
@@ -100,6 +111,12 @@ impl WorkerMetrics {
             "Attempts that found another attempt of the same payment first in the results log (two workers settling one request), so did not call the PG.",
             self.lost_races.get(),
         );
+        out.counter_vec(
+            "kreply_worker_offset_holes_total",
+            "Holes in the offsets a poll returned, by log (requests, results) and outcome: read-again (a batch the broker stored after a later one, read again), read-past (still missing after 3 reads: an acknowledged record may be unread), old (before old records: the log's own, e.g. compaction).",
+            &["log", "outcome"],
+            &self.offset_holes,
+        );
         out.finish()
     }
 }
@@ -123,4 +140,33 @@ pub async fn serve(metrics: Arc<WorkerMetrics>, listen: SocketAddr) -> std::io::
         Shutdown::never(),
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::offset_gaps::Skipped;
+
+    #[test]
+    fn holes_are_counted_by_log_and_outcome() {
+        let metrics = WorkerMetrics::default();
+        let hole = |reread| Skipped {
+            partition: 0,
+            from: 4,
+            to: 6,
+            reread,
+        };
+        let checked = Checked {
+            read_again: vec![],
+            skipped: vec![hole(true), hole(false)],
+        };
+        metrics.offset_holes("results", &checked);
+        metrics.offset_holes("results", &checked);
+        let text = metrics.render();
+        let line = |outcome| {
+            format!("kreply_worker_offset_holes_total{{log=\"results\",outcome=\"{outcome}\"}} 2\n")
+        };
+        assert!(text.contains(&line("read-past")), "{text}");
+        assert!(text.contains(&line("old")), "{text}");
+    }
 }

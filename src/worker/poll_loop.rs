@@ -56,7 +56,8 @@ pub(super) async fn serve(
         };
         // Several gateways write each partition: a request stored late is read again.
         // After the assignment is taken, so a partition that came back has no old hole.
-        offset_gaps::mend(consumer, topic, &mut owned.gaps, &mut records).await;
+        let holes = offset_gaps::mend(consumer, topic, &mut owned.gaps, &mut records).await;
+        worker.metrics.offset_holes("requests", &holes);
         let spans = whole_batches::spans(&records);
         anchor(consumer, topic, &gained, &spans, &worker.metrics).await;
         if !ready && requests.group.has_joined() {

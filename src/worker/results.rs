@@ -32,6 +32,7 @@ use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::{self, ProducerSession, whole_batches};
 use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
+use crate::worker::metrics::WorkerMetrics;
 use crate::worker::results_index::{Kept, Known, LogPlace, ResultsIndex};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
@@ -86,6 +87,7 @@ pub struct ResultsStore {
     /// an error.
     finals: tokio::sync::Mutex<Option<Consumer>>,
     producer: Arc<ProducerSession>,
+    metrics: Arc<WorkerMetrics>,
     state: Mutex<State>,
 }
 
@@ -110,6 +112,7 @@ impl ResultsStore {
         config: &Config,
         partitions: Vec<i32>,
         producer: Arc<ProducerSession>,
+        metrics: Arc<WorkerMetrics>,
     ) -> Result<ResultsStore, KrafkaError> {
         let topic = &config.worker.results_topic;
         let reader = Reader::new(open_reader(kafka, config, &partitions).await?);
@@ -123,6 +126,7 @@ impl ResultsStore {
             reopens: AtomicU64::new(0),
             finals: tokio::sync::Mutex::new(None),
             producer,
+            metrics,
             state: Mutex::new(State {
                 known: ResultsIndex::new(Duration::from_millis(
                     config.worker.idempotency_window_ms,
@@ -343,7 +347,7 @@ impl ResultsStore {
         if self.polls.load(Ordering::Acquire) != polls {
             return Ok(());
         }
-        let polled = reader.poll(&self.topic).await;
+        let polled = reader.poll(&self.topic, &self.metrics).await;
         self.polls.fetch_add(1, Ordering::AcqRel);
         let polled = polled?;
         let count = polled.len() as u64;
@@ -468,10 +472,15 @@ impl Reader {
     /// The next records of `topic`, in order, none twice, none read past while it was
     /// being stored (two workers' attempts of one payment land on one partition at once,
     /// and the race between them is decided by what precedes each `pending`).
-    async fn poll(&mut self, topic: &str) -> Result<Vec<ConsumerRecord>, KrafkaError> {
+    async fn poll(
+        &mut self,
+        topic: &str,
+        metrics: &WorkerMetrics,
+    ) -> Result<Vec<ConsumerRecord>, KrafkaError> {
         let mut records = self.consumer.poll(READ_POLL).await?;
         whole_batches::drop_repeats(&mut records);
-        offset_gaps::mend(&self.consumer, topic, &mut self.gaps, &mut records).await;
+        let holes = offset_gaps::mend(&self.consumer, topic, &mut self.gaps, &mut records).await;
+        metrics.offset_holes("results", &holes);
         Ok(records)
     }
 }

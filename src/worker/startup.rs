@@ -57,14 +57,20 @@ pub(super) async fn start(
     // connection at a time, so a read-back would otherwise wait behind the group
     // consumer's fetches, heartbeats and commits.
     let reading = kafka::connect_brokers(config, config_path, "kreply-worker-results").await?;
-    let results = ResultsStore::open(&reading, config, results_partitions, producer.clone())
-        .await
-        .map_err(|e| {
-            StartupError::new(format!(
-                "cannot read the results topic \"{}\": {e}",
-                settings.results_topic
-            ))
-        })?;
+    let results = ResultsStore::open(
+        &reading,
+        config,
+        results_partitions,
+        producer.clone(),
+        Arc::clone(&metrics),
+    )
+    .await
+    .map_err(|e| {
+        StartupError::new(format!(
+            "cannot read the results topic \"{}\": {e}",
+            settings.results_topic
+        ))
+    })?;
     let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
     kafka::metadata_keeper::keep_fresh(&kafka, watched)
         .await

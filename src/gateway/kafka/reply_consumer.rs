@@ -234,7 +234,9 @@ pub async fn run(
                     );
                 }
                 // Several workers write each partition: a reply stored late is read again.
-                offset_gaps::mend(&consumer, &source.topic, &mut gaps, &mut records).await;
+                let holes =
+                    offset_gaps::mend(&consumer, &source.topic, &mut gaps, &mut records).await;
+                metrics.reply_offset_holes(&holes);
                 let speech = Speech {
                     id_header: &source.config.header_names.correlation_id,
                     dialects: &source.dialects,
