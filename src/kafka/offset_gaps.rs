@@ -94,7 +94,10 @@ impl Checked {
     /// unread) or `old` (before old records, read past at once: the log's own hole).
     pub fn outcomes(&self) -> impl Iterator<Item = &'static str> + '_ {
         let again = self.read_again.iter().map(|_| "read-again");
-        let past = (self.skipped.iter()).map(|hole| if hole.reread { "read-past" } else { "old" });
+        let past = self
+            .skipped
+            .iter()
+            .map(|hole| if hole.reread { "read-past" } else { "old" });
         again.chain(past)
     }
 }

@@ -59,7 +59,9 @@ pub(super) async fn serve(
         let holes = offset_gaps::mend(consumer, topic, &mut owned.gaps, &mut records).await;
         worker.metrics.offset_holes("requests", &holes);
         let spans = whole_batches::spans(&records);
-        anchor(consumer, topic, &gained, &spans, &worker.metrics).await;
+        if !gained.is_empty() {
+            anchor(consumer, topic, &gained, &spans, &worker.metrics).await;
+        }
         if !ready && requests.group.has_joined() {
             ready = true;
             ready_in_group(&owned);
