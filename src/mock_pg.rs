@@ -159,7 +159,11 @@ async fn charge(mut req: Request<State>) -> tide::Result {
     } else {
         0
     };
-    task::sleep(Duration::from_millis(options.latency_ms + jitter + slow)).await;
+    let latency_ms = options.latency_ms + jitter + slow;
+    // At 0 ms no timer: the benchmark's HTTP-alone rows measure the HTTP stack, not a timer.
+    if latency_ms > 0 {
+        task::sleep(Duration::from_millis(latency_ms)).await;
+    }
 
     if order_id.starts_with("FAIL") || pg.chance() < options.failure_rate {
         log::info!("mock-pg: {key} failed (500)");

@@ -6,6 +6,10 @@
 //! row pays for the log an earlier row left:
 //! - the floor: the two Kafka hops of a payment done by a minimal krafka requester and
 //!   echo responder ([`common::floor`]), callers on the requester's runtime;
+//! - HTTP alone: the same HTTP callers against the PG simulator at 0 ms, a tide app behind
+//!   kreply's own accept loop with no Kafka, paced to the req/s the 1-host row reached: the
+//!   CPU the gateway's HTTP stack costs by itself at that rate, which bounds from below what
+//!   a gateway can spend per payment;
 //! - kreply with one gateway host and one worker, then with two gateway hosts (each its own
 //!   reply topic) and one worker, the PG simulator at 0 ms, driven over HTTP/1.1 keep-alive
 //!   by callers on threads of their own ([`KeepAlive`]).
@@ -56,6 +60,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const FIRST_ANSWER_WITHIN: Duration = Duration::from_secs(60);
 const FLOOR_REQUESTS: &str = "floor_request";
 const FLOOR_REPLIES: &str = "floor_reply";
+const PAYMENT_PATH: &str = "/v1/payments/approve";
+const PG_PATH: &str = "/charge";
+const HTTP_ALONE: &str = "HTTP alone, paced to the 1-host row's req/s: PG simulator (tide, kreply's accept loop), no Kafka";
 
 struct Settings {
     window: Duration,
@@ -242,8 +249,8 @@ struct Row {
     samples: Samples,
     /// The gateways, or the floor's requester.
     gateways: Vec<Metered>,
-    /// The worker, or the floor's responder.
-    worker: Metered,
+    /// The worker, or the floor's responder; none in the HTTP-alone rows.
+    worker: Option<Metered>,
 }
 
 impl Row {
@@ -320,7 +327,7 @@ fn floor_row(settings: &Settings, config: &BenchConfig, connections: usize) -> R
         window: settings.window,
         samples,
         gateways: metered,
-        worker: responder_use,
+        worker: Some(responder_use),
     }
 }
 
@@ -387,21 +394,12 @@ fn kreply_row(settings: &Settings, config: &BenchConfig, hosts: usize, connectio
         .map(|g| Meter::Process(g.daemon.pid()))
         .collect();
     meters.push(Meter::Process(stack.worker.daemon.pid()));
-    let window = settings.window();
-    let ids = AtomicUsize::new(0);
-    let (samples, mut metered) = std::thread::scope(|s| {
-        let (addrs, ids) = (&addrs, &ids);
-        let callers: Vec<_> = (0..connections)
-            .map(|n| s.spawn(move || http_caller(addrs, n, &window, ids)))
-            .collect();
-        let metered = watch(&window, &meters);
-        let mut samples = Samples::default();
-        for caller in callers {
-            samples.merge(caller.join().unwrap());
-        }
-        (samples, metered)
-    });
-    let worker = metered.pop().unwrap();
+    let load = Load {
+        path: PAYMENT_PATH,
+        every: None,
+    };
+    let (samples, mut metered) = drive(settings, &addrs, &load, connections, &meters);
+    let worker = metered.pop();
     let plural = if hosts == 1 { "" } else { "s" };
     Row {
         setup: format!("kreply, {hosts} gateway host{plural} + 1 worker"),
@@ -413,12 +411,90 @@ fn kreply_row(settings: &Settings, config: &BenchConfig, hosts: usize, connectio
     }
 }
 
-/// One caller: a payment at a time until the window closes, alternating over `hosts`
-/// (starting at host `first`), on a keep-alive connection to each.
-fn http_caller(hosts: &[SocketAddr], first: usize, window: &Window, ids: &AtomicUsize) -> Samples {
+/// The HTTP side alone: the PG simulator at 0 ms, a tide app behind kreply's own accept
+/// loop (the gateway's HTTP stack) that reads each JSON body, logs and answers JSON, with
+/// no Kafka, driven by the same callers at `rate` requests per second in all (the rate a
+/// kreply row reached: CPU per request grows as the rate falls, since fewer requests share
+/// each wake-up). What it spends per request, a gateway spends before any payment work.
+fn http_alone_row(settings: &Settings, connections: usize, rate: f64) -> Row {
+    let pg = MockPg::start(&["--latency-ms", "0"]);
+    let meters = [Meter::Process(pg.daemon.pid())];
+    let load = Load {
+        path: PG_PATH,
+        every: Some(Duration::from_secs_f64(connections as f64 / rate.max(1.0))),
+    };
+    let (samples, metered) = drive(settings, &[pg.addr], &load, connections, &meters);
+    Row {
+        setup: HTTP_ALONE.into(),
+        connections,
+        window: settings.window,
+        samples,
+        gateways: metered,
+        worker: None,
+    }
+}
+
+/// What each caller sends, and how often.
+struct Load {
+    path: &'static str,
+    /// Each caller sends at most one request per this long; `None`: the next at once.
+    every: Option<Duration>,
+}
+
+/// `connections` callers posting to `addrs` over a window, with `meters` read.
+fn drive(
+    settings: &Settings,
+    addrs: &[SocketAddr],
+    load: &Load,
+    connections: usize,
+    meters: &[Meter],
+) -> (Samples, Vec<Metered>) {
+    let window = settings.window();
+    let ids = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let ids = &ids;
+        let callers: Vec<_> = (0..connections)
+            .map(|n| {
+                // Paced callers start spread over one period, not all at once.
+                let first_at =
+                    started + load.every.unwrap_or_default() * n as u32 / connections as u32;
+                let caller = Caller { first: n, first_at };
+                s.spawn(move || http_caller(addrs, load, caller, &window, ids))
+            })
+            .collect();
+        let metered = watch(&window, meters);
+        let mut samples = Samples::default();
+        for caller in callers {
+            samples.merge(caller.join().unwrap());
+        }
+        (samples, metered)
+    })
+}
+
+/// Where a caller starts: its first host, and when it sends its first request.
+struct Caller {
+    first: usize,
+    first_at: Instant,
+}
+
+/// One caller: a request at a time until the window closes (paced if `load` says so),
+/// alternating over `hosts` (starting at host `first`), on a keep-alive connection to each.
+fn http_caller(
+    hosts: &[SocketAddr],
+    load: &Load,
+    caller: Caller,
+    window: &Window,
+    ids: &AtomicUsize,
+) -> Samples {
     let mut clients: Vec<KeepAlive> = hosts.iter().map(|a| KeepAlive::new(*a)).collect();
     let mut samples = Samples::default();
-    for turn in first.. {
+    let mut next_at = caller.first_at;
+    for turn in caller.first.. {
+        if let Some(every) = load.every {
+            std::thread::sleep(next_at.saturating_duration_since(Instant::now()));
+            next_at += every;
+        }
         if !window.open() {
             break;
         }
@@ -428,7 +504,7 @@ fn http_caller(hosts: &[SocketAddr], first: usize, window: &Window, ids: &Atomic
         let started = Instant::now();
         let answer = client.send(
             "POST",
-            "/v1/payments/approve",
+            load.path,
             &[("content-type", "application/json")],
             body.as_bytes(),
         );
@@ -638,9 +714,9 @@ fn table_line(row: &mut Row, floor: Option<(f64, Option<f64>)>) -> String {
         fixed(p99, 1),
         row.samples.error_count(),
         fixed(row.cpu_us(&row.gateways), 0),
-        fixed(row.cpu_us([&row.worker]), 0),
+        fixed(row.worker.as_ref().and_then(|w| row.cpu_us([w])), 0),
         gateway_rss.join(" + "),
-        megabytes(row.worker.peak_kb),
+        megabytes(row.worker.as_ref().and_then(|w| w.peak_kb)),
         ratio(Some(rate), floor_rate),
         ratio(p50, floor_p50.flatten()),
     )
@@ -689,14 +765,17 @@ fn report(
         .map(|r| (r.connections, (r.rate(), r.samples.percentile_ms(0.5))))
         .collect();
     for row in rows.iter_mut() {
-        let floor = floors.get(&row.connections).copied();
+        // The HTTP-alone rows are paced: their rate and latency are not the setup's to compare.
+        let paced = row.setup == HTTP_ALONE;
+        let floor = floors.get(&row.connections).copied().filter(|_| !paced);
         text.push_str(&table_line(row, floor));
     }
     if let Some(waiting) = waiting {
         text.push_str(&waiting_line(waiting));
     }
     text.push_str(
-        "\nFloor rows: the gateway and worker CPU columns hold the requester's and the echo responder's threads.\n",
+        "\nFloor rows: the gateway and worker CPU columns hold the requester's and the echo responder's threads.\n\
+         HTTP-alone rows: the gateway columns hold the PG simulator's process, which reads each JSON body, logs two lines and answers JSON.\n",
     );
     for row in rows.iter().filter(|r| !r.samples.errors.is_empty()) {
         text.push_str(&format!(
@@ -728,11 +807,14 @@ fn bench() {
     // Interleaved by connection count, so each row is compared with a floor measured
     // minutes apart at most, under the same load from whatever else runs here.
     for &connections in &settings.connections {
+        let first = rows.len();
         rows.push(floor_row(&settings, &config, connections));
         for hosts in 1..=HOSTS.len() {
             rows.push(kreply_row(&settings, &config, hosts, connections));
         }
-        for row in &rows[rows.len() - 1 - HOSTS.len()..] {
+        let one_host_rate = rows[first + 1].rate();
+        rows.push(http_alone_row(&settings, connections, one_host_rate));
+        for row in &rows[first..] {
             eprintln!(
                 "bench: {}, {} connections: {:.0} req/s",
                 row.setup,
@@ -742,8 +824,11 @@ fn bench() {
         }
     }
     let waiting = (settings.waiting > 0).then(|| waiting_row(settings.waiting));
-    // Floor first, then each kreply setup, each by connection count.
-    rows.sort_by_key(|r| (!r.setup.starts_with("bare"), r.setup.clone(), r.connections));
+    // The floor first, then HTTP alone, then each kreply setup, each by connection count.
+    rows.sort_by_key(|r| {
+        let place = [r.setup.starts_with("bare"), r.setup == HTTP_ALONE];
+        (place.map(|p| !p), r.setup.clone(), r.connections)
+    });
     let text = report(&settings, &config, &machine, &mut rows, waiting.as_ref());
     println!("\n{text}");
     if let Some(path) = &settings.report {

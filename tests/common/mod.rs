@@ -496,7 +496,7 @@ impl Gateway {
 /// A `kreply mock-pg` process on a free port.
 pub struct MockPg {
     pub url: String,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     pub daemon: Daemon,
 }
 
