@@ -15,7 +15,6 @@ use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::producer::{Acks, Producer};
 use krafka::{Kafka, Record};
 use kreply::kafka::offset_gaps::{self, OffsetGaps};
-use kreply::kafka::whole_batches;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -179,9 +178,10 @@ async fn read(
 ) {
     let mut gaps = OffsetGaps::default();
     while !stop.load(Ordering::Relaxed) {
-        let mut records = consumer.poll(Duration::from_millis(50)).await.unwrap();
-        whole_batches::drop_repeats(&mut records);
-        let checked = offset_gaps::mend(&consumer, TOPIC, &mut gaps, &mut records).await;
+        let wait = Duration::from_millis(50);
+        let (records, checked) = offset_gaps::poll_in_order(&consumer, TOPIC, &mut gaps, wait)
+            .await
+            .unwrap();
         holes.fetch_add(checked.read_again.len(), Ordering::Relaxed);
         delivered
             .lock()

@@ -23,11 +23,12 @@
 //! The rules only compare numbers, so they are unit tests; [`mend`] applies them to a
 //! consumer's poll.
 
-use super::whole_batches::Placed;
+use super::whole_batches::{self, Placed};
 use crate::wire::record::now_ms;
-use krafka::ConsumerRecord;
 use krafka::consumer::Consumer;
+use krafka::{ConsumerRecord, KrafkaError};
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// How many times a hole is read again before the consumer reads past it: each read on
 /// tansu takes a fetch wait, and the batch it waits for is stored microseconds after its
@@ -158,6 +159,21 @@ impl OffsetGaps {
     pub fn retain(&mut self, keep: impl Fn(i32) -> bool) {
         self.partitions.retain(|partition, _| keep(*partition));
     }
+}
+
+/// One poll of `topic` as a reader of a log that several producers write takes it: the
+/// records in order, none twice, none read past while it was being stored; and what the
+/// check found. Repeats go first: [`OffsetGaps::check`] would take one for a step back.
+pub async fn poll_in_order(
+    consumer: &Consumer,
+    topic: &str,
+    gaps: &mut OffsetGaps,
+    wait: Duration,
+) -> Result<(Vec<ConsumerRecord>, Checked), KrafkaError> {
+    let mut records = consumer.poll(wait).await?;
+    whole_batches::drop_repeats(&mut records);
+    let checked = mend(consumer, topic, gaps, &mut records).await;
+    Ok((records, checked))
 }
 
 /// Checks a poll's `records` of `topic` (repeats dropped) as [`OffsetGaps::check`] does,

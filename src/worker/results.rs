@@ -29,7 +29,7 @@
 
 use crate::config::Config;
 use crate::kafka::offset_gaps::{self, OffsetGaps};
-use crate::kafka::{self, ProducerSession, whole_batches};
+use crate::kafka::{self, ProducerSession};
 use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::metrics::WorkerMetrics;
@@ -477,9 +477,8 @@ impl Reader {
         topic: &str,
         metrics: &WorkerMetrics,
     ) -> Result<Vec<ConsumerRecord>, KrafkaError> {
-        let mut records = self.consumer.poll(READ_POLL).await?;
-        whole_batches::drop_repeats(&mut records);
-        let holes = offset_gaps::mend(&self.consumer, topic, &mut self.gaps, &mut records).await;
+        let (records, holes) =
+            offset_gaps::poll_in_order(&self.consumer, topic, &mut self.gaps, READ_POLL).await?;
         metrics.offset_holes("results", &holes);
         Ok(records)
     }

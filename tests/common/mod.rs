@@ -276,10 +276,12 @@ impl Broker {
         let task = self.runtime.spawn(async move {
             let mut gaps = OffsetGaps::default();
             loop {
-                let mut requests = consumer.poll(Duration::from_millis(100)).await.unwrap();
-                kreply::kafka::whole_batches::drop_repeats(&mut requests);
                 // Gateways write the requests: one stored late is read again, as a worker does.
-                offset_gaps::mend(&consumer, REQUEST_TOPIC, &mut gaps, &mut requests).await;
+                let wait = Duration::from_millis(100);
+                let (requests, _) =
+                    offset_gaps::poll_in_order(&consumer, REQUEST_TOPIC, &mut gaps, wait)
+                        .await
+                        .unwrap();
                 for request in requests {
                     let reply = reply(&request);
                     recorded.lock().unwrap().push(request);
