@@ -17,6 +17,7 @@ use crate::gateway::late_replies::LateLimits;
 use crate::gateway::readiness::Hysteresis;
 use crate::gateway::registry::DEFAULT_MAX_IN_FLIGHT;
 use crate::gateway::reply_routing::ReplyRouting;
+use crate::kafka::BrokerCompat;
 use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 use crate::wire::topic_name;
@@ -34,6 +35,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "etc/kreply.json";
 pub struct Config {
     /// Bootstrap brokers, `host:port` each.
     pub(crate) brokers: Vec<String>,
+    /// Whose rules the brokers keep: `"kafka"` (the default) or `"tansu-0.6"`; see
+    /// [`BrokerCompat`] for everything it changes.
+    pub(crate) broker_compat: BrokerCompat,
     /// The HTTP listen address.
     pub(crate) listen: SocketAddr,
     /// The IP-to-suffix table; a relative path is resolved against the config file's folder.
@@ -225,6 +229,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             brokers: vec!["127.0.0.1:9092".to_string()],
+            broker_compat: BrokerCompat::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             host_table: PathBuf::from("reply-hosts.txt"),
             host_ip: None,
@@ -321,7 +326,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `KREPLY_BROKERS`, `KREPLY_LISTEN`, `KREPLY_HOST_IP` and `KREPLY_PG_URL`.
+    /// Applies `KREPLY_BROKERS`, `KREPLY_BROKER_COMPAT`, `KREPLY_LISTEN`, `KREPLY_HOST_IP`
+    /// and `KREPLY_PG_URL`.
     pub(crate) fn apply_env(
         &mut self,
         env: impl Fn(&str) -> Option<String>,
@@ -333,6 +339,13 @@ impl Config {
                 .filter(|b| !b.is_empty())
                 .map(String::from)
                 .collect();
+        }
+        if let Some(name) = env("KREPLY_BROKER_COMPAT") {
+            self.broker_compat = BrokerCompat::parse(&name).ok_or_else(|| {
+                StartupError::new(format!(
+                    "KREPLY_BROKER_COMPAT={name:?} names no broker; set \"kafka\" (Apache Kafka's rules) or \"tansu-0.6\""
+                ))
+            })?;
         }
         if let Some(listen) = env("KREPLY_LISTEN") {
             self.listen = parse_env(

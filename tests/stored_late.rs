@@ -176,7 +176,7 @@ async fn read(
     holes: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 ) {
-    let mut gaps = OffsetGaps::default();
+    let mut gaps = OffsetGaps::new(kreply::kafka::BrokerCompat::Tansu06);
     while !stop.load(Ordering::Relaxed) {
         let wait = Duration::from_millis(50);
         let (records, checked) = offset_gaps::poll_in_order(&consumer, TOPIC, &mut gaps, wait)

@@ -4,6 +4,7 @@
 //! stored after later ones. The gateway's
 //! Kafka thread is [`crate::gateway::kafka`]; the worker's loop is [`crate::worker`].
 
+mod broker_compat;
 pub(crate) mod metadata_keeper;
 pub mod offset_gaps;
 pub(crate) mod producer_session;
@@ -11,6 +12,7 @@ mod security;
 pub(crate) mod topics;
 pub mod whole_batches;
 
+pub use broker_compat::BrokerCompat;
 pub(crate) use producer_session::ProducerSession;
 
 use crate::config::Config;
@@ -56,9 +58,10 @@ pub(crate) async fn connect_brokers(
         .await
         .map_err(|e| security::connect_failed(e, config, config_path))?;
     log::info!(
-        "startup: connected to {} ({})",
+        "startup: connected to {} ({}), following {} rules",
         config.brokers.join(","),
-        config.broker_security()
+        config.broker_security(),
+        config.broker_compat.name()
     );
     Ok(kafka)
 }

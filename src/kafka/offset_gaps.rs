@@ -20,9 +20,11 @@
 //! follow, is read past: Kafka leaves holes for good (transaction markers, compaction),
 //! and on tansu the batch being stored is moments old.
 //!
-//! The rules only compare numbers, so they are unit tests; [`mend`] applies them to a
-//! consumer's poll.
+//! On Kafka's rules ([`BrokerCompat::Kafka`]) no hole is read again: the check only
+//! counts them. The rules only compare numbers, so they are unit tests; [`mend`] applies
+//! them to a consumer's poll.
 
+use super::BrokerCompat;
 use super::whole_batches::{self, Placed};
 use crate::wire::record::now_ms;
 use krafka::consumer::Consumer;
@@ -57,9 +59,12 @@ pub struct ReadAgain {
 }
 
 /// What a consumer has read so far, per partition.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct OffsetGaps {
     partitions: HashMap<i32, Next>,
+    /// Whether a recent hole is read again at all: only on tansu. A Kafka log's holes are
+    /// its own (transaction markers, compaction): each is read past at once, as `old`.
+    rereads: bool,
 }
 
 /// The offset a partition's next record should have, and how often the hole there has
@@ -104,6 +109,15 @@ impl Checked {
 }
 
 impl OffsetGaps {
+    /// What a reader of a log on `compat`'s brokers keeps: see
+    /// [`BrokerCompat::rereads_offset_holes`].
+    pub fn new(compat: BrokerCompat) -> OffsetGaps {
+        OffsetGaps {
+            partitions: HashMap::new(),
+            rereads: compat.rereads_offset_holes(),
+        }
+    }
+
     /// Checks one poll's `records` (in fetched order, repeats dropped) at `now_ms`. A
     /// partition with a hole that may still be filled loses its records from the hole on
     /// and is named in `read_again`: the caller seeks it there. A record below what was
@@ -122,7 +136,7 @@ impl OffsetGaps {
             };
             if record.offset() > next.offset {
                 let recent = now_ms.saturating_sub(record.timestamp_ms()) < RECENT_MS;
-                if recent && next.rereads < MAX_REREADS {
+                if self.rereads && recent && next.rereads < MAX_REREADS {
                     next.rereads += 1;
                     checked.read_again.push(ReadAgain {
                         partition,
@@ -257,7 +271,7 @@ mod tests {
 
     #[test]
     fn records_that_follow_on_are_kept_whole() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         let mut first = fresh(0, 0..3);
         assert_eq!(gaps.check(&mut first, NOW), Checked::default());
         let mut second = fresh(0, 3..5);
@@ -268,8 +282,20 @@ mod tests {
     /// The case seen on tansu: batch 3..=4 was acknowledged but not stored yet when the
     /// fetch from 3 returned batch 5.
     #[test]
+    fn on_kafka_a_recent_hole_is_read_past_at_once() {
+        // A transaction's commit marker takes an offset no record has.
+        let mut gaps = OffsetGaps::new(BrokerCompat::Kafka);
+        gaps.check(&mut fresh(0, 0..3), NOW);
+        let mut records = fresh(0, [4, 5]);
+        let checked = gaps.check(&mut records, NOW);
+        assert!(checked.read_again.is_empty());
+        assert_eq!(checked.outcomes().collect::<Vec<_>>(), ["old"]);
+        assert_eq!(records, fresh(0, [4, 5]));
+    }
+
+    #[test]
     fn a_hole_before_a_poll_drops_the_partition_and_reads_it_again_from_the_hole() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         gaps.check(&mut fresh(0, 0..3), NOW);
         let mut records = fresh(0, [5]);
         records.extend(fresh(1, [7]));
@@ -285,7 +311,7 @@ mod tests {
 
     #[test]
     fn a_hole_inside_a_poll_keeps_what_comes_before_it() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         let mut records = fresh(2, [10, 11, 14, 15]);
         let checked = gaps.check(&mut records, NOW);
         assert_eq!(checked.read_again, read_again(2, 12));
@@ -294,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_hole_still_there_after_the_rereads_is_read_past_and_reported() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         gaps.check(&mut fresh(0, [0]), NOW);
         for _ in 0..MAX_REREADS {
             let mut records = fresh(0, [2]);
@@ -327,7 +353,7 @@ mod tests {
     /// Kafka's compaction leaves holes in old data: reading past them costs no fetch.
     #[test]
     fn a_hole_before_old_records_is_read_past_at_once() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         gaps.check(&mut vec![At(0, 0, 0)], NOW);
         let mut records = vec![At(0, 9, NOW - RECENT_MS)];
         let checked = gaps.check(&mut records, NOW);
@@ -339,7 +365,7 @@ mod tests {
     /// A consumer sought back (a batch read again) reads from there, holes checked anew.
     #[test]
     fn records_below_what_was_read_are_no_hole() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         gaps.check(&mut fresh(0, 0..10), NOW);
         let mut again = fresh(0, 4..10);
         assert_eq!(gaps.check(&mut again, NOW), Checked::default());
@@ -354,7 +380,7 @@ mod tests {
     /// starts past there skipped a batch being stored.
     #[test]
     fn a_first_poll_past_where_the_consumer_was_sent_is_a_hole() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         gaps.expect(0, 20);
         let mut records = fresh(0, [24, 25]);
         assert_eq!(gaps.check(&mut records, NOW).read_again, read_again(0, 20));
@@ -365,7 +391,7 @@ mod tests {
     /// A partition that moved away and came back starts where its first poll starts.
     #[test]
     fn a_partition_given_up_is_forgotten() {
-        let mut gaps = OffsetGaps::default();
+        let mut gaps = OffsetGaps::new(BrokerCompat::Tansu06);
         gaps.check(&mut fresh(0, 0..3), NOW);
         gaps.check(&mut fresh(1, 0..3), NOW);
         gaps.retain(|partition| partition == 1);

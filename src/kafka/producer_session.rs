@@ -19,20 +19,19 @@
 //!   of looping until its delivery timeout;
 //! - one failure of a session renews it once, however many sends saw that failure.
 //!
-//! A send with no acknowledgement after [`STUCK_AFTER`] also renews the session (the
-//! send itself keeps waiting for its own outcome): krafka re-sends a batch to a partition
-//! it never wrote to under an unknown producer id until its 30 s delivery timeout, and
-//! reports nothing while it does.
+//! On tansu only, a send with no acknowledgement for a few seconds also renews the session
+//! (the send itself keeps waiting for its own outcome): krafka re-sends a batch to a
+//! partition it never wrote to under an id tansu forgot until its 30 s delivery timeout,
+//! and reports nothing while it does. On Kafka a slow acknowledgement is normal and is
+//! waited for ([`BrokerCompat::producer_stuck_after`]).
 
 use crate::config::Config;
+use crate::kafka::BrokerCompat;
 use krafka::producer::{DeliveryHandle, Producer, RecordMetadata};
 use krafka::{Kafka, KrafkaError, Record};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// An acknowledgement slower than this means the session may be stuck: start a new one.
-/// Long enough that a busy but healthy broker does not trigger it.
-pub const STUCK_AFTER: Duration = Duration::from_secs(4);
 /// How long records still in a replaced session may take to finish.
 const OLD_SESSION_GRACE: Duration = Duration::from_secs(3);
 /// krafka's default request timeout, which bounds a produce delivery from below.
@@ -44,6 +43,8 @@ struct Settings {
     linger: Duration,
     batch_bytes: usize,
     deliver_within: Duration,
+    /// An acknowledgement outstanding this long renews the session; `None`: never.
+    stuck_after: Option<Duration>,
 }
 
 /// One session: a producer and the number of the session it is.
@@ -81,6 +82,7 @@ impl ProducerSession {
             linger: Duration::from_millis(config.producer_linger_ms),
             batch_bytes: config.producer_batch_bytes,
             deliver_within,
+            stuck_after: BrokerCompat::producer_stuck_after(config.broker_compat),
         };
         let producer = build(&kafka, &settings).await?;
         Ok(Arc::new(ProducerSession {
@@ -135,12 +137,19 @@ impl ProducerSession {
         delivery: DeliveryHandle,
     ) -> Result<RecordMetadata, KrafkaError> {
         tokio::pin!(delivery);
-        let result = match tokio::time::timeout(STUCK_AFTER, &mut delivery).await {
-            Ok(result) => result,
-            Err(_) => {
-                self.renew_in_background(number, "has had an acknowledgement outstanding for 4 s");
-                delivery.await
-            }
+        let result = match self.settings.stuck_after {
+            None => delivery.await,
+            Some(stuck_after) => match tokio::time::timeout(stuck_after, &mut delivery).await {
+                Ok(result) => result,
+                Err(_) => {
+                    let why = format!(
+                        "has had an acknowledgement outstanding for {} s (tansu-0.6)",
+                        stuck_after.as_secs()
+                    );
+                    self.renew_in_background(number, &why);
+                    delivery.await
+                }
+            },
         };
         if let Err(e) = &result {
             self.renew_after(number, e);

@@ -88,6 +88,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
             consumer: &consumer,
             topic: &config.request_topic,
             group: &mut group,
+            compat: config.broker_compat,
         };
         let signal = poll_loop::serve(Arc::new(worker), &mut requests, &shutdown).await;
         notify("STOPPING=1");

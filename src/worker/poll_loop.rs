@@ -4,6 +4,7 @@
 use super::metrics::WorkerMetrics;
 use super::stale_group::StaleGroup;
 use super::{Worker, batch, commit};
+use crate::kafka::BrokerCompat;
 use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::whole_batches::{self, Reread, Span};
 use crate::ops::notify::notify;
@@ -21,6 +22,8 @@ pub(super) struct Requests<'a> {
     pub(super) consumer: &'a Consumer,
     pub(super) topic: &'a str,
     pub(super) group: &'a mut StaleGroup,
+    /// Whose rules the brokers keep: whether a hole in the requests is read again.
+    pub(super) compat: BrokerCompat,
 }
 
 /// Polls, settles and commits, batch by batch, until a stop is asked for; returns the
@@ -32,7 +35,7 @@ pub(super) async fn serve(
     shutdown: &Shutdown,
 ) -> SignalName {
     let (consumer, topic) = (requests.consumer, requests.topic);
-    let mut owned = Owned::default();
+    let mut owned = Owned::new(requests.compat);
     let mut ready = false;
     loop {
         let Some(polled) = shutdown.unless_requested(consumer.poll(POLL_TIMEOUT)).await else {
@@ -100,7 +103,6 @@ fn ready_in_group(owned: &Owned) {
 }
 
 /// The request partitions this worker serves, as last applied.
-#[derive(Default)]
 struct Owned {
     partitions: HashSet<i32>,
     /// Since when the worker has been rejoining after a stale assignment.
@@ -112,6 +114,15 @@ struct Owned {
 }
 
 impl Owned {
+    fn new(compat: BrokerCompat) -> Owned {
+        Owned {
+            partitions: HashSet::new(),
+            regaining: None,
+            reread: Reread::default(),
+            gaps: OffsetGaps::new(compat),
+        }
+    }
+
     /// Takes the consumer's assignment; the partitions gained, or `None` when the results
     /// store could not be read first, so the batch must be read again later.
     async fn update(

@@ -20,16 +20,18 @@
 //!
 //! A log that started over (a re-created topic, a broker that lost its data) would leave
 //! the reader asking for a topic id that no longer exists, or positioned past the new
-//! log's end: tansu answers neither with an error. A read-back (an attempt's `pending`, a
-//! catch-up's markers) whose reader brings nothing for [`READ_BACK_STUCK`] therefore opens
-//! the reader again, on a new client, from the beginning ([`ResultsStore::reopen`]).
+//! log's end: tansu answers neither with an error. On tansu a read-back (an attempt's
+//! `pending`, a catch-up's markers) whose reader brings nothing for [`READ_BACK_STUCK`]
+//! therefore opens the reader again, on a new client, from the beginning
+//! ([`ResultsStore::reopen`]). Kafka answers both with errors the client acts on, so there
+//! a silent reader is only waited for, and the index is never discarded.
 //!
 //! A final record's reply is not kept in memory: a repeat that needs it reads it at its
 //! place in the log, on a connection of its own ([`ResultsStore::lookup`]).
 
 use crate::config::Config;
 use crate::kafka::offset_gaps::{self, OffsetGaps};
-use crate::kafka::{self, ProducerSession};
+use crate::kafka::{self, BrokerCompat, ProducerSession};
 use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::metrics::WorkerMetrics;
@@ -49,15 +51,6 @@ const READ_POLL: Duration = Duration::from_millis(200);
 /// Reading a `pending` back takes a few milliseconds; this long means the reader is stuck
 /// on a log that started over.
 const READ_BACK_STUCK: Duration = Duration::from_secs(3);
-/// The reader's fetch wait. Its reads are for records already written (an acknowledged
-/// `pending`, a catch-up's markers, a final record), so there is data to return at once.
-/// tansu nonetheless holds every fetch for its full wait (its fetch loop sleeps the rest
-/// of the wait after finding data), so with the configured `fetch_max_wait_ms` (10 ms
-/// here) each read-back added that much to every payment: p50 at 1 connection 38.8 ->
-/// 24.8 ms with this. Kafka answers at once when data is there; on either broker a read
-/// that finds nothing (waiting for another attempt's final record) fetches again every
-/// millisecond, which only happens while two attempts of one payment overlap.
-const READ_FETCH_WAIT: Duration = Duration::from_millis(1);
 /// How long a read from before a record may bring nothing before it starts from the
 /// beginning: a record is there to read, so a fetch returns at once.
 const FIND_STALL: Duration = Duration::from_secs(1);
@@ -115,7 +108,8 @@ impl ResultsStore {
         metrics: Arc<WorkerMetrics>,
     ) -> Result<ResultsStore, KrafkaError> {
         let topic = &config.worker.results_topic;
-        let reader = Reader::new(open_reader(kafka, config, &partitions).await?);
+        let compat = config.broker_compat;
+        let reader = Reader::new(open_reader(kafka, config, &partitions).await?, compat);
         let store = ResultsStore {
             topic: topic.to_string(),
             partitions,
@@ -223,12 +217,18 @@ impl ResultsStore {
         self.whole_of(key, before).await
     }
 
-    /// Reads until `met` holds for a record this worker has just written. When the reader
-    /// brings nothing new for [`READ_BACK_STUCK`] first, the log may have started over:
-    /// reopens the reader and tries once more. `false` when the record never came. Only a
+    /// Reads until `met` holds for a record this worker has just written. On tansu, when
+    /// the reader brings nothing new for [`READ_BACK_STUCK`] first, the log may have
+    /// started over: reopens the reader and tries once more
+    /// ([`BrokerCompat::reopens_silent_readers`]); on Kafka, reads for up to
+    /// [`CATCH_UP_LIMIT`]. `false` when the record never came. Only a
     /// stall counts, not the time taken: a new worker reads the whole topic before its
     /// markers come back.
     async fn read_back(&self, mut met: impl FnMut(&State) -> bool) -> Result<bool, KrafkaError> {
+        if !self.config.broker_compat.reopens_silent_readers() {
+            // Kafka: a silent reader is a partition between leaders; what is known stays.
+            return self.read_until(CATCH_UP_LIMIT, met).await;
+        }
         let reopens = self.reopens.load(Ordering::Acquire);
         if self.read_while_moving(&mut met).await? {
             return Ok(true);
@@ -372,7 +372,8 @@ impl ResultsStore {
             self.topic
         );
         let kafka = kafka::client(&self.config, "kreply-worker-results").await?;
-        *reader = Reader::new(open_reader(&kafka, &self.config, &self.partitions).await?);
+        let consumer = open_reader(&kafka, &self.config, &self.partitions).await?;
+        *reader = Reader::new(consumer, self.config.broker_compat);
         self.lock().known.log_started_over();
         self.reopens.fetch_add(1, Ordering::AcqRel);
         self.polls.fetch_add(1, Ordering::AcqRel);
@@ -462,10 +463,10 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(consumer: Consumer) -> Reader {
+    fn new(consumer: Consumer, compat: BrokerCompat) -> Reader {
         Reader {
             consumer,
-            gaps: OffsetGaps::default(),
+            gaps: OffsetGaps::new(compat),
         }
     }
 
@@ -490,13 +491,15 @@ async fn open_reader(
     config: &Config,
     partitions: &[i32],
 ) -> Result<Consumer, KrafkaError> {
+    let compat = config.broker_compat;
     // Drained polls: krafka otherwise stops decoding a fetch after about 1,000 records
     // and fetches again from there, inside a batch, and tansu's memory storage skips the
     // rest of a batch fetched from its middle (see `kafka::whole_batches`).
     let reader = kafka
         .consumer_without_group()
         .auto_offset_reset(AutoOffsetReset::Earliest)
-        .fetch_max_wait(READ_FETCH_WAIT)
+        .fetch_max_wait(compat.read_back_wait(Duration::from_millis(config.fetch_max_wait_ms)))
+        .isolation_level(compat.isolation())
         .max_poll_records(-1)
         .build()
         .await?;

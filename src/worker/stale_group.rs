@@ -60,7 +60,8 @@ pub fn check_interval(session: Duration) -> Duration {
 /// Judges this worker's assignment against the group's member list every few heartbeats'
 /// worth of time.
 pub struct StaleGroup {
-    members: MemberList,
+    /// `None` on brokers that keep Kafka's group rules: nothing is judged.
+    members: Option<MemberList>,
     every: Duration,
     next_check: Instant,
     rounds: Arc<Rounds>,
@@ -68,9 +69,11 @@ pub struct StaleGroup {
 }
 
 impl StaleGroup {
-    /// `partitions`: how many the subscribed topic has; `session`: the group session.
+    /// `partitions`: how many the subscribed topic has; `session`: the group session;
+    /// `members`: the member list to judge by, only where the broker needs watching
+    /// ([`BrokerCompat::watches_stale_group`](crate::kafka::BrokerCompat::watches_stale_group)).
     pub fn new(
-        members: MemberList,
+        members: Option<MemberList>,
         partitions: usize,
         session: Duration,
         rounds: Arc<Rounds>,
@@ -88,7 +91,7 @@ impl StaleGroup {
     /// Why this worker should leave and rejoin the group now, if it should. `owned`:
     /// how many partitions it holds. Cheap between checks.
     pub async fn check(&mut self, consumer: &Consumer, owned: usize) -> Option<String> {
-        if Instant::now() < self.next_check {
+        if self.members.is_none() || Instant::now() < self.next_check {
             return None;
         }
         self.next_check = Instant::now() + self.every;
@@ -101,7 +104,7 @@ impl StaleGroup {
             return self.judge.verdict(None, Instant::now());
         };
         // Only an answer newer than two checks counts: an old list would hide a change.
-        let members = self.members.fresh(self.every * 2)?;
+        let members = self.members.as_ref()?.fresh(self.every * 2)?;
         let seen = Seen {
             member: me.member_id(),
             generation: me.generation_id(),

@@ -77,8 +77,11 @@ pub(super) async fn start(
         .map_err(|e| StartupError::new(format!("cannot start the metadata refresher: {e}")))?;
     let session = Duration::from_millis(settings.session_timeout_ms);
     let rounds = Arc::new(Rounds::default());
+    let compat = config.broker_compat;
     let consumer = kafka
         .consumer(settings.group_id.as_str())
+        .group_protocol(compat.group_protocol())
+        .isolation_level(compat.isolation())
         .enable_auto_commit(false)
         .session_timeout(session)
         .heartbeat_interval(session / 3)
@@ -106,18 +109,21 @@ pub(super) async fn start(
             ))
         })?;
     log::info!(
-        "startup: worker in group {} on {}, PG {}",
+        "startup: worker in group {} ({:?} protocol) on {}, PG {}",
         settings.group_id,
+        compat.group_protocol(),
         config.request_topic,
         settings.pg_url
     );
     let pg_calls = Semaphore::new(settings.concurrency);
-    let members = MemberList::watch(
-        admin,
-        config.clone(),
-        settings.group_id.clone(),
-        stale_group::check_interval(session),
-    );
+    let members = compat.watches_stale_group().then(|| {
+        MemberList::watch(
+            admin,
+            config.clone(),
+            settings.group_id.clone(),
+            stale_group::check_interval(session),
+        )
+    });
     let group = StaleGroup::new(members, request_partitions, session, rounds);
     Ok((
         Worker {

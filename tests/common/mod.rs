@@ -1,8 +1,10 @@
-//! Test harness: a real tansu broker, real gateway processes, a plain HTTP client, and a
-//! Spring-style responder built on krafka. Nothing here imitates Kafka.
+//! Test harness: a real tansu broker or krafka's three-broker Kafka-rules cluster
+//! (`cluster.rs`), real gateway processes, a plain HTTP client, and a Spring-style
+//! responder built on krafka. Nothing here imitates kreply's own Kafka layer.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod answers;
+pub mod cluster;
 pub mod cpu;
 pub mod echo;
 pub mod floor;
@@ -67,11 +69,15 @@ fn log_dir() -> PathBuf {
     dir
 }
 
-/// A tansu broker on a free port, in memory unless started with other storage; killed on
-/// drop.
+/// A tansu broker on a free port, in memory unless started with other storage, or a
+/// three-broker Kafka-rules cluster ([`Broker::start_kafka_rules`]); stopped on drop.
 pub struct Broker {
+    /// The bootstrap list kreply's processes are given (`KREPLY_BROKERS`).
     pub addr: String,
-    child: Child,
+    /// The tansu process; `None` for a Kafka-rules cluster.
+    child: Option<Child>,
+    /// The Kafka-rules cluster, served on `runtime`; dropped before it.
+    cluster: Option<krafka::testing::FakeBroker>,
     pub runtime: tokio::runtime::Runtime,
     /// The `--storage-engine` URL, to restart with the same storage.
     storage: String,
@@ -133,28 +139,29 @@ impl Broker {
     }
 
     fn spawned(port: u16, child: Child, storage: &str) -> Broker {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         Broker {
             addr: format!("127.0.0.1:{port}"),
-            child,
-            runtime,
+            child: Some(child),
+            cluster: None,
+            runtime: harness_runtime(),
             storage: storage.to_string(),
         }
     }
 
     /// The broker's process id, e.g. to read its memory from `/proc`.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("a tansu broker").id()
     }
 
-    /// Kills the broker, as a crash would.
+    /// Kills the broker, as a crash would (every broker of a Kafka-rules cluster).
     pub fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(cluster) = &self.cluster {
+            (0..cluster::BROKERS).for_each(|node| cluster.crash(node));
+        }
     }
 
     pub fn kafka(&self) -> Kafka {
@@ -267,6 +274,7 @@ impl Broker {
         reply: impl Fn(&ConsumerRecord) -> Record + Send + 'static,
     ) -> Responder {
         let kafka = self.kafka();
+        let compat = self.compat();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (consumer, producer) = self.runtime.block_on(async {
             let consumer = echo::request_consumer(&kafka, REQUEST_TOPIC).await.unwrap();
@@ -274,7 +282,7 @@ impl Broker {
         });
         let recorded = Arc::clone(&seen);
         let task = self.runtime.spawn(async move {
-            let mut gaps = OffsetGaps::default();
+            let mut gaps = OffsetGaps::new(compat);
             loop {
                 // Gateways write the requests: one stored late is read again, as a worker does.
                 let wait = Duration::from_millis(100);
@@ -299,9 +307,17 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+/// The Tokio runtime a [`Broker`]'s own clients (and a Kafka-rules cluster) run on.
+fn harness_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Answers every request; remembers each request it saw. Stops on drop.
@@ -329,6 +345,7 @@ impl Daemon {
         let child = Command::new(kreply_binary())
             .args(args)
             .env("RUST_LOG", "info")
+            .env("KREPLY_BROKER_COMPAT", cluster::compat_for(env))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -627,6 +644,7 @@ pub fn config_with(change: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
 pub fn run_kreply(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(kreply_binary())
         .args(args)
+        .env("KREPLY_BROKER_COMPAT", cluster::compat_for(env))
         .envs(env.iter().copied())
         .env("RUST_LOG", "off")
         .output()

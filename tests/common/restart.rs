@@ -27,7 +27,7 @@ impl Broker {
     /// Starts the broker again (after [`Broker::stop`]) on the same port and storage.
     pub fn restart(&mut self) {
         let port: u16 = self.addr.rsplit(':').next().unwrap().parse().unwrap();
-        self.child = spawn_tansu(port, &self.storage);
+        self.child = Some(spawn_tansu(port, &self.storage));
     }
 }
 

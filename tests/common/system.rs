@@ -1,6 +1,8 @@
-//! The whole system on one real tansu: a gateway host, workers and the PG simulator,
+//! The whole system on one broker (tansu, or the Kafka-rules cluster): a gateway host,
+//! workers and the PG simulator,
 //! shared by the tests that exercise gateway and worker together (`system`, `worker_crash`).
 
+use super::cluster::BrokerKind;
 use super::*;
 use serde_json::json;
 use std::path::PathBuf;
@@ -42,7 +44,17 @@ impl System {
 
     /// [`System::start`] with a config file of the caller's.
     pub fn start_with(workers: usize, pg_options: &[&str], config: PathBuf) -> System {
-        let broker = Broker::start();
+        System::start_kind(BrokerKind::Tansu, workers, pg_options, config)
+    }
+
+    /// [`System::start_with`] on a broker of `kind`.
+    pub fn start_kind(
+        kind: BrokerKind,
+        workers: usize,
+        pg_options: &[&str],
+        config: PathBuf,
+    ) -> System {
+        let broker = kind.start();
         let brokers = broker.addr.clone();
         System::start_on(broker, &brokers, workers, pg_options, config)
     }

@@ -12,13 +12,15 @@
 //! those repeats are dropped before delivery ([`whole_batches`]), so each reply reaches the
 //! registry once.
 //!
-//! When a partition's log starts over under it (see [`super::log_watch`]), or it has heard
-//! nothing from the brokers for `reply_stale_after_ms`, the consumer is opened again on a
-//! new client (fresh metadata, so a re-created topic's new id is used). On the same log
+//! On tansu (`"broker_compat": "tansu-0.6"`), when a partition's log starts over under it
+//! (see [`super::log_watch`]), or it has heard nothing from the brokers for
+//! `reply_stale_after_ms`, the consumer is opened again on a new client (fresh metadata, so a re-created topic's new id is used). On the same log
 //! (same topic id, old position still inside it) it resumes exactly where it stood. On a
 //! different log it starts at the first reply written since it last read healthily (less
 //! a margin for clock skew), or at the latest offset when there is none: that skips no
-//! reply written since, at the cost of reading a few seconds of replies twice.
+//! reply written since, at the cost of reading a few seconds of replies twice. On Kafka
+//! neither happens: a leader move is the client's to follow, a log that started over is
+//! answered `OFFSET_OUT_OF_RANGE`, and replies are read `read_committed`.
 
 use super::log_watch::{LogWatch, PartitionView};
 use crate::config::Config;
@@ -27,9 +29,9 @@ use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::readiness::{Change, Readiness};
 use crate::gateway::registry::{Delivery, Registry, Reply};
 use crate::gateway::reply_check;
-use crate::kafka::ConsumedAt;
 use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::whole_batches;
+use crate::kafka::{BrokerCompat, ConsumedAt};
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::dialect::Dialect;
 use crate::wire::record::now_ms;
@@ -184,6 +186,8 @@ impl ReplySource {
             .consumer_without_group()
             .auto_offset_reset(AutoOffsetReset::Latest)
             .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
+            // An aborted transaction's reply is never handed to a caller.
+            .isolation_level(config.broker_compat.isolation())
             // A poll hands out everything fetched, so a fetch's repeats are all in one poll.
             .max_poll_records(-1)
             .lag_staleness_threshold(Duration::from_millis(config.reply_stale_after_ms))
@@ -220,8 +224,9 @@ pub async fn run(
     metrics: Arc<GatewayMetrics>,
 ) {
     let stale_after = Duration::from_millis(source.config.reply_stale_after_ms);
+    let compat = source.config.broker_compat;
     let mut watch = LogWatch::default();
-    let mut gaps = OffsetGaps::default();
+    let mut gaps = OffsetGaps::new(source.config.broker_compat);
     let mut opened_at = Instant::now();
     let mut last_healthy_ms = now_ms();
     loop {
@@ -244,7 +249,7 @@ pub async fn run(
                 for record in records {
                     dispatch(&registry, &metrics, &speech, record);
                 }
-                look(&consumer, &mut watch, &metrics).await
+                look(&consumer, &mut watch, compat, &metrics).await
             }
             Err(e) => Verdict::Failed(e),
         };
@@ -265,7 +270,7 @@ pub async fn run(
             }
             Verdict::Stale => {
                 report(&readiness, false, HEARD_NOTHING);
-                if opened_at.elapsed() < stale_after {
+                if !compat.reopens_silent_readers() || opened_at.elapsed() < stale_after {
                     continue;
                 }
                 log::warn!(
@@ -293,15 +298,31 @@ pub async fn run(
         );
         close_in_background(old);
         watch = LogWatch::default();
-        gaps = OffsetGaps::default();
+        gaps = OffsetGaps::new(source.config.broker_compat);
         opened_at = Instant::now();
     }
 }
 
 /// After a poll: the verdict, and the lag per partition for `/metrics`.
-async fn look(consumer: &Consumer, watch: &mut LogWatch, metrics: &GatewayMetrics) -> Verdict {
+///
+/// On tansu every partition must have been fetched lately, and an end going down means a
+/// log that started over. On Kafka a partition between leaders (a broker crashed, about
+/// 9 s on KRaft) is only reported: its callers wait or get their `504 unknown`, while
+/// every reply on the partitions that have leaders still reaches its caller, so the host
+/// stays ready while any partition is fetched.
+async fn look(
+    consumer: &Consumer,
+    watch: &mut LogWatch,
+    compat: BrokerCompat,
+    metrics: &GatewayMetrics,
+) -> Verdict {
     let lag = consumer.lag().await;
-    let fresh = lag.values().all(|l| !l.stale && l.position.is_some());
+    let fetched = |l: &krafka::consumer::PartitionLag| !l.stale && l.position.is_some();
+    let fresh = if compat.reopens_silent_readers() {
+        lag.values().all(fetched)
+    } else {
+        lag.values().any(fetched)
+    };
     let views: Vec<PartitionView> = lag
         .iter()
         .map(|(tp, l)| PartitionView {
@@ -314,7 +335,11 @@ async fn look(consumer: &Consumer, watch: &mut LogWatch, metrics: &GatewayMetric
         lag.into_iter()
             .filter_map(|(tp, l)| Some((tp.partition, l.lag?))),
     );
-    let started_over = watch.started_over(&views);
+    let started_over = if compat.end_going_down_is_restart() {
+        watch.started_over(&views)
+    } else {
+        Vec::new()
+    };
     match (started_over.is_empty(), fresh) {
         (false, _) => Verdict::StartedOver(started_over),
         (true, true) => Verdict::Healthy,

@@ -1,0 +1,180 @@
+//! Whose rules the brokers keep: Apache Kafka's (the default), or tansu 0.6's.
+//!
+//! kreply is written for Apache Kafka. Its first test broker, tansu 0.6.0, breaks a few of
+//! Kafka's rules, and some remedies for those breaks are faults on Kafka. This is the one
+//! room where every such difference is decided: each method below names the tansu defect
+//! it answers and what kreply does on Kafka instead, and every caller asks here rather than
+//! deciding for itself. Set with `"broker_compat"` in the config (`KREPLY_BROKER_COMPAT`).
+//!
+//! | behaviour | `"kafka"` | `"tansu-0.6"` |
+//! |---|---|---|
+//! | worker group protocol | KIP-848 (`ConsumerGroupHeartbeat`) | classic, plus the stale-group rejoin |
+//! | isolation of every reader | `read_committed` | read uncommitted |
+//! | a slow produce acknowledgement | waited for, up to the send's own limit | a new producer session after 4 s |
+//! | a hole in a log's offsets | read past (transaction markers, compaction) | read again, up to 3 times |
+//! | a stalled results read-back | keep reading, up to the catch-up limit | reopen the reader and read the log from 0 |
+//! | a reply partition not fetched lately | that partition is reported; the host stays ready while any is fetched | the reply consumer is opened again |
+//! | a reply partition's end going down | a leader move; nothing to do | the log started over: reopen |
+//! | the results reader's fetch wait | `fetch_max_wait_ms` (the broker answers when data arrives) | 1 ms (tansu holds every fetch for its whole wait) |
+//!
+//! What stays on both: reading whole batches (`whole_batches`: harmless on Kafka, where a
+//! poll hands out whole batches anyway) and the marker catch-up of the results log (Kafka's
+//! high watermark would do, the markers cost a few records per gained partition).
+
+use krafka::consumer::{GroupProtocol, IsolationLevel};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Whose rules the brokers keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum BrokerCompat {
+    /// Apache Kafka 4.x, or any broker that keeps its rules (Kafka 3.7-3.9 with
+    /// `group.coordinator.new.enable=true` for the KIP-848 group protocol).
+    #[default]
+    #[serde(rename = "kafka")]
+    Kafka,
+    /// tansu 0.6.0: the tests' and the local stack's broker.
+    #[serde(rename = "tansu-0.6")]
+    Tansu06,
+}
+
+/// tansu 0.6.0 holds every fetch for its whole wait, even with data to return
+/// (`tansu-storage` `service/fetch.rs`), so a read-back of a record just written waits
+/// no longer than this.
+const TANSU_READ_BACK_WAIT: Duration = Duration::from_millis(1);
+
+/// On tansu, an acknowledgement outstanding this long means the producer session is stuck
+/// (krafka re-sends under a producer id tansu forgot, silently, until its 30 s limit).
+const TANSU_STUCK_AFTER: Duration = Duration::from_secs(4);
+
+impl BrokerCompat {
+    /// The config's spelling, for log lines and `check-config`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerCompat::Kafka => "kafka",
+            BrokerCompat::Tansu06 => "tansu-0.6",
+        }
+    }
+
+    /// Parses the config's spelling (`KREPLY_BROKER_COMPAT`).
+    pub fn parse(name: &str) -> Option<BrokerCompat> {
+        match name {
+            "kafka" => Some(BrokerCompat::Kafka),
+            "tansu-0.6" => Some(BrokerCompat::Tansu06),
+            _ => None,
+        }
+    }
+
+    pub fn is_tansu(self) -> bool {
+        self == BrokerCompat::Tansu06
+    }
+
+    /// The workers' group protocol. Kafka: KIP-848, where the coordinator assigns and a
+    /// member's leave or death moves only its own partitions (the classic protocol is
+    /// deprecated from Kafka 4.3, KIP-1274). tansu 0.6 has no `ConsumerGroupHeartbeat`.
+    pub fn group_protocol(self) -> GroupProtocol {
+        match self {
+            BrokerCompat::Kafka => GroupProtocol::Consumer,
+            BrokerCompat::Tansu06 => GroupProtocol::Classic,
+        }
+    }
+
+    /// Whether the worker watches its group for an assignment tansu left stale: tansu
+    /// 0.6.0 does not rebalance when a member's session expires, and does not bump the
+    /// generation on eviction ([`crate::worker`]'s `stale_group.rs`). A Kafka coordinator
+    /// does both, and a rejoin there only moves partitions for nothing.
+    pub fn watches_stale_group(self) -> bool {
+        self.is_tansu()
+    }
+
+    /// How every reader reads. Kafka: `read_committed`, so a reply or a request from a
+    /// transaction that was aborted (a transactional Spring `@SendTo` worker, say) is
+    /// never handed to a caller or charged. tansu 0.6 writes no transaction markers that
+    /// kreply relies on, and is read as it was tested.
+    pub fn isolation(self) -> IsolationLevel {
+        match self {
+            BrokerCompat::Kafka => IsolationLevel::ReadCommitted,
+            BrokerCompat::Tansu06 => IsolationLevel::ReadUncommitted,
+        }
+    }
+
+    /// After how long without an acknowledgement a producer session is replaced. Kafka:
+    /// never for slowness. With acks=all an append waits while a dead follower is still
+    /// in the ISR (up to `replica.lag.time.max.ms`, 30 s), and a replaced session fails a
+    /// record that is then written after all: an attempt's `pending` that lands after the
+    /// attempt gave up leaves its key in doubt. A session is still replaced when a send
+    /// fails for a reason that lies with it (an unknown producer id, a fence).
+    pub fn producer_stuck_after(self) -> Option<Duration> {
+        match self {
+            BrokerCompat::Kafka => None,
+            BrokerCompat::Tansu06 => Some(TANSU_STUCK_AFTER),
+        }
+    }
+
+    /// Whether a hole in a partition's offsets is read again. tansu 0.6.0 can store a
+    /// batch after a later one and hand the later one out first (`offset_gaps`); a
+    /// Kafka log's holes are its own (transaction markers, compaction) and are read past.
+    pub fn rereads_offset_holes(self) -> bool {
+        self.is_tansu()
+    }
+
+    /// Whether a reader that brings nothing for a few seconds is taken for one whose log
+    /// started over, and opened again from the beginning (the results reader) or from
+    /// where it was (the reply consumer). tansu answers a fetch for a re-created topic,
+    /// or past a log that restarted empty, with no error. Kafka answers both
+    /// (`UNKNOWN_TOPIC_ID`, `OFFSET_OUT_OF_RANGE`), and there a silent reader is a
+    /// partition without a leader for a while: wait for it, keep what is known.
+    pub fn reopens_silent_readers(self) -> bool {
+        self.is_tansu()
+    }
+
+    /// Whether a partition's end going down means its log started over. On tansu it does;
+    /// on Kafka a new leader can report a lower high watermark for a moment after a leader
+    /// move, and a log that really started over is answered `OFFSET_OUT_OF_RANGE`.
+    pub fn end_going_down_is_restart(self) -> bool {
+        self.is_tansu()
+    }
+
+    /// The results reader's fetch wait: its reads are for records already written.
+    /// Kafka answers a fetch as soon as there is data, so the configured wait costs
+    /// nothing; tansu sleeps out the whole wait.
+    pub fn read_back_wait(self, fetch_max_wait: Duration) -> Duration {
+        match self {
+            BrokerCompat::Kafka => fetch_max_wait,
+            BrokerCompat::Tansu06 => TANSU_READ_BACK_WAIT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for compat in [BrokerCompat::Kafka, BrokerCompat::Tansu06] {
+            assert_eq!(BrokerCompat::parse(compat.name()), Some(compat));
+        }
+        assert_eq!(BrokerCompat::parse("tansu"), None);
+    }
+
+    #[test]
+    fn kafka_is_the_default_and_keeps_no_tansu_remedy() {
+        let kafka = BrokerCompat::default();
+        assert_eq!(kafka, BrokerCompat::Kafka);
+        assert!(!kafka.watches_stale_group());
+        assert!(!kafka.rereads_offset_holes());
+        assert!(!kafka.reopens_silent_readers());
+        assert!(!kafka.end_going_down_is_restart());
+        assert_eq!(kafka.producer_stuck_after(), None);
+        assert_eq!(kafka.isolation(), IsolationLevel::ReadCommitted);
+        assert_eq!(kafka.group_protocol(), GroupProtocol::Consumer);
+    }
+
+    #[test]
+    fn the_config_spells_it_as_documented() {
+        let parsed: BrokerCompat = serde_json::from_str("\"tansu-0.6\"").unwrap();
+        assert_eq!(parsed, BrokerCompat::Tansu06);
+        assert!(serde_json::from_str::<BrokerCompat>("\"tansu\"").is_err());
+    }
+}
