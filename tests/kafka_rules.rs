@@ -153,3 +153,66 @@ fn a_slow_acknowledgement_of_the_pending_record_is_waited_for() {
     let log = system.workers[0].daemon.log_text();
     assert!(!log.contains("starting a new producer session"), "{log}");
 }
+
+/// Holds `control` for the next Produce that client `client_id` sends, once; every other
+/// request passes.
+fn once_for(broker: &Broker, client_id: &'static str, control: krafka::testing::Control) {
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    broker
+        .cluster()
+        .on(krafka::testing::ApiKey::Produce, move |request| {
+            let ours = request.client_id.as_deref() == Some(client_id);
+            if ours && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                control.clone()
+            } else {
+                krafka::testing::Control::Pass
+            }
+        });
+}
+
+/// A request the leader appended and then answered with an error (or never answered) may
+/// be read and charged: its caller hears the reply or `unknown`, never `503 not_sent`,
+/// which would invite a retry that charges again.
+#[test]
+fn a_produce_answered_with_an_error_after_the_append_is_never_not_sent() {
+    use krafka::error::ErrorCode as E;
+    use krafka::testing::Control;
+    let system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
+    // krafka retries the retriable codes (the broker then de-duplicates the batch, so the
+    // caller gets its reply); an unexpected server error is handed to kreply.
+    let faults = [
+        Control::Error(E::UnknownServerError),
+        Control::Error(E::NotLeaderForPartition),
+        Control::Error(E::RequestTimedOut),
+        Control::Error(E::NotEnoughReplicasAfterAppend),
+        Control::Error(E::KafkaStorageException),
+        Control::Disconnect,
+    ];
+    for (i, fault) in faults.into_iter().enumerate() {
+        let what = format!("{fault:?}");
+        once_for(&system.broker, "kreply-gateway", Control::ApplyThen(Box::new(fault)));
+        let order = format!("AT-{i}");
+        let response = system.gateway.pay_with(
+            "approve",
+            &[("request-timeout", "10000")],
+            &json!({"order_id": order, "amount": 1}),
+        );
+        system.broker.cluster().clear_hooks();
+        match response.status {
+            200 => assert_eq!(response.json()["order_id"], order.as_str()),
+            // 504 reply-timeout, or 503 send-failed: either way `outcome: unknown`.
+            503 | 504 => assert_eq!(response.json()["outcome"], "unknown", "{what}"),
+            other => panic!(
+                "{what}: {other} {}",
+                String::from_utf8_lossy(&response.body)
+            ),
+        }
+        // Written once, so charged once, whatever the caller heard.
+        let key = format!("{order}:approve");
+        wait_until(&format!("{key} charged"), Duration::from_secs(10), || {
+            system.pg.charges()["charges"][&key] == 1
+        });
+    }
+    let charges = system.pg.charges();
+    assert_eq!(charges["calls"], 6, "{charges}");
+}

@@ -17,6 +17,7 @@ use crate::gateway::metrics::GatewayMetrics;
 use crate::kafka::{ProducerSession, to_krafka};
 use crate::wire::record::{OutgoingRecord, WrittenAt};
 use krafka::KrafkaError;
+use krafka::error::ErrorCode;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -199,13 +200,18 @@ fn finish(
 
 /// After a record was queued, only a definite "not written" from the client rules out
 /// that the broker appended it. An out-of-order sequence is such an answer: the broker
-/// refused the batch because it lost an earlier one.
+/// refused the batch because it lost an earlier one. A broker's error code is one only
+/// when the leader answers it before appending ([`refused_before_append`]): with acks=all
+/// an append can be in the leader's log and still be answered with an error (a leader
+/// that lost its leadership while waiting for the followers, a request timeout, too few
+/// replicas after the append), and that record may be read and charged.
 fn failure(queued: bool, error: KrafkaError) -> SendFailure {
     let possibly_written = match &error {
         KrafkaError::DeliveryTimeout {
             possibly_written, ..
         } => *possibly_written,
-        KrafkaError::Broker { .. } | KrafkaError::OutOfOrderSequence { .. } => false,
+        KrafkaError::OutOfOrderSequence { .. } => false,
+        KrafkaError::Broker { code, .. } => queued && !refused_before_append(*code),
         _ => queued,
     };
     SendFailure {
@@ -214,10 +220,42 @@ fn failure(queued: bool, error: KrafkaError) -> SendFailure {
     }
 }
 
+/// Produce errors a partition leader answers before it appends anything: the batch is
+/// not in any log. Every other code may come after the append (Kafka's
+/// `NOT_LEADER_OR_FOLLOWER` and `REQUEST_TIMED_OUT` while waiting for acks=all,
+/// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`, a storage error), so the record counts as possibly
+/// written.
+fn refused_before_append(code: ErrorCode) -> bool {
+    use ErrorCode as E;
+    matches!(
+        code,
+        E::CorruptMessage
+            | E::UnknownTopicOrPartition
+            | E::InvalidMessageSize
+            | E::MessageTooLarge
+            | E::InvalidTopic
+            | E::RecordListTooLarge
+            | E::NotEnoughReplicas
+            | E::InvalidRequiredAcks
+            | E::TopicAuthorizationFailed
+            | E::ClusterAuthorizationFailed
+            | E::TransactionalIdAuthorizationFailed
+            | E::InvalidTimestamp
+            | E::UnsupportedVersion
+            | E::InvalidRequest
+            | E::UnsupportedForMessageFormat
+            | E::PolicyViolation
+            | E::OutOfOrderSequenceNumber
+            | E::InvalidProducerEpoch
+            | E::InvalidProducerIdMapping
+            | E::UnknownProducerId
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use krafka::error::ErrorCode;
+
 
     /// Whether a caller may be told "nothing was written, try again" decides whether a retry
     /// can charge twice: only a definite refusal says so.
@@ -241,11 +279,25 @@ mod tests {
             true,
             KrafkaError::delivery_timeout(false, "never sent")
         ));
-        // The broker refused the batch.
+        // The broker refused the batch before appending it.
         assert!(!written(
             true,
             KrafkaError::broker(ErrorCode::NotEnoughReplicas, "isr")
         ));
+        assert!(!written(
+            true,
+            KrafkaError::broker(ErrorCode::MessageTooLarge, "size")
+        ));
+        // Answered after the append may have happened: acks=all waiting on followers.
+        for code in [
+            ErrorCode::NotLeaderForPartition,
+            ErrorCode::RequestTimedOut,
+            ErrorCode::NotEnoughReplicasAfterAppend,
+            ErrorCode::KafkaStorageException,
+            ErrorCode::UnknownServerError,
+        ] {
+            assert!(written(true, KrafkaError::broker(code, "after")), "{code:?}");
+        }
         assert!(!written(
             true,
             KrafkaError::out_of_order_sequence("t", 0, "gap")
