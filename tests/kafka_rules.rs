@@ -190,7 +190,11 @@ fn a_produce_answered_with_an_error_after_the_append_is_never_not_sent() {
     ];
     for (i, fault) in faults.into_iter().enumerate() {
         let what = format!("{fault:?}");
-        once_for(&system.broker, "kreply-gateway", Control::ApplyThen(Box::new(fault)));
+        once_for(
+            &system.broker,
+            "kreply-gateway",
+            Control::ApplyThen(Box::new(fault)),
+        );
         let order = format!("AT-{i}");
         let response = system.gateway.pay_with(
             "approve",

@@ -287,3 +287,23 @@ fn check_config_fails_with_one_sentence_on_each_broken_case() {
         );
     }
 }
+
+/// A worker left on Kafka's rules (the default) against a broker without KIP-848 groups
+/// (tansu 0.6) stops with one sentence naming the setting, instead of polling forever.
+#[test]
+fn a_worker_on_kafka_rules_against_tansu_stops_with_one_sentence() {
+    let broker = Broker::start();
+    let config = config_with(|c| c["topics"]["auto_create"] = json!(true));
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (ok, stderr) = run_kreply(
+        &["worker", "--config", config.to_str().unwrap()],
+        &[
+            ("KREPLY_BROKERS", &broker.addr),
+            ("KREPLY_BROKER_COMPAT", "kafka"),
+            ("KREPLY_METRICS_LISTEN", &metrics),
+        ],
+    );
+    assert!(!ok, "the worker did not stop: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_holds(&stderr, &["KIP-848", "\"broker_compat\": \"tansu-0.6\""]);
+}

@@ -90,7 +90,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
             group: &mut group,
             compat: config.broker_compat,
         };
-        let signal = poll_loop::serve(Arc::new(worker), &mut requests, &shutdown).await;
+        let signal = poll_loop::serve(Arc::new(worker), &mut requests, &shutdown).await?;
         notify("STOPPING=1");
         log::info!("worker: {signal}: the requests in progress are finished");
         log::info!("worker: stopping: leaving the group");

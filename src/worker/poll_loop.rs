@@ -4,6 +4,7 @@
 use super::metrics::WorkerMetrics;
 use super::stale_group::StaleGroup;
 use super::{Worker, batch, commit};
+use crate::error::StartupError;
 use crate::kafka::BrokerCompat;
 use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::whole_batches::{self, Reread, Span};
@@ -28,21 +29,22 @@ pub(super) struct Requests<'a> {
 
 /// Polls, settles and commits, batch by batch, until a stop is asked for; returns the
 /// signal that asked. A stop is only taken between batches, so requests in progress are
-/// finished and committed first.
+/// finished and committed first. Fails only when the brokers cannot run the group at all.
 pub(super) async fn serve(
     worker: Arc<Worker>,
     requests: &mut Requests<'_>,
     shutdown: &Shutdown,
-) -> SignalName {
+) -> Result<SignalName, StartupError> {
     let (consumer, topic) = (requests.consumer, requests.topic);
     let mut owned = Owned::new(requests.compat);
     let mut ready = false;
     loop {
         let Some(polled) = shutdown.unless_requested(consumer.poll(POLL_TIMEOUT)).await else {
-            return shutdown.requested().await;
+            return Ok(shutdown.requested().await);
         };
         let mut records = match polled {
             Ok(records) => records,
+            Err(e) if lacks_kip848(&e) => return Err(no_kip848(requests.compat)),
             Err(e) => {
                 log::warn!("worker: polling {topic}: {e}");
                 tokio::time::sleep(RETRY_PAUSE).await;
@@ -84,11 +86,25 @@ pub(super) async fn serve(
         }
         if let Some(reason) = requests.group.check(consumer, owned.partitions.len()).await {
             if !rejoin(requests, &reason, &worker.metrics, shutdown).await {
-                return shutdown.requested().await;
+                return Ok(shutdown.requested().await);
             }
             owned.regaining = Some(Instant::now());
         }
     }
+}
+
+/// Whether a poll failed because the brokers have no `ConsumerGroupHeartbeat` (KIP-848):
+/// tansu 0.6, or Kafka before 4.0 without `group.coordinator.new.enable`.
+fn lacks_kip848(error: &krafka::KrafkaError) -> bool {
+    error.to_string().contains("ConsumerGroupHeartbeat")
+}
+
+/// The one sentence for a worker whose brokers cannot run its group protocol.
+fn no_kip848(compat: BrokerCompat) -> StartupError {
+    StartupError::new(format!(
+        "the brokers do not speak the KIP-848 consumer group protocol that \"broker_compat\": \"{}\" uses (no ConsumerGroupHeartbeat): on tansu set \"broker_compat\": \"tansu-0.6\" (or KREPLY_BROKER_COMPAT); on Kafka 3.7-3.9 enable group.coordinator.new.enable=true on the brokers, or upgrade to 4.0",
+        compat.name()
+    ))
 }
 
 /// Tells systemd the worker is ready once the group gave it an assignment: until then a

@@ -256,7 +256,6 @@ fn refused_before_append(code: ErrorCode) -> bool {
 mod tests {
     use super::*;
 
-
     /// Whether a caller may be told "nothing was written, try again" decides whether a retry
     /// can charge twice: only a definite refusal says so.
     #[test]
@@ -296,7 +295,10 @@ mod tests {
             ErrorCode::KafkaStorageException,
             ErrorCode::UnknownServerError,
         ] {
-            assert!(written(true, KrafkaError::broker(code, "after")), "{code:?}");
+            assert!(
+                written(true, KrafkaError::broker(code, "after")),
+                "{code:?}"
+            );
         }
         assert!(!written(
             true,
