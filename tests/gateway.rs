@@ -3,6 +3,7 @@
 mod common;
 
 use common::answers::{assert_problem, correlation_bytes, record_id};
+use common::cluster::BrokerKind;
 use common::hosts::pay_round_robin;
 use common::*;
 use serde_json::json;
@@ -50,9 +51,10 @@ fn a_payment_is_answered_with_the_workers_reply() {
     assert_eq!(envelope["body"]["reason"], "customer");
 }
 
-#[test]
-fn two_hosts_each_get_their_own_replies_on_their_own_topic() {
-    let broker = Broker::start();
+on_both_brokers!(two_hosts_each_get_their_own_replies_on_their_own_topic);
+
+fn two_hosts_each_get_their_own_replies_on_their_own_topic(kind: BrokerKind) {
+    let broker = kind.start();
     broker.create_standard_topics();
     let _responder = broker.responder();
     let hosts = [

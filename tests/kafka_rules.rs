@@ -64,43 +64,6 @@ fn workers_settle_to_one_owner_per_partition_and_stay() {
     assert_eq!(charges["calls"], 12, "{charges}");
 }
 
-/// The seed's story on Kafka's rules: one key through both hosts, charged once; every
-/// answer the same.
-#[test]
-fn the_same_idempotency_key_through_both_hosts_charges_once() {
-    let system = System::start_kind(
-        BrokerKind::KafkaRules,
-        2,
-        &["--latency-ms", "50"],
-        system_config(3000),
-    );
-    let other_host = system.second_gateway();
-    let hosts = [&system.gateway, &other_host, &system.gateway, &other_host];
-    let bodies: Vec<serde_json::Value> = std::thread::scope(|s| {
-        let calls: Vec<_> = hosts
-            .iter()
-            .map(|host| {
-                s.spawn(move || {
-                    let response = host.pay_with(
-                        "approve",
-                        &[("idempotency-key", "kafka-777")],
-                        &json!({"order_id": "K-1", "amount": 5000}),
-                    );
-                    response.assert_status(200);
-                    response.json()
-                })
-            })
-            .collect();
-        calls.into_iter().map(|c| c.join().unwrap()).collect()
-    });
-    assert!(bodies.iter().all(|b| *b == bodies[0]), "{bodies:?}");
-    let charges = system.pg.charges();
-    assert_eq!(charges["charges"], json!({"kafka-777": 1}), "{charges}");
-    assert_eq!(charges["calls"], 1, "{charges}");
-    system.gateway.assert_every_reply_had_a_waiter();
-    other_host.assert_every_reply_had_a_waiter();
-}
-
 /// An acknowledgement held back 8 s (acks=all waiting on a slow follower) is waited for:
 /// the payment is answered, charged once, and a repeat gets the same answer. On tansu's
 /// rules a 4 s renewal failed the worker's `pending` although it was written, and every

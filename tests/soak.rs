@@ -83,6 +83,7 @@ struct Stack {
 }
 
 impl Stack {
+    /// The stack on tansu, as `SOAK_STORAGE` says.
     fn start() -> Stack {
         // tansu's memory storage grows slower per fetch as its logs grow (at 40,000
         // payments it was CPU-bound at 170% and served a quarter of the first rate);
@@ -92,6 +93,10 @@ impl Stack {
             Ok("sqlite") => Broker::start_persistent(),
             Ok(other) => panic!("SOAK_STORAGE={other:?}: use memory or sqlite"),
         };
+        Stack::start_on(broker)
+    }
+
+    fn start_on(broker: Broker) -> Stack {
         broker.create_standard_topics();
         broker.create_topics(&["payment_response_local4"], 3);
         let pg = MockPg::start(&["--latency-ms", "5", "--jitter-ms", "10"]);
@@ -621,8 +626,18 @@ fn check(settings: &Settings, run: &Run) {
 
 #[test]
 fn soak_three_hosts_two_workers_one_restart() {
+    soak(Stack::start());
+}
+
+/// The same soak on the Kafka-rules cluster: KIP-848 groups, `read_committed`, a held fetch
+/// that wakes when data arrives.
+#[test]
+fn soak_on_the_kafka_rules_cluster() {
+    soak(Stack::start_on(Broker::start_kafka_rules()));
+}
+
+fn soak(mut stack: Stack) {
     let settings = Settings::from_env();
-    let mut stack = Stack::start();
     let progress = Progress {
         next: AtomicUsize::new(0),
         answered: Arc::default(),
@@ -640,7 +655,11 @@ fn soak_three_hosts_two_workers_one_restart() {
     let run = Run {
         charges: charges(&stack.pg, &tally),
         repeats: restarted.old_repeats + stack.workers.iter().map(repeats).sum::<usize>(),
-        broker_kb: rss_kb(stack.broker.pid()),
+        // The Kafka-rules cluster runs in this process: no broker of its own to measure.
+        broker_kb: match stack.broker.compat() {
+            kreply::kafka::BrokerCompat::Tansu06 => rss_kb(stack.broker.pid()),
+            _ => None,
+        },
         tally,
         late,
         restarted,

@@ -1,17 +1,24 @@
-//! The whole seed system: gateways, workers and the PG simulator on a real tansu broker.
+//! The whole seed system: gateways, workers and the PG simulator on a real tansu broker;
+//! the core tests also on the Kafka-rules cluster (`on_both_brokers!`).
 
 mod common;
 
+use common::cluster::BrokerKind;
 use common::hosts::pay_round_robin;
-use common::system::{System, system_config_with};
+use common::system::{System, system_config, system_config_with};
 use common::*;
 use krafka::Record;
 use serde_json::json;
 use std::time::Duration;
 
-#[test]
-fn a_payment_goes_through_gateway_worker_and_pg_and_back() {
-    let system = System::start(1, &["--latency-ms", "20"], 3000);
+on_both_brokers!(
+    a_payment_goes_through_gateway_worker_and_pg_and_back,
+    the_same_idempotency_key_through_both_hosts_charges_once,
+    a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice,
+);
+
+fn a_payment_goes_through_gateway_worker_and_pg_and_back(kind: BrokerKind) {
+    let system = System::start_kind(kind, 1, &["--latency-ms", "20"], system_config(3000));
 
     let response = system.gateway.pay(
         "approve",
@@ -48,9 +55,8 @@ fn a_payment_goes_through_gateway_worker_and_pg_and_back() {
     );
 }
 
-#[test]
-fn the_same_idempotency_key_through_both_hosts_charges_once() {
-    let system = System::start(2, &["--latency-ms", "50"], 3000);
+fn the_same_idempotency_key_through_both_hosts_charges_once(kind: BrokerKind) {
+    let system = System::start_kind(kind, 2, &["--latency-ms", "50"], system_config(3000));
     let other_host = system.second_gateway();
     let hosts = [&system.gateway, &other_host, &system.gateway];
 
@@ -85,10 +91,11 @@ fn the_same_idempotency_key_through_both_hosts_charges_once() {
 }
 
 /// A worker killed mid-flight: no caller hangs, nothing is charged twice, and the other
-/// worker takes the partitions over (timing and settlement: `tests/worker_crash.rs`).
-#[test]
-fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice() {
-    let system = System::start(2, &["--latency-ms", "300"], 3000);
+/// worker takes the partitions over (timing and settlement on tansu: `tests/worker_crash.rs`;
+/// on Kafka's rules the coordinator moves them when the dead member's session ends, 45 s
+/// on the Kafka-rules cluster as on Kafka by default).
+fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice(kind: BrokerKind) {
+    let system = System::start_kind(kind, 2, &["--latency-ms", "300"], system_config(3000));
     let victim = &system.workers[0];
 
     let statuses: Vec<u16> = std::thread::scope(|s| {

@@ -87,3 +87,22 @@ impl Broker {
             .with_state(|state| state.topics[topic].partitions[partition as usize].leader)
     }
 }
+
+/// Runs each named `fn test(kind: BrokerKind)` as two tests, `test::tansu` and
+/// `test::kafka_rules`: the core system tests run on both brokers.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($($test:ident),* $(,)?) => {$(
+        mod $test {
+            #[test]
+            fn tansu() {
+                super::$test($crate::common::cluster::BrokerKind::Tansu)
+            }
+
+            #[test]
+            fn kafka_rules() {
+                super::$test($crate::common::cluster::BrokerKind::KafkaRules)
+            }
+        }
+    )*};
+}
