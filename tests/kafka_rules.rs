@@ -7,8 +7,11 @@ mod common;
 use common::cluster::BrokerKind;
 use common::system::{System, system_config, system_config_with};
 use common::*;
+use krafka::testing::{ApiKey, Control};
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// The partitions each worker last logged as its own, once they own every partition
@@ -22,6 +25,54 @@ fn wait_one_owner_each(workers: &[&Worker], limit: Duration) -> Vec<Vec<i32>> {
         all.len() == 3 && total == 3 && owned.iter().all(|o| !o.is_empty())
     });
     owned
+}
+
+/// Answers the next `api` request that client `client_id` sends as `control` says, once;
+/// every other request passes. Whether it fired yet.
+fn once_for(
+    broker: &Broker,
+    api: ApiKey,
+    client_id: &'static str,
+    control: Control,
+) -> Arc<AtomicBool> {
+    let fired = Arc::new(AtomicBool::new(false));
+    let once = Arc::clone(&fired);
+    broker.cluster().on(api, move |request| {
+        let ours = request.client_id.as_deref() == Some(client_id);
+        if ours && !once.swap(true, Ordering::SeqCst) {
+            control.clone()
+        } else {
+            Control::Pass
+        }
+    });
+    fired
+}
+
+/// Answers every `api` request of client `client_id` as `control` says for `window` from
+/// the first one; how many it answered so.
+fn for_a_while(
+    broker: &Broker,
+    api: ApiKey,
+    client_id: &'static str,
+    control: Control,
+    window: Duration,
+) -> Arc<AtomicU64> {
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&answered);
+    let first = std::sync::Mutex::new(None::<Instant>);
+    broker.cluster().on(api, move |request| {
+        if request.client_id.as_deref() != Some(client_id) {
+            return Control::Pass;
+        }
+        let started = *first.lock().unwrap().get_or_insert_with(Instant::now);
+        if started.elapsed() < window {
+            count.fetch_add(1, Ordering::SeqCst);
+            control.clone()
+        } else {
+            Control::Pass
+        }
+    });
+    answered
 }
 
 /// Two and three workers reach one owner per partition and stay there: no request is
@@ -76,20 +127,14 @@ fn a_slow_acknowledgement_of_the_pending_record_is_waited_for() {
         &[],
         system_config_with(3000, |c| c["max_timeout_ms"] = json!(30_000)),
     );
-    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let once = std::sync::Arc::clone(&held);
-    system
-        .broker
-        .cluster()
-        .on(krafka::testing::ApiKey::Produce, move |request| {
-            let worker = request.client_id.as_deref() == Some("kreply-worker-producer");
-            if worker && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                let late = krafka::testing::Control::Delay(Duration::from_secs(8));
-                krafka::testing::Control::ApplyThen(Box::new(late))
-            } else {
-                krafka::testing::Control::Pass
-            }
-        });
+    // Appended, then acknowledged 8 s late: acks=all waiting on a slow follower.
+    let late = Control::ApplyThen(Box::new(Control::Delay(Duration::from_secs(8))));
+    let held = once_for(
+        &system.broker,
+        ApiKey::Produce,
+        "kreply-worker-producer",
+        late,
+    );
     let pay = || {
         system.gateway.pay_with(
             "approve",
@@ -103,7 +148,7 @@ fn a_slow_acknowledgement_of_the_pending_record_is_waited_for() {
     let started = Instant::now();
     let first = pay();
     first.assert_status(200);
-    assert!(held.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(held.load(Ordering::SeqCst));
     assert!(
         started.elapsed() >= Duration::from_secs(8),
         "the acknowledgement was not held"
@@ -117,29 +162,12 @@ fn a_slow_acknowledgement_of_the_pending_record_is_waited_for() {
     assert!(!log.contains("starting a new producer session"), "{log}");
 }
 
-/// Holds `control` for the next Produce that client `client_id` sends, once; every other
-/// request passes.
-fn once_for(broker: &Broker, client_id: &'static str, control: krafka::testing::Control) {
-    let fired = std::sync::atomic::AtomicBool::new(false);
-    broker
-        .cluster()
-        .on(krafka::testing::ApiKey::Produce, move |request| {
-            let ours = request.client_id.as_deref() == Some(client_id);
-            if ours && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                control.clone()
-            } else {
-                krafka::testing::Control::Pass
-            }
-        });
-}
-
 /// A request the leader appended and then answered with an error (or never answered) may
 /// be read and charged: its caller hears the reply or `unknown`, never `503 not_sent`,
 /// which would invite a retry that charges again.
 #[test]
 fn a_produce_answered_with_an_error_after_the_append_is_never_not_sent() {
     use krafka::error::ErrorCode as E;
-    use krafka::testing::Control;
     let system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
     // krafka retries the retriable codes (the broker then de-duplicates the batch, so the
     // caller gets its reply); an unexpected server error is handed to kreply.
@@ -153,10 +181,12 @@ fn a_produce_answered_with_an_error_after_the_append_is_never_not_sent() {
     ];
     for (i, fault) in faults.into_iter().enumerate() {
         let what = format!("{fault:?}");
+        let after_append = Control::ApplyThen(Box::new(fault));
         once_for(
             &system.broker,
+            ApiKey::Produce,
             "kreply-gateway",
-            Control::ApplyThen(Box::new(fault)),
+            after_append,
         );
         let order = format!("AT-{i}");
         let response = system.gateway.pay_with(
@@ -182,4 +212,48 @@ fn a_produce_answered_with_an_error_after_the_append_is_never_not_sent() {
     }
     let charges = system.pg.charges();
     assert_eq!(charges["calls"], 6, "{charges}");
+}
+
+/// The results reader's partitions without a leader for 5 s (every fetch answered
+/// `NOT_LEADER_OR_FOLLOWER`, as while a leader moves) while a payment reads its `pending`
+/// back: on Kafka's rules the reader keeps asking, keeps its index, and the payment and a
+/// repeat of an earlier one are both answered from the log. On tansu's rules 3 s without
+/// a record were taken for a log that started over: the reader was reopened and the whole
+/// topic read again from offset 0.
+#[test]
+fn a_stalled_results_reader_is_waited_for_and_keeps_its_index() {
+    let system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
+    let pay = |key: &str| {
+        system.gateway.pay_with(
+            "approve",
+            &[("idempotency-key", key), ("request-timeout", "20000")],
+            &json!({"order_id": key, "amount": 7}),
+        )
+    };
+    let first = pay("stall-1");
+    first.assert_status(200);
+
+    let leaderless = Control::Error(krafka::error::ErrorCode::NotLeaderForPartition);
+    let window = Duration::from_secs(5);
+    let refused = for_a_while(
+        &system.broker,
+        ApiKey::Fetch,
+        "kreply-worker-results",
+        leaderless,
+        window,
+    );
+    pay("stall-2").assert_status(200);
+    assert!(refused.load(Ordering::SeqCst) > 0, "no fetch was refused");
+
+    let repeat = pay("stall-1");
+    repeat.assert_status(200);
+    assert_eq!(repeat.json(), first.json());
+    let charges = system.pg.charges();
+    assert_eq!(
+        charges["charges"],
+        json!({"stall-1": 1, "stall-2": 1}),
+        "{charges}"
+    );
+    let log = system.workers[0].daemon.log_text();
+    assert!(!log.contains("may have started over"), "{log}");
 }

@@ -42,8 +42,19 @@ pub fn compat_for(env: &[(&str, &str)]) -> &'static str {
     let brokers = env.iter().find(|(name, _)| *name == "KREPLY_BROKERS");
     let clusters = KAFKA_RULES.lock().unwrap_or_else(|p| p.into_inner());
     match brokers {
-        Some((_, list)) if clusters.iter().any(|c| c == list) => BrokerCompat::Kafka.name(),
+        Some((_, list)) if clusters.iter().any(|c| c == list) => on_cluster(),
         _ => BrokerCompat::Tansu06.name(),
+    }
+}
+
+/// The rules kreply follows on a Kafka-rules cluster: Kafka's, unless
+/// `KAFKA_RULES_COMPAT=tansu-0.6` asks for tansu's, to see a Kafka-rules test fail
+/// without the change it proves (`KAFKA_RULES_COMPAT=tansu-0.6 cargo test --test kafka_rules`).
+fn on_cluster() -> &'static str {
+    match std::env::var("KAFKA_RULES_COMPAT").as_deref() {
+        Ok("tansu-0.6") => BrokerCompat::Tansu06.name(),
+        Ok("kafka") | Err(_) => BrokerCompat::Kafka.name(),
+        Ok(other) => panic!("KAFKA_RULES_COMPAT={other:?}: use kafka or tansu-0.6"),
     }
 }
 
