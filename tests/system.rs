@@ -15,6 +15,7 @@ on_both_brokers!(
     a_payment_goes_through_gateway_worker_and_pg_and_back,
     the_same_idempotency_key_through_both_hosts_charges_once,
     a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice,
+    a_stopped_workers_partitions_move_to_the_other_worker,
 );
 
 fn a_payment_goes_through_gateway_worker_and_pg_and_back(kind: BrokerKind) {
@@ -145,9 +146,8 @@ fn a_killed_worker_leaves_no_caller_hanging_and_nothing_charged_twice(kind: Brok
 }
 
 /// A worker stopped with SIGTERM finishes, leaves the group, and the other takes over.
-#[test]
-fn a_stopped_workers_partitions_move_to_the_other_worker() {
-    let mut system = System::start(2, &[], 3000);
+fn a_stopped_workers_partitions_move_to_the_other_worker(kind: BrokerKind) {
+    let mut system = System::start_kind(kind, 2, &[], system_config(3000));
     let leaving = &mut system.workers[0];
     leaving.daemon.signal("TERM");
     assert_eq!(leaving.daemon.wait_exit(Duration::from_secs(30)), Some(0));
