@@ -257,3 +257,42 @@ fn a_stalled_results_reader_is_waited_for_and_keeps_its_index() {
     let log = system.workers[0].daemon.log_text();
     assert!(!log.contains("may have started over"), "{log}");
 }
+
+/// Partitions added to the results topic move keys between partitions, and with them the
+/// race that keeps a payment from being charged twice. A worker started after that stops
+/// with one sentence naming both counts; it started before on the same topic.
+#[test]
+fn a_results_topic_that_gained_partitions_stops_the_worker() {
+    let mut system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
+    system
+        .gateway
+        .pay("approve", &json!({"order_id": "L-1", "amount": 1}))
+        .assert_status(200);
+    let worker = &mut system.workers[0];
+    worker.daemon.signal("TERM");
+    assert_eq!(worker.daemon.wait_exit(Duration::from_secs(30)), Some(0));
+
+    assert_eq!(
+        system.broker.cluster().add_partitions("payment_results", 5),
+        2
+    );
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let (ok, stderr) = run_kreply(
+        &["worker", "--config", system.config.to_str().unwrap()],
+        &[
+            ("KREPLY_BROKERS", &system.brokers),
+            ("KREPLY_PG_URL", &system.pg.url),
+            ("KREPLY_METRICS_LISTEN", &metrics),
+        ],
+    );
+    assert!(!ok, "the worker started: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_holds(
+        &stderr,
+        &[
+            "\"payment_results\" has 5 partitions",
+            "when it had 3",
+            "worker.results_topic",
+        ],
+    );
+}

@@ -96,8 +96,8 @@ async fn create(
         config.topics.replication_factor,
     )
     .map_err(|e| broker_failed("create topic", name, e))?;
-    if topic.compacted {
-        spec = spec.with_config("cleanup.policy", "compact");
+    for (name, value) in safe_settings(topic, config.topics.replication_factor) {
+        spec = spec.with_config(name, value);
     }
     let mut answers = admin
         .create_topics([spec], CreateTopicsOptions::default())
@@ -128,8 +128,52 @@ async fn create(
     )))
 }
 
+/// How long a results record is kept whole before compaction may drop it for a newer one
+/// of its key: the race between two attempts of one payment is read from the records
+/// before each `pending`, so a rival's `pending` must outlive any attempt (the PG timeout
+/// + 5 s) and a reader catching up after a restart. An hour is far beyond both.
+const MIN_COMPACTION_LAG_MS: &str = "3600000";
+
+/// The topic settings a created topic gets, beyond its partitions and replication: with
+/// two or more replicas an acknowledged record must be on two (`min.insync.replicas`),
+/// or a leader election can lose a `pending` that an attempt already counted on; the
+/// results topic is compacted, but not before [`MIN_COMPACTION_LAG_MS`].
+fn safe_settings(topic: &NeededTopic<'_>, replication: i16) -> Vec<(&'static str, &'static str)> {
+    let mut settings = Vec::new();
+    if replication >= 2 {
+        settings.push(("min.insync.replicas", "2"));
+    }
+    if topic.compacted {
+        settings.push(("cleanup.policy", "compact"));
+        settings.push(("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS));
+    }
+    settings
+}
+
 fn broker_failed(action: &str, topic: &str, error: KrafkaError) -> StartupError {
     StartupError::new(format!(
         "could not {action} \"{topic}\" (check that the brokers are up and this host may reach them): {error}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicated_topics_need_two_in_sync_and_results_stay_whole_an_hour() {
+        let results = NeededTopic::compacted("payment_results", "results");
+        assert_eq!(
+            safe_settings(&results, 3),
+            [
+                ("min.insync.replicas", "2"),
+                ("cleanup.policy", "compact"),
+                ("min.compaction.lag.ms", "3600000")
+            ]
+        );
+        let requests = NeededTopic::plain("payment_request", "request");
+        assert_eq!(safe_settings(&requests, 3), [("min.insync.replicas", "2")]);
+        // One replica (a local stack): nothing to require of the others.
+        assert!(safe_settings(&requests, 1).is_empty());
+    }
 }

@@ -27,6 +27,7 @@ mod race;
 mod request;
 mod results;
 mod results_index;
+mod results_layout;
 mod settle;
 mod stale_group;
 mod startup;

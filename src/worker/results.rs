@@ -36,6 +36,7 @@ use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::metrics::WorkerMetrics;
 use crate::worker::results_index::{Kept, Known, LogPlace, ResultsIndex};
+use crate::worker::results_layout;
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
 use std::collections::{HashMap, HashSet};
@@ -90,6 +91,8 @@ struct State {
     watched: HashMap<String, Watch>,
     /// Marker records written by a catch-up and not read back yet.
     markers: HashSet<String>,
+    /// The partition count the newest layout record names ([`results_layout`]).
+    layout: Option<usize>,
 }
 
 /// The records of one key from some point on, for the attempts deciding their race.
@@ -127,6 +130,7 @@ impl ResultsStore {
                 )),
                 watched: HashMap::new(),
                 markers: HashSet::new(),
+                layout: None,
             }),
         };
         store.catch_up().await?;
@@ -179,6 +183,29 @@ impl ResultsStore {
     /// Whether a record written at `written_ms` is older than the idempotency window.
     pub fn past_window(&self, written_ms: i64) -> bool {
         self.lock().known.past_window(written_ms, now_ms())
+    }
+
+    /// The partition count the topic's payment records were written under, as its
+    /// layout record says; `None` before any worker wrote one.
+    pub fn recorded_layout(&self) -> Option<usize> {
+        self.lock().layout
+    }
+
+    /// How many partitions the topic has now.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Writes the layout record: the topic's payment records are placed over its
+    /// partitions as they are now.
+    pub async fn record_layout(&self) -> Result<(), KrafkaError> {
+        let (key, value) = results_layout::record(self.partitions.len());
+        let record = Record::new(self.topic.as_str(), value)
+            .key(key)
+            .partition(self.partitions[0]);
+        let _acknowledged = self.producer.send(record).await?;
+        self.lock().layout = Some(self.partitions.len());
+        Ok(())
     }
 
     /// How many keys are known (within the idempotency window).
@@ -403,6 +430,10 @@ impl ResultsStore {
         if key.starts_with(MARKER_KEY) {
             let id = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
             self.lock().markers.remove(id.as_ref());
+            return;
+        }
+        if key == results_layout::KEY {
+            self.lock().layout = results_layout::parse(record.value.as_deref());
             return;
         }
         let Some(key) = record.key_str() else {

@@ -6,6 +6,7 @@ use super::member_list::MemberList;
 use super::metrics::WorkerMetrics;
 use super::pg_client::PgClient;
 use super::results::ResultsStore;
+use super::results_layout;
 use super::stale_group::{self, Rounds, StaleGroup};
 use crate::config::{Config, StartFrom};
 use crate::error::StartupError;
@@ -71,6 +72,7 @@ pub(super) async fn start(
             settings.results_topic
         ))
     })?;
+    results_layout::check(&results, &settings.results_topic).await?;
     let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
     kafka::metadata_keeper::keep_fresh(&kafka, watched)
         .await
