@@ -30,8 +30,9 @@
 //! place in the log, on a connection of its own ([`ResultsStore::lookup`]).
 
 use crate::config::Config;
+use crate::kafka::metadata_keeper::{Keeper, keep_fresh};
 use crate::kafka::offset_gaps::{self, OffsetGaps};
-use crate::kafka::{self, BrokerCompat, ProducerSession};
+use crate::kafka::{self, ProducerSession};
 use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::metrics::WorkerMetrics;
@@ -111,8 +112,7 @@ impl ResultsStore {
         metrics: Arc<WorkerMetrics>,
     ) -> Result<ResultsStore, KrafkaError> {
         let topic = &config.worker.results_topic;
-        let compat = config.broker_compat;
-        let reader = Reader::new(open_reader(kafka, config, &partitions).await?, compat);
+        let reader = Reader::open(kafka, config, &partitions).await?;
         let store = ResultsStore {
             topic: topic.to_string(),
             partitions,
@@ -399,8 +399,7 @@ impl ResultsStore {
             self.topic
         );
         let kafka = kafka::client(&self.config, "kreply-worker-results").await?;
-        let consumer = open_reader(&kafka, &self.config, &self.partitions).await?;
-        *reader = Reader::new(consumer, self.config.broker_compat);
+        *reader = Reader::open(&kafka, &self.config, &self.partitions).await?;
         self.lock().known.log_started_over();
         self.reopens.fetch_add(1, Ordering::AcqRel);
         self.polls.fetch_add(1, Ordering::AcqRel);
@@ -491,14 +490,23 @@ impl Watch {
 struct Reader {
     consumer: Consumer,
     gaps: OffsetGaps,
+    /// Follows the partitions' leaders for the reader's client (`metadata_keeper`).
+    _fresh: Keeper,
 }
 
 impl Reader {
-    fn new(consumer: Consumer, compat: BrokerCompat) -> Reader {
-        Reader {
-            consumer,
-            gaps: OffsetGaps::new(compat),
-        }
+    /// A reader on `partitions` of the results topic, from the beginning, on `kafka`.
+    async fn open(
+        kafka: &Kafka,
+        config: &Config,
+        partitions: &[i32],
+    ) -> Result<Reader, KrafkaError> {
+        let topic = config.worker.results_topic.clone();
+        Ok(Reader {
+            consumer: open_reader(kafka, config, partitions).await?,
+            gaps: OffsetGaps::new(config.broker_compat),
+            _fresh: keep_fresh(kafka, vec![topic]).await?,
+        })
     }
 
     /// The next records of `topic`, in order, none twice, none read past while it was

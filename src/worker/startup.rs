@@ -76,7 +76,8 @@ pub(super) async fn start(
     let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
     kafka::metadata_keeper::keep_fresh(&kafka, watched)
         .await
-        .map_err(|e| StartupError::new(format!("cannot start the metadata refresher: {e}")))?;
+        .map_err(|e| StartupError::new(format!("cannot start the metadata refresher: {e}")))?
+        .for_good();
     let session = Duration::from_millis(settings.session_timeout_ms);
     let rounds = Arc::new(Rounds::default());
     let compat = config.broker_compat;

@@ -132,6 +132,7 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
         topic: route.topic.clone(),
         partitions: route.partitions_to_read(reply_partitions),
         dialects: setup.dialects.clone(),
+        fresh: std::sync::Mutex::default(),
     };
     let consumer = replies.open(Start::Latest).await?;
     Ok(Connected {

@@ -29,6 +29,7 @@ use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::readiness::{Change, Readiness};
 use crate::gateway::registry::{Delivery, Registry, Reply};
 use crate::gateway::reply_check;
+use crate::kafka::metadata_keeper::{Keeper, keep_fresh};
 use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::whole_batches;
 use crate::kafka::{BrokerCompat, ConsumedAt};
@@ -173,6 +174,9 @@ pub struct ReplySource {
     pub partitions: Vec<i32>,
     /// The dialects the flows speak: a reply's id has one of their shapes.
     pub dialects: Vec<Dialect>,
+    /// Follows the reply partitions' leaders for the open consumer's client; replaced
+    /// with it (`metadata_keeper`).
+    pub fresh: std::sync::Mutex<Option<Keeper>>,
 }
 
 impl ReplySource {
@@ -195,6 +199,10 @@ impl ReplySource {
             .await
             .map_err(|e| StartupError::new(format!("cannot start the reply consumer: {e}")))?;
         position(&consumer, &self.topic, &self.partitions, start).await?;
+        let keeper = keep_fresh(&kafka, vec![self.topic.clone()])
+            .await
+            .map_err(|e| StartupError::new(format!("cannot start the reply consumer: {e}")))?;
+        *self.fresh.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
         Ok(consumer)
     }
 }
