@@ -116,8 +116,12 @@ pub(crate) struct WorkerConfig {
     pub(crate) pg_url: String,
     /// How long one PG call may take before its outcome counts as unknown.
     pub(crate) pg_timeout_ms: u64,
-    /// How many PG calls one worker makes at once.
+    /// How many PG calls one worker makes at once. By Little's law the calls in flight
+    /// are the rate times the PG's latency: 1,000 payments/s at 200 ms need 200.
     pub(crate) concurrency: usize,
+    /// Requests one worker holds at once, polled and not settled yet; past it the worker
+    /// stops polling until some settle. Bounds memory whatever the PG's latency.
+    pub(crate) max_held_requests: usize,
     /// The compacted topic of payment results, keyed by idempotency key.
     pub(crate) results_topic: String,
     /// How long a payment's result is kept by idempotency key: a repeat within it is
@@ -269,7 +273,8 @@ impl Default for WorkerConfig {
             group_id: "kreply-workers".to_string(),
             pg_url: "http://127.0.0.1:9300".to_string(),
             pg_timeout_ms: 3_000,
-            concurrency: 32,
+            concurrency: 256,
+            max_held_requests: 4096,
             results_topic: "payment_results".to_string(),
             idempotency_window_ms: 24 * 60 * 60 * 1000,
             session_timeout_ms: 10_000,
@@ -420,6 +425,12 @@ impl Config {
             return fail(
                 "\"worker.concurrency\" and \"worker.pg_timeout_ms\" must be above 0".into(),
             );
+        }
+        if self.worker.max_held_requests < self.worker.concurrency {
+            return fail(format!(
+                "\"worker.max_held_requests\" ({}) must be at least \"worker.concurrency\" ({}), or PG calls that may run at once could never be polled",
+                self.worker.max_held_requests, self.worker.concurrency
+            ));
         }
         if self.worker.idempotency_window_ms <= self.worker.pg_timeout_ms {
             return fail(format!(

@@ -30,23 +30,25 @@
 //! | [`gateway::http`] | tide on async-std: routes, probes, `GET /v1/requests/{id}` (`requests.rs`) |
 //! | [`gateway::kafka`] | krafka on its own Tokio thread: producer task, reply consumer; `log_watch.rs` (a reply log that started over) |
 //! | [`gateway::metrics`] | the gateway's `/metrics` set |
-//! | [`worker`] | `kreply worker`: `startup.rs`, the poll loop (`poll_loop.rs`), settling a batch (`batch.rs`, one request: `settle.rs`), committing it (`commit.rs`), request parsing, results store (`results.rs`; what it keeps in memory and for how long: `results_index.rs`), PG client; `race.rs` (the first `pending` in the results log wins: who may call the PG, runtime-free); `stale_group.rs` and `member_list.rs` (rejoin when tansu leaves a crashed worker's partitions unowned) |
+//! | [`worker`] | `kreply worker`: `startup.rs`, the poll loop (`poll_loop.rs`), the requests held between poll and commit (`pipeline.rs`: one chain per order, `chains.rs`; each partition's settled prefix, `settled_prefix.rs`, runtime-free), one request (`settle.rs`), committing (`commit.rs`), request parsing, results store (`results.rs`; what it keeps in memory and for how long: `results_index.rs`; its partition count, `results_layout.rs`), PG client; `race.rs` (the first `pending` in the results log wins: who may call the PG, runtime-free); `stale_group.rs` and `member_list.rs` (rejoin when tansu leaves a crashed worker's partitions unowned) |
 //! | [`wire::record`], [`wire::correlation_id`], [`wire::payment`], [`wire::json_number`], [`wire::dead_letter`] | request, reply and dead-letter records, byte for byte; body validation (numbers passed on exactly) |
 //! | [`wire::return_address`], [`wire::header_names`] | the headers that bring a reply back (correlation id, reply topic, reply partition), and their configurable names |
 //! | [`wire::dialect`] | Spring's or NestJS's spelling of those headers and of a worker's error; how the worker tells which a request speaks |
 //! | [`wire::traceparent`] | W3C `traceparent`: validated, started when absent, carried on every record, the answer, the log lines and the PG call |
 //! | [`wire::problem`], [`wire::reply_error`] | `application/problem+json` answers; the `kreply_error` reply header: worker error code -> HTTP status |
 //! | [`wire::topic_name`] | Kafka's rules for a topic name |
-//! | [`kafka`] | shared by gateway and worker: a client per role (`security.rs`: the config's TLS and SASL on every client, and what a failed first connection means), the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free), `offset_gaps.rs` (reading again a batch tansu stored after a later one) |
+//! | [`kafka`] | shared by gateway and worker: whose rules the brokers keep (`broker_compat.rs`: Kafka's, or tansu 0.6's, and every remedy for tansu in one place), a client per role (`security.rs`: the config's TLS and SASL on every client, and what a failed first connection means), the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free), `offset_gaps.rs` (reading again a batch tansu stored after a later one) |
 //! | [`ops`] | systemd notify, signals (one [`ops::signals::Shutdown`] passed to whatever must stop; the second signal exits), the Prometheus exporter, and [`ops::http_server`]: the `TCP_NODELAY` accept loop with the connection cap, per-connection deadlines, problem answers |
 //! | [`config`], [`error`] | the JSON config and its environment overrides, with the brokers' TLS and SASL and their secrets (`config/security.rs`); the one-sentence startup error |
 //! | [`check_config`] | `kreply check-config`: the startup checks as a report |
 //! | [`mock_pg`] | `kreply mock-pg`: the PG simulator |
 //! | `testing` | generators of hostile input for the property tests (test builds only) |
 //!
-//! The worker's path: `poll_loop.rs` (poll a batch) -> `batch.rs` -> `request.rs` (read
-//! it) -> `settle.rs` (results store -> PG -> results store) -> `answer.rs` (reply
-//! record) -> reply topic, then `commit.rs` commits the batch's offsets.
+//! The worker's path: `poll_loop.rs` (poll) -> `pipeline.rs` -> `chains.rs` (the order's
+//! chain) -> `request.rs` (read it) -> `settle.rs` (results store -> PG -> results store)
+//! -> `answer.rs` (reply record) -> reply topic; then `commit.rs` commits each partition's
+//! settled prefix (`settled_prefix.rs`). Its shape and where it is going:
+//! `docs/worker-design.md`.
 //!
 //! The core (config, host table, reply route, correlation registry, wire) knows no
 //! async runtime; [`gateway::http`] runs on async-std, [`gateway::kafka`] on a Tokio

@@ -16,6 +16,8 @@
 //! | a reply partition not fetched lately | that partition is reported; the host stays ready while any is fetched | the reply consumer is opened again |
 //! | a reply partition's end going down | a leader move; nothing to do | the log started over: reopen |
 //! | the results reader's fetch wait | `fetch_max_wait_ms` (the broker answers when data arrives) | 1 ms (tansu holds every fetch for its whole wait) |
+//! | where the worker commits | the end of a partition's settled prefix | rounded down to where a poll began or ended |
+//! | the reply consumer's and results reader's metadata | refreshed every 3 s (a leader moved off a dead broker) | refreshed by reopening them |
 //!
 //! What stays on both: reading whole batches (`whole_batches`: harmless on Kafka, where a
 //! poll hands out whole batches anyway) and the marker catch-up of the results log (Kafka's
@@ -135,6 +137,14 @@ impl BrokerCompat {
         self.is_tansu()
     }
 
+    /// Whether the worker's commits must land where a poll began or ended. tansu 0.6's
+    /// memory storage keeps a produce batch whole under its first offset: a group member
+    /// that resumes from a committed offset inside a batch never gets the rest of it
+    /// (`whole_batches`). Kafka resumes from any offset.
+    pub fn commits_on_batch_boundaries(self) -> bool {
+        self.is_tansu()
+    }
+
     /// The results reader's fetch wait: its reads are for records already written.
     /// Kafka answers a fetch as soon as there is data, so the configured wait costs
     /// nothing; tansu sleeps out the whole wait.
@@ -167,6 +177,7 @@ mod tests {
         assert!(!kafka.reopens_silent_readers());
         assert!(!kafka.end_going_down_is_restart());
         assert_eq!(kafka.producer_stuck_after(), None);
+        assert!(!kafka.commits_on_batch_boundaries());
         assert_eq!(kafka.isolation(), IsolationLevel::ReadCommitted);
         assert_eq!(kafka.group_protocol(), GroupProtocol::Consumer);
     }

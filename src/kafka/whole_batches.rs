@@ -25,14 +25,14 @@
 //! What kreply does about it, here: a poll's repeats are dropped ([`drop_repeats`]), and a
 //! consumer only ever commits or seeks to where one of its polls began or ended on a
 //! partition ([`spans`]), which is the first offset of a batch, never to a record inside
-//! one; records of a batch read again that were handled already are skipped ([`Reread`]).
+//! one (the worker's commits: `worker/settled_prefix.rs`).
 //! Starting at "latest" is left as it is: the records a too-low "latest" leaves unread
 //! were all written before the consumer started, which is what "latest" means.
 //!
 //! Runtime-free: it only compares numbers, so its rules are unit-tested.
 
 use krafka::ConsumerRecord;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Where a consumed record sits.
 pub trait Placed {
@@ -101,43 +101,6 @@ pub(crate) fn spans<T: Placed>(records: &[T]) -> BTreeMap<i32, Span> {
     spans
 }
 
-/// Records already handled in batches that are being read again from their start
-/// because a later record of theirs was not, per partition.
-#[derive(Debug, Default)]
-pub(crate) struct Reread {
-    handled: BTreeMap<i32, BTreeSet<i64>>,
-}
-
-impl Reread {
-    /// Drops the records that were handled before; how many.
-    pub(crate) fn drop_handled<T: Placed>(&self, records: &mut Vec<T>) -> usize {
-        let before = records.len();
-        records.retain(|record| {
-            self.handled
-                .get(&record.partition())
-                .is_none_or(|handled| !handled.contains(&record.offset()))
-        });
-        before - records.len()
-    }
-
-    /// `partition` will be read again from the start of its batch: `handled` (offsets)
-    /// need not be handled again, nor what was remembered for it before.
-    pub(crate) fn remember(&mut self, partition: i32, handled: impl IntoIterator<Item = i64>) {
-        self.handled.entry(partition).or_default().extend(handled);
-    }
-
-    /// `partition` was handled to the end of what was read: nothing to skip any more.
-    pub(crate) fn done(&mut self, partition: i32) {
-        self.handled.remove(&partition);
-    }
-
-    /// Forgets everything, e.g. when partitions move: a partition read again after it
-    /// came back may hold other records at those offsets (a re-created topic).
-    pub(crate) fn clear(&mut self) {
-        self.handled.clear();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,35 +157,5 @@ mod tests {
             BTreeMap::from([(0, span(5, 7)), (1, span(7, 10))])
         );
         assert!(spans::<(i32, i64)>(&[]).is_empty());
-    }
-
-    #[test]
-    fn a_batch_read_again_skips_only_what_was_handled_on_its_partition() {
-        let mut reread = Reread::default();
-        // Batch 10..=14 on partition 0: 10, 11 and 13 were handled, 12 was not.
-        reread.remember(0, [10, 11, 13]);
-        let mut records = vec![(0, 10), (0, 11), (0, 12), (0, 13), (0, 14), (1, 11)];
-        assert_eq!(reread.drop_handled(&mut records), 3);
-        assert_eq!(records, [(0, 12), (0, 14), (1, 11)]);
-
-        // Read again: 14 handled now, 12 still not; what was remembered stays.
-        reread.remember(0, [14]);
-        let mut again = vec![(0, 10), (0, 11), (0, 12), (0, 13), (0, 14)];
-        reread.drop_handled(&mut again);
-        assert_eq!(again, [(0, 12)]);
-
-        reread.done(0);
-        let mut after = vec![(0, 10)];
-        assert_eq!(reread.drop_handled(&mut after), 0);
-    }
-
-    #[test]
-    fn clearing_forgets_every_partition() {
-        let mut reread = Reread::default();
-        reread.remember(0, [1]);
-        reread.remember(2, [5]);
-        reread.clear();
-        let mut records = vec![(0, 1), (2, 5)];
-        assert_eq!(reread.drop_handled(&mut records), 0);
     }
 }

@@ -17,6 +17,8 @@ pub struct WorkerMetrics {
     pub partitions: Gauge,
     /// Idempotency keys held in memory (those within the idempotency window).
     pub results_keys: Gauge,
+    /// Requests polled and not settled yet: queued behind their order, or being settled.
+    pub held: Gauge,
     pub commit_errors: Counter,
     /// Times the worker left and rejoined its group over a stale assignment.
     pub group_rejoins: Counter,
@@ -37,6 +39,7 @@ impl Default for WorkerMetrics {
             pg_calls_in_flight: Gauge::default(),
             partitions: Gauge::default(),
             results_keys: Gauge::default(),
+            held: Gauge::default(),
             commit_errors: Counter::default(),
             group_rejoins: Counter::default(),
             producer_sessions_renewed: Counter::default(),
@@ -85,6 +88,11 @@ impl WorkerMetrics {
             "kreply_worker_partitions_assigned",
             "Request partitions this worker owns.",
             self.partitions.get() as f64,
+        );
+        out.gauge(
+            "kreply_worker_requests_held",
+            "Requests polled and not settled yet (queued behind an earlier request of their order, or being settled); at most worker.max_held_requests plus one fetch.",
+            self.held.get() as f64,
         );
         out.gauge(
             "kreply_worker_results_keys",

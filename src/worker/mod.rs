@@ -10,18 +10,22 @@
 //! of them may call the PG (`race.rs`).
 //!
 //! Records of one order (same key, same partition) are settled in order; different orders
-//! run concurrently, up to `worker.concurrency` PG calls at once. The Kafka side runs on one
+//! run concurrently and never wait for each other, up to `worker.concurrency` PG calls at
+//! once, and the worker keeps polling while requests are at the PG, up to
+//! `worker.max_held_requests` held (`pipeline.rs`). A partition's committed offset is the
+//! end of its settled prefix: never past a request not settled. The Kafka side runs on one
 //! Tokio thread (the work is waiting on the PG and the brokers, not computing); the PG
 //! client keeps its connections on that thread too; the `/metrics` server does its I/O on
 //! async-std.
 
 mod answer;
-mod batch;
+mod chains;
 mod commit;
 mod member_list;
 mod metrics;
 mod pg_client;
 mod pg_connections;
+mod pipeline;
 mod poll_loop;
 mod race;
 mod request;
@@ -29,6 +33,7 @@ mod results;
 mod results_index;
 mod results_layout;
 mod settle;
+mod settled_prefix;
 mod stale_group;
 mod startup;
 
@@ -90,6 +95,8 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
             topic: &config.request_topic,
             group: &mut group,
             compat: config.broker_compat,
+            max_held: config.worker.max_held_requests,
+            drain_limit: worker.attempt_limit,
         };
         let signal = poll_loop::serve(Arc::new(worker), &mut requests, &shutdown).await?;
         notify("STOPPING=1");

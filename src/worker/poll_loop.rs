@@ -1,17 +1,19 @@
-//! The worker's poll loop: poll a batch, take the assignment it came under, settle it,
-//! commit it; and rejoin the group when its assignment went stale.
+//! The worker's poll loop: poll, take the assignment the records came under, hand them to
+//! the pipeline (`pipeline.rs`), commit what settled; and rejoin the group when its
+//! assignment went stale (tansu).
 
+use super::Worker;
 use super::metrics::WorkerMetrics;
+use super::pipeline::Pipeline;
 use super::stale_group::StaleGroup;
-use super::{Worker, batch, commit};
 use crate::error::StartupError;
 use crate::kafka::BrokerCompat;
 use crate::kafka::offset_gaps::{self, OffsetGaps};
-use crate::kafka::whole_batches::{self, Reread, Span};
+use crate::kafka::whole_batches::{self, Span};
 use crate::ops::notify::notify;
 use crate::ops::signals::{Shutdown, SignalName};
 use krafka::consumer::{Consumer, OffsetAndMetadata, TopicPartition};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,13 +25,19 @@ pub(super) struct Requests<'a> {
     pub(super) consumer: &'a Consumer,
     pub(super) topic: &'a str,
     pub(super) group: &'a mut StaleGroup,
-    /// Whose rules the brokers keep: whether a hole in the requests is read again.
+    /// Whose rules the brokers keep: whether a hole in the requests is read again, and
+    /// whether commits must land on batch boundaries.
     pub(super) compat: BrokerCompat,
+    /// Requests held at once (`worker.max_held_requests`).
+    pub(super) max_held: usize,
+    /// How long a stop waits for the requests under way.
+    pub(super) drain_limit: Duration,
 }
 
-/// Polls, settles and commits, batch by batch, until a stop is asked for; returns the
-/// signal that asked. A stop is only taken between batches, so requests in progress are
-/// finished and committed first. Fails only when the brokers cannot run the group at all.
+/// Polls, hands each request to its order's chain and commits what settled, until a stop
+/// is asked for; returns the signal that asked. Polling goes on while requests are at the
+/// PG, up to `max_held` held. On a stop, the requests under way are finished (up to
+/// `drain_limit`) and committed first. Fails only when the brokers cannot run the group.
 pub(super) async fn serve(
     worker: Arc<Worker>,
     requests: &mut Requests<'_>,
@@ -37,10 +45,33 @@ pub(super) async fn serve(
 ) -> Result<SignalName, StartupError> {
     let (consumer, topic) = (requests.consumer, requests.topic);
     let mut owned = Owned::new(requests.compat);
+    let mut pipeline = Pipeline::new(
+        requests.max_held,
+        requests.compat.commits_on_batch_boundaries(),
+    );
     let mut ready = false;
     loop {
+        pipeline.commit(consumer, topic, &worker.metrics).await;
+        worker.metrics.held.set(pipeline.held() as i64);
+        worker
+            .metrics
+            .results_keys
+            .set(worker.results.keys() as i64);
+        if let Some(reason) = requests.group.check(consumer, owned.partitions.len()).await {
+            if !rejoin(requests, &reason, &worker.metrics, shutdown).await {
+                return Ok(stop(&mut pipeline, requests, &worker, shutdown).await);
+            }
+            owned.regaining = Some(Instant::now());
+        }
+        if pipeline.full() {
+            let waited = shutdown.unless_requested(pipeline.wait_for_settled(POLL_TIMEOUT));
+            if waited.await.is_none() {
+                return Ok(stop(&mut pipeline, requests, &worker, shutdown).await);
+            }
+            continue;
+        }
         let Some(polled) = shutdown.unless_requested(consumer.poll(POLL_TIMEOUT)).await else {
-            return Ok(shutdown.requested().await);
+            return Ok(stop(&mut pipeline, requests, &worker, shutdown).await);
         };
         let mut records = match polled {
             Ok(records) => records,
@@ -59,6 +90,7 @@ pub(super) async fn serve(
             rewind(consumer, topic, &whole_batches::spans(&records)).await;
             continue;
         };
+        pipeline.own(&owned.partitions);
         // Several gateways write each partition: a request stored late is read again.
         // After the assignment is taken, so a partition that came back has no old hole.
         let holes = offset_gaps::mend(consumer, topic, &mut owned.gaps, &mut records).await;
@@ -71,26 +103,29 @@ pub(super) async fn serve(
             ready = true;
             ready_in_group(&owned);
         }
-        owned.reread.drop_handled(&mut records);
-        if !records.is_empty() {
-            let settled = batch::settle(&worker, records).await;
-            let read = commit::Read {
-                spans: &spans,
-                reread: &mut owned.reread,
-            };
-            commit::commit(consumer, topic, settled, read, &worker.metrics).await;
-            worker
-                .metrics
-                .results_keys
-                .set(worker.results.keys() as i64);
-        }
-        if let Some(reason) = requests.group.check(consumer, owned.partitions.len()).await {
-            if !rejoin(requests, &reason, &worker.metrics, shutdown).await {
-                return Ok(shutdown.requested().await);
+        if pipeline.forget_restarted_logs(&log_ends(consumer, topic).await) {
+            // The brokers lost their logs: the results log most likely started over too.
+            // Reading it to its end now finds that out before a payment needs it.
+            if let Err(e) = worker.results.catch_up().await {
+                log::warn!("worker: reading the results store after a log started over: {e}");
             }
-            owned.regaining = Some(Instant::now());
         }
+        pipeline.take(&worker, records, &spans);
     }
+}
+
+/// The stop: finishes and commits the requests under way; the signal that asked.
+async fn stop(
+    pipeline: &mut Pipeline,
+    requests: &Requests<'_>,
+    worker: &Worker,
+    shutdown: &Shutdown,
+) -> SignalName {
+    let (consumer, topic) = (requests.consumer, requests.topic);
+    pipeline
+        .drain(consumer, topic, &worker.metrics, requests.drain_limit)
+        .await;
+    shutdown.requested().await
 }
 
 /// Whether a poll failed because the brokers have no `ConsumerGroupHeartbeat` (KIP-848):
@@ -123,8 +158,6 @@ struct Owned {
     partitions: HashSet<i32>,
     /// Since when the worker has been rejoining after a stale assignment.
     regaining: Option<Instant>,
-    /// Requests already settled in batches being read again.
-    reread: Reread,
     /// Where each partition's next request is, to read again one stored late.
     gaps: OffsetGaps,
 }
@@ -134,7 +167,6 @@ impl Owned {
         Owned {
             partitions: HashSet::new(),
             regaining: None,
-            reread: Reread::default(),
             gaps: OffsetGaps::new(compat),
         }
     }
@@ -157,7 +189,6 @@ impl Owned {
         if assigned == self.partitions {
             return Some(Vec::new());
         }
-        self.reread.clear();
         self.gaps.retain(|partition| assigned.contains(&partition));
         // New partitions may carry repeats of what their previous owner recorded;
         // losing partitions brings nothing new to read.
@@ -262,6 +293,17 @@ async fn rejoin(
             return false;
         }
     }
+}
+
+/// Each partition's high watermark, as the consumer's last fetches said (no request).
+async fn log_ends(consumer: &Consumer, topic: &str) -> HashMap<i32, i64> {
+    consumer
+        .lag()
+        .await
+        .into_iter()
+        .filter(|(tp, _)| &*tp.topic == topic)
+        .filter_map(|(tp, lag)| Some((tp.partition, lag.high_watermark?)))
+        .collect()
 }
 
 /// Reads a batch (which read `spans`) again later, e.g. when the results store could not

@@ -247,7 +247,7 @@ impl ResultsStore {
     /// Reads until `met` holds for a record this worker has just written. On tansu, when
     /// the reader brings nothing new for [`READ_BACK_STUCK`] first, the log may have
     /// started over: reopens the reader and tries once more
-    /// ([`BrokerCompat::reopens_silent_readers`]); on Kafka, reads for up to
+    /// ([`BrokerCompat::reopens_silent_readers`](crate::kafka::BrokerCompat::reopens_silent_readers)); on Kafka, reads for up to
     /// [`CATCH_UP_LIMIT`]. `false` when the record never came. Only a
     /// stall counts, not the time taken: a new worker reads the whole topic before its
     /// markers come back.

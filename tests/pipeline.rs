@@ -1,0 +1,116 @@
+//! The pipelined worker: it keeps polling while earlier requests are at the PG, one
+//! order's requests still settle in offset order, and a partition's committed offset never
+//! passes a request that is not settled (`src/worker/pipeline.rs`, `chains.rs`,
+//! `settled_prefix.rs`). The PG simulator holds `SLOW…` orders `--slow-ms` longer.
+
+mod common;
+
+use common::cluster::BrokerKind;
+use common::system::{System, system_config};
+use common::*;
+use krafka::producer::murmur2;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// How much longer the PG takes for a `SLOW…` order.
+const SLOW: Duration = Duration::from_secs(2);
+
+/// The request partition Kafka's partitioner gives `order_id` (3 partitions).
+fn partition_of(order_id: &str) -> i32 {
+    (murmur2(order_id.as_bytes()) & 0x7fff_ffff) as i32 % 3
+}
+
+/// A payment with a long enough wait; when its answer came.
+fn pay_at(system: &System, operation: &str, order: &str) -> (u16, Instant) {
+    let response = system.gateway.pay_with(
+        operation,
+        &[("request-timeout", "15000")],
+        &json!({"order_id": order, "amount": 1}),
+    );
+    (response.status, Instant::now())
+}
+
+on_both_brokers!(one_order_waits_for_its_earlier_request_and_other_orders_pass_it);
+
+/// Two requests of one order, the first slow at the PG: the second waits for it. Orders
+/// sent while it is at the PG are answered before it: no batch holds them back.
+fn one_order_waits_for_its_earlier_request_and_other_orders_pass_it(kind: BrokerKind) {
+    let slow_ms = SLOW.as_millis().to_string();
+    let system = System::start_kind(kind, 1, &["--slow-ms", &slow_ms], system_config(6000));
+    let ((approve, approved), (cancel, cancelled), fast) = std::thread::scope(|s| {
+        let first = s.spawn(|| pay_at(&system, "approve", "SLOW-1"));
+        std::thread::sleep(Duration::from_millis(200));
+        let second = s.spawn(|| pay_at(&system, "cancel", "SLOW-1"));
+        std::thread::sleep(Duration::from_millis(200));
+        let fast: Vec<(u16, Instant)> = (0..6)
+            .map(|i| pay_at(&system, "approve", &format!("FAST-{i}")))
+            .collect();
+        (first.join().unwrap(), second.join().unwrap(), fast)
+    });
+    assert_eq!((approve, cancel), (200, 200));
+    for (i, (status, answered)) in fast.iter().enumerate() {
+        assert_eq!(*status, 200, "FAST-{i}");
+        assert!(
+            *answered < approved,
+            "FAST-{i} waited for the slow order: answered after it"
+        );
+    }
+    // The cancel's PG call began only once the approve was settled: it ends a whole
+    // slow PG call later (run together, both would end at about the same time).
+    let gap = cancelled.duration_since(approved);
+    assert!(
+        gap >= SLOW - Duration::from_millis(300),
+        "the second request of SLOW-1 did not wait for the first: answered {gap:?} after it"
+    );
+    let charges = system.pg.charges();
+    assert_eq!(charges["calls"], 8, "{charges}");
+}
+
+/// A slow request at offset N, faster ones after it on the same partition: the group's
+/// committed offset stays at N until the slow one settles, then moves past all of them.
+/// (On the Kafka-rules cluster, whose committed offsets a test can read.)
+#[test]
+fn the_committed_offset_never_passes_an_unsettled_request() {
+    let slow_ms = SLOW.as_millis().to_string();
+    let system = System::start_kind(
+        BrokerKind::KafkaRules,
+        1,
+        &["--slow-ms", &slow_ms],
+        system_config(6000),
+    );
+    let cluster = system.broker.cluster();
+    let slow = "SLOW-C";
+    let partition = partition_of(slow);
+    let fast: Vec<String> = (0..)
+        .map(|i| format!("FAST-C-{i}"))
+        .filter(|order| partition_of(order) == partition)
+        .take(4)
+        .collect();
+    let committed = || cluster.committed_offset("kreply-workers", REQUEST_TOPIC, partition);
+    let slow_at = cluster.next_offset(REQUEST_TOPIC, partition).unwrap_or(0);
+
+    std::thread::scope(|s| {
+        let slow_payment = s.spawn(|| pay_at(&system, "approve", slow));
+        wait_until("the slow request written", Duration::from_secs(10), || {
+            cluster.next_offset(REQUEST_TOPIC, partition) > Some(slow_at)
+        });
+        for order in &fast {
+            assert_eq!(pay_at(&system, "approve", order).0, 200, "{order}");
+        }
+        // Every fast request after it is settled; the slow one is still at the PG.
+        assert!(!slow_payment.is_finished(), "the slow payment ended early");
+        let at = committed();
+        assert!(
+            at.is_none_or(|at| at <= slow_at),
+            "committed {at:?} past the unsettled request at {slow_at}"
+        );
+        assert_eq!(slow_payment.join().unwrap().0, 200);
+    });
+    let end = cluster.next_offset(REQUEST_TOPIC, partition).unwrap();
+    assert_eq!(end, slow_at + 5);
+    wait_until(
+        "the commit past every settled request",
+        Duration::from_secs(10),
+        || committed() == Some(end),
+    );
+}
