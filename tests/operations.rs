@@ -3,6 +3,7 @@
 mod common;
 
 use common::answers::sample;
+use common::system::System;
 use common::*;
 use serde_json::json;
 use std::net::TcpStream;
@@ -306,4 +307,40 @@ fn a_worker_on_kafka_rules_against_tansu_stops_with_one_sentence() {
     assert!(!ok, "the worker did not stop: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert_holds(&stderr, &["KIP-848", "\"broker_compat\": \"tansu-0.6\""]);
+}
+
+/// One start reads as one: a process logs a single `startup: connected to` line naming
+/// every client it opened, not one per client (the worker opens three, the gateway two).
+#[test]
+fn each_process_logs_one_connected_line_naming_its_clients() {
+    let system = System::start(1, &[], 3000);
+    for (who, log, clients) in [
+        (
+            "gateway",
+            system.gateway.log_text(),
+            "clients kreply-gateway, kreply-gateway-replies",
+        ),
+        (
+            "worker",
+            system.workers[0].daemon.log_text(),
+            "clients kreply-worker, kreply-worker-producer, kreply-worker-results",
+        ),
+    ] {
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("startup: connected to"))
+            .collect();
+        assert_eq!(lines.len(), 1, "the {who} logged {lines:#?}");
+        assert_holds(
+            lines[0],
+            &[
+                &format!(
+                    "startup: connected to {} (plaintext, no SASL)",
+                    system.brokers
+                ),
+                "following tansu-0.6 rules",
+                clients,
+            ],
+        );
+    }
 }

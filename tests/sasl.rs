@@ -53,14 +53,19 @@ fn a_payment_goes_through_connections_that_proved_the_password() {
     // The gateway's and the worker's clients each connected at least once.
     assert!(proxy.authenticated() >= 2, "{}", proxy.authenticated());
     assert_eq!(proxy.refused(), 0);
+    // Each process says once, for all its clients, how it reached the brokers.
+    let connected = format!(
+        "startup: connected to {} (plaintext, SASL SCRAM-SHA-256 as user \"kreply\" (password from \"sasl.password_file\" {})), following tansu-0.6 rules: clients",
+        proxy.addr,
+        password.display()
+    );
     for log in [
         system.gateway.log_text(),
         system.workers[0].daemon.log_text(),
     ] {
-        assert!(
-            log.contains("SASL SCRAM-SHA-256 as user \"kreply\""),
-            "{log}"
-        );
+        let lines = log.matches("startup: connected to").count();
+        assert_eq!(lines, 1, "{log}");
+        assert!(log.contains(&connected), "no {connected:?} in:\n{log}");
         assert!(!log.contains(PASSWORD), "the password is in a log: {log}");
     }
 }

@@ -42,17 +42,22 @@ fn a_payment_goes_through_gateway_worker_and_pg_over_tls() {
     assert_eq!(response.json()["status"], "APPROVED");
     assert_eq!(system.pg.charges()["charges"], json!({"TLS-1:approve": 1}));
     let connected = format!(
-        "startup: connected to {} (TLS (CA {}, server name {SERVER_NAME}), no SASL)",
+        "startup: connected to {} (TLS (CA {}, server name {SERVER_NAME}), no SASL), following tansu-0.6 rules: clients",
         front.addr,
         ca.display()
     );
-    system
-        .gateway
-        .daemon
-        .wait_for_log(&connected, Duration::from_secs(1));
-    system.workers[0]
-        .daemon
-        .wait_for_log(&connected, Duration::from_secs(1));
+    for (daemon, clients) in [
+        (
+            &system.gateway.daemon,
+            "kreply-gateway, kreply-gateway-replies",
+        ),
+        (
+            &system.workers[0].daemon,
+            "kreply-worker, kreply-worker-producer, kreply-worker-results",
+        ),
+    ] {
+        daemon.wait_for_log(&format!("{connected} {clients}"), Duration::from_secs(1));
+    }
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! rather than failing later inside a connection attempt.
 //!
 //! The password is secret: it is held in a [`Secret`], whose `Debug` prints `[redacted]`
-//! and which has no `Display`, so it can reach no log line or report by accident. A
+//! and which has no `Display`, so it can reach no log line or report by accident, and
+//! which overwrites its bytes when dropped, so a freed config leaves no copy behind. A
 //! relative `password_file` (or `key_file`) is looked up in `$CREDENTIALS_DIRECTORY` when
 //! systemd set it (`LoadCredential=`), else beside the config file.
 
@@ -15,6 +16,7 @@ use crate::error::StartupError;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 /// `"tls"`: TLS to every broker.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,8 +72,10 @@ impl fmt::Display for SaslMechanism {
 }
 
 /// A password. Its `Debug` hides it and it has no `Display`: only [`Secret::expose`]
-/// gives it out, at the one place it is handed to krafka.
-#[derive(Clone, Default)]
+/// gives it out, at the one place it is handed to krafka. Dropping it (and each clone)
+/// overwrites its bytes with zeroes, so the memory a dropped config leaves to the
+/// allocator holds no password.
+#[derive(Clone, Default, ZeroizeOnDrop)]
 pub(crate) struct Secret(String);
 
 impl Secret {
@@ -158,21 +162,24 @@ impl SaslSettings {
         }
     }
 
-    /// Reads the password from its file or variable.
+    /// Reads the password from its file or variable. What was read is zeroized too, once
+    /// the [`Secret`] holds its copy. (The process environment keeps its own copy of a
+    /// `password_env` variable, out of kreply's reach: prefer `password_file`.)
     fn load(&mut self, folder: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
-        let password = if let Some(file) = &mut self.password_file {
+        let read = if let Some(file) = &mut self.password_file {
             *file = credential_path(file, folder, env);
-            let bytes = read_file("sasl.password_file", file)?;
-            String::from_utf8(bytes).map_err(|_| {
-                format!(
-                    "\"sasl.password_file\" {} is not UTF-8 text (write the password as text)",
-                    file.display()
-                )
-            })?
+            Zeroizing::new(read_file("sasl.password_file", file)?)
         } else {
             let name = self.password_env.as_deref().unwrap_or_default();
-            env(name).ok_or_else(|| format!("cannot read the password from {name}, named by \"sasl.password_env\" (set it, e.g. in the unit's EnvironmentFile=): it is not set"))?
+            let value = env(name).ok_or_else(|| format!("cannot read the password from {name}, named by \"sasl.password_env\" (set it, e.g. in the unit's EnvironmentFile=): it is not set"))?;
+            Zeroizing::new(value.into_bytes())
         };
+        let password = std::str::from_utf8(&read).map_err(|_| {
+            format!(
+                "{} is not UTF-8 text (write the password as text)",
+                self.source()
+            )
+        })?;
         let password = password.trim_end_matches(['\r', '\n']);
         if password.is_empty() {
             return Err(format!("the password from {} is empty", self.source()));
@@ -368,6 +375,39 @@ mod tests {
         let err = load_in(&dir, json, &|_| None).unwrap_err();
         assert!(err.contains("KAFKA_PW"), "{err}");
         assert!(err.contains("it is not set"), "{err}");
+    }
+
+    #[test]
+    fn no_debug_output_of_the_config_shows_the_password() {
+        let dir = folder_with("debug", &[("kafka-password", "file-pw-7f3a\n")]);
+        let from_file = r#"{"sasl": {"mechanism": "PLAIN", "username": "u", "password_file": "kafka-password"}}"#;
+        let from_env =
+            r#"{"sasl": {"mechanism": "SCRAM-SHA-256", "username": "u", "password_env": "PW"}}"#;
+        let env = |name: &str| (name == "PW").then(|| "env-pw-9c1e".to_string());
+        for (json, password) in [(from_file, "file-pw-7f3a"), (from_env, "env-pw-9c1e")] {
+            let config = load_in(&dir, json, &env).unwrap();
+            let sasl = config.sasl.clone().unwrap();
+            assert_eq!(sasl.password.expose(), password);
+            for shown in [
+                format!("{config:?}"),
+                format!("{config:#?}"),
+                format!("{sasl:?}"),
+                format!("{:?}", sasl.password),
+                config.broker_security(),
+            ] {
+                assert!(!shown.contains(password), "the password leaked: {shown}");
+            }
+            assert!(format!("{sasl:?}").contains("[redacted]"));
+        }
+    }
+
+    /// Compiles only for types whose `Drop` zeroizes them: the derive that gives
+    /// `ZeroizeOnDrop` writes that `Drop`.
+    fn assert_zeroize_on_drop<T: ZeroizeOnDrop>() {}
+
+    #[test]
+    fn the_password_is_wiped_when_dropped() {
+        assert_zeroize_on_drop::<Secret>();
     }
 
     #[test]

@@ -47,23 +47,30 @@ impl std::fmt::Display for ConsumedAt {
     }
 }
 
-/// Connects to the brokers named in `config`, as `client_id`, at startup: a failure is
-/// told as a startup error naming the setting to check.
+/// Connects to the brokers named in `config`, as `client_id`: a failure is told as a
+/// startup error naming the setting to check. It logs nothing: a process opens several
+/// clients (and the gateway opens its reply client again at runtime), so it says once,
+/// with [`log_connected`], how it reached the brokers and as which clients.
 pub(crate) async fn connect_brokers(
     config: &Config,
     config_path: &str,
     client_id: &str,
 ) -> Result<Kafka, StartupError> {
-    let kafka = client(config, client_id)
+    client(config, client_id)
         .await
-        .map_err(|e| security::connect_failed(e, config, config_path))?;
+        .map_err(|e| security::connect_failed(e, config, config_path))
+}
+
+/// The process's one startup line about the brokers, once startup has opened `clients`:
+/// a line per client made one start read like several.
+pub(crate) fn log_connected(config: &Config, clients: &[&str]) {
     log::info!(
-        "startup: connected to {} ({}), following {} rules",
+        "startup: connected to {} ({}), following {} rules: clients {}",
         config.brokers.join(","),
         config.broker_security(),
-        config.broker_compat.name()
+        config.broker_compat.name(),
+        clients.join(", ")
     );
-    Ok(kafka)
 }
 
 /// A new client of the brokers named in `config`, as `client_id`: for a connection of its

@@ -35,6 +35,10 @@ fn tls_config(tls: &TlsSettings) -> TlsConfig {
     krafka
 }
 
+/// krafka copies the password into a `String` of its own (`PlainCredentials` or
+/// `ScramCredentials`, kept in every client for its reconnections, and again into each
+/// SCRAM exchange). kreply cannot wipe that copy; krafka 0.28.1 derives `ZeroizeOnDrop`
+/// for those credentials, so it is wiped when the client holding it is dropped.
 fn sasl_config(sasl: &SaslSettings) -> AuthConfig {
     let (user, password) = (sasl.username.as_str(), sasl.password.expose());
     match sasl.mechanism {

@@ -21,13 +21,20 @@ const RECORDING_MARGIN: Duration = Duration::from_secs(5);
 /// Bytes one fetch of requests may bring: a few hundred requests, about krafka's default
 /// of 500 records a poll, now that a poll hands out everything fetched.
 const FETCH_MAX_BYTES: i32 = 128 * 1024;
+/// The clients startup opens, in order: the group consumer's (and the topic check's), the
+/// producer's, and the results reader's.
+const WORKER_CLIENTS: [&str; 3] = [
+    "kreply-worker",
+    "kreply-worker-producer",
+    "kreply-worker-results",
+];
 
 pub(super) async fn start(
     config: &Config,
     config_path: &str,
 ) -> Result<(Worker, Consumer, StaleGroup), StartupError> {
     let settings = &config.worker;
-    let kafka = kafka::connect_brokers(config, config_path, "kreply-worker").await?;
+    let kafka = kafka::connect_brokers(config, config_path, WORKER_CLIENTS[0]).await?;
     let admin = kafka.admin();
     let needed = [
         NeededTopic::plain(&config.request_topic, "request"),
@@ -44,7 +51,7 @@ pub(super) async fn start(
     // Replies and results records have no caller deadline; 30 s bounds a stuck send. The
     // producer has a client of its own, so its sends never wait behind a fetch.
     let metrics = Arc::new(WorkerMetrics::default());
-    let producing = kafka::connect_brokers(config, config_path, "kreply-worker-producer").await?;
+    let producing = kafka::connect_brokers(config, config_path, WORKER_CLIENTS[1]).await?;
     let renewals = Arc::clone(&metrics);
     let producer = kafka::payment_producer(
         producing,
@@ -57,7 +64,8 @@ pub(super) async fn start(
     // The results reader too, like every consumer: a broker serves one request per
     // connection at a time, so a read-back would otherwise wait behind the group
     // consumer's fetches, heartbeats and commits.
-    let reading = kafka::connect_brokers(config, config_path, "kreply-worker-results").await?;
+    let reading = kafka::connect_brokers(config, config_path, WORKER_CLIENTS[2]).await?;
+    kafka::log_connected(config, &WORKER_CLIENTS);
     let results = ResultsStore::open(
         &reading,
         config,
@@ -118,6 +126,10 @@ pub(super) async fn start(
         config.request_topic,
         settings.pg_url
     );
+    log::info!(
+        "startup: {}",
+        capacity(settings.concurrency, settings.pg_timeout_ms)
+    );
     let pg_calls = Semaphore::new(settings.concurrency);
     let members = compat.watches_stale_group().then(|| {
         MemberList::watch(
@@ -141,4 +153,25 @@ pub(super) async fn start(
         consumer,
         group,
     ))
+}
+
+/// What `concurrency` PG calls at once allow, by Little's law (calls in flight = rate x
+/// latency): the rate when every call takes the whole PG timeout, and at 200 ms a call.
+fn capacity(concurrency: usize, pg_timeout_ms: u64) -> String {
+    let per_second = |latency_ms: u64| concurrency as u64 * 1000 / latency_ms.max(1);
+    format!(
+        "up to {concurrency} PG calls at once: at least {} payments/s while calls take the whole PG timeout ({pg_timeout_ms} ms), {} at 200 ms a call; raise \"worker.concurrency\" to rate x latency for more",
+        per_second(pg_timeout_ms),
+        per_second(200)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn capacity_follows_littles_law() {
+        let line = super::capacity(256, 3000);
+        assert!(line.contains("at least 85 payments/s"), "{line}");
+        assert!(line.contains("1280 at 200 ms"), "{line}");
+    }
 }

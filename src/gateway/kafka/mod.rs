@@ -26,7 +26,7 @@ use crate::gateway::readiness::Readiness;
 use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
 use crate::kafka::topics::{self, NeededTopic};
-use crate::kafka::{ProducerSession, connect_brokers, payment_producer};
+use crate::kafka::{ProducerSession, connect_brokers, log_connected, payment_producer};
 use crate::wire::dialect::Dialect;
 use reply_consumer::{ReplySource, Start};
 use std::sync::Arc;
@@ -135,6 +135,7 @@ async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
         fresh: std::sync::Mutex::default(),
     };
     let consumer = replies.open(Start::Latest).await?;
+    log_connected(config, &[&config.client_id, &replies.client_id()]);
     Ok(Connected {
         producer,
         replies,
