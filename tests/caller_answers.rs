@@ -232,6 +232,48 @@ fn a_late_error_reply_gets_the_status_the_call_would_have_had() {
     assert_eq!(declined["correlation_id"], problem["correlation_id"]);
 }
 
+/// Issue 20, item 5: a late reply is fetched with the trace the call's answer named, as
+/// the call would have had it (the worker echoes the request's `traceparent` on its
+/// reply), whether the caller sent the trace or the gateway started it.
+#[test]
+fn a_late_reply_is_fetched_with_the_trace_of_the_call_it_answers() {
+    const SENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    let _responder = broker.replying(Duration::from_secs(2), |request| {
+        let reply = echo::reply_to(request).unwrap();
+        match request.header("traceparent").flatten() {
+            Some(trace) => reply.header("traceparent", trace.clone()),
+            None => reply,
+        }
+    });
+    let gateway = Gateway::start(&broker.addr, "127.0.0.2");
+
+    for (order_id, sent) in [("T-1", Some(SENT)), ("T-2", None)] {
+        let mut headers = vec![("request-timeout", "300")];
+        headers.extend(sent.map(|trace| ("traceparent", trace)));
+        let response = gateway.pay_with(
+            "approve",
+            &headers,
+            &json!({"order_id": order_id, "amount": 700}),
+        );
+        let problem = assert_problem(&response, 504, "reply-timeout");
+        let called = response.header("traceparent").expect("a traceparent");
+        if let Some(sent) = sent {
+            assert_eq!(called, sent);
+        }
+        let url = problem["reply_url"].as_str().unwrap();
+        let fetched = fetch_when_answered(&gateway, url);
+        fetched.assert_status(200);
+        assert_eq!(fetched.json()["order_id"], order_id);
+        assert_eq!(
+            fetched.header("traceparent"),
+            Some(called),
+            "{order_id}: the lookup lost the call's trace"
+        );
+    }
+}
+
 #[test]
 fn a_reply_to_an_id_this_host_never_issued_is_not_kept() {
     let broker = Broker::start();

@@ -14,7 +14,9 @@
 
 use crate::gateway::registry::Reply;
 use crate::wire::correlation_id::CorrelationId;
+use crate::wire::dialect::NEST_ERR;
 use crate::wire::record::headers;
+use crate::wire::traceparent::{self, TraceParent};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -107,9 +109,7 @@ impl LateReplies {
         let Some(slot @ None) = self.entries.get_mut(id) else {
             return Err(reply);
         };
-        // Only what the caller's answer is made of: the value and the error code.
-        reply.headers.retain(|(name, _)| name == headers::ERROR);
-        reply.headers.shrink_to_fit();
+        keep_answer_headers(&mut reply.headers);
         if let Some(value) = &mut reply.value {
             value.shrink_to_fit();
         }
@@ -169,6 +169,25 @@ enum Dropped {
     Evicted,
 }
 
+/// Leaves only what the caller's answer is made of, as the payment call would have given
+/// it: the worker's error in either dialect (`kreply_error`, `kafka_nest-err`) and the
+/// trace context. A `traceparent` is kept as its 55 canonical bytes, or dropped when it
+/// is no valid one, so what a kept reply holds beside its value stays small.
+fn keep_answer_headers(kept: &mut Vec<(String, Option<Vec<u8>>)>) {
+    kept.retain_mut(|(name, value)| match name.as_str() {
+        headers::ERROR | NEST_ERR => true,
+        traceparent::HEADER => match value.as_deref().and_then(TraceParent::parse) {
+            Some(trace) => {
+                *value = Some(trace.to_bytes().to_vec());
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    });
+    kept.shrink_to_fit();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +245,46 @@ mod tests {
         ));
         let stats = late.stats(at(t0, 3));
         assert_eq!((stats.kept, stats.served, stats.stored), (1, 2, 1));
+    }
+
+    /// Issue 20, item 5: the trace context stays with a kept reply, so its lookup answers
+    /// with it; canonical when valid (a later version is written as `00`), dropped when
+    /// not. A NestJS error header stays too: it is what makes the reply an error.
+    #[test]
+    fn a_kept_reply_keeps_its_trace_and_either_dialects_error() {
+        const TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let later = "cc-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future";
+        let nest_err = br#"{"status":"error","code":"declined"}"#.to_vec();
+        let t0 = Instant::now();
+        let mut late = store(10, 60);
+        for (n, sent, kept) in [
+            (1, Some(TRACE.as_bytes()), Some(TRACE)),
+            (2, Some(later.as_bytes()), Some(TRACE)),
+            (3, Some(&b"00-not-a-trace"[..]), None),
+            (4, None, None),
+        ] {
+            let mut with_trace = reply("r");
+            with_trace.headers.extend([
+                (traceparent::HEADER.to_string(), sent.map(<[u8]>::to_vec)),
+                (NEST_ERR.to_string(), Some(nest_err.clone())),
+                ("kafka_nest-is-disposed".to_string(), Some(vec![0])),
+            ]);
+            late.give_up(id(n), t0);
+            late.keep(id(n).as_bytes(), with_trace, t0).unwrap();
+            let LateLookup::Answered(answered) = look(&mut late, n, t0) else {
+                panic!("the reply was not kept");
+            };
+            let mut expected = vec![
+                (headers::ERROR.to_string(), Some(b"declined".to_vec())),
+                (
+                    traceparent::HEADER.to_string(),
+                    kept.map(|t| t.as_bytes().to_vec()),
+                ),
+                (NEST_ERR.to_string(), Some(nest_err.clone())),
+            ];
+            expected.retain(|(_, value)| value.is_some());
+            assert_eq!(answered.headers, expected, "{sent:?}");
+        }
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::gateway::registry::{Delivery, Reply};
 use crate::ops::http_server::{BodyDeadline, answer};
 use crate::testing::deeply_nested_body;
 use crate::wire::correlation_id::CorrelationId;
+use crate::wire::dialect::{Dialect, NEST_ERR, NEST_IS_DISPOSED};
 use crate::wire::problem::CONTENT_TYPE;
 use crate::wire::record::{OutgoingRecord, WrittenAt, headers};
 use crate::wire::traceparent::TraceParent;
@@ -482,6 +483,26 @@ fn a_gateway_not_reading_replies_refuses_with_503_not_sent_and_sends_nothing() {
     });
 }
 
+/// Issue 20, item 2: like `overloaded`, `not-ready` is decided before the body is read
+/// (the connection layer then closes a connection whose body is left unread).
+#[test]
+fn a_gateway_not_reading_replies_refuses_before_the_body_is_read() {
+    let (app, mut queue) = gateway();
+    let readiness = &app.state().readiness;
+    assert_eq!(
+        (0..10).find_map(|_| readiness.observe(false)),
+        Some(Change::Lost)
+    );
+    block_on(async {
+        // A body read would be a 400 unreadable-body.
+        let mut req = streamed_payment(BrokenBody);
+        req.insert_header("traceparent", TRACE);
+        let (response, problem) = refused(&app, &mut queue, req, 503, "not-ready").await;
+        assert_eq!(problem["outcome"], "not_sent");
+        assert_eq!(header(&response, "traceparent"), Some(TRACE));
+    });
+}
+
 #[test]
 fn at_the_in_flight_cap_a_payment_is_503_overloaded_before_its_body_is_read() {
     let (app, mut queue) = gateway_with(Config {
@@ -818,6 +839,120 @@ fn a_refusal_carries_the_callers_traceparent_too() {
     req.insert_header("traceparent", TRACE);
     let (response, _) = block_on(refused(&app, &mut queue, req, 400, "invalid-json"));
     assert_eq!(header(&response, "traceparent"), Some(TRACE));
+}
+
+/// A payment that waits 1 ms and gets its 504 (the acknowledgement held back), with the
+/// caller's `traceparent` if `sent`: the answer's problem and `traceparent`, and the
+/// request record (its dead letter taken from the queue).
+async fn timed_out(
+    app: &Server<State>,
+    queue: &mut SendQueue,
+    sent: Option<&str>,
+) -> (Value, String, OutgoingRecord) {
+    let mut req = payment(ORDER);
+    if let Some(trace) = sent {
+        req.insert_header("traceparent", trace);
+    }
+    let (mut response, (record, _ack)) = with_broker(app, req, next_payment(queue)).await;
+    let problem = expect_problem(&mut response, 504, "reply-timeout").await;
+    let called = header(&response, "traceparent").expect("a traceparent");
+    dead_letter(queue, &record);
+    (problem, called.to_string(), record)
+}
+
+/// Issue 20, item 5: a late reply fetched at its `reply_url` carries the trace the call's
+/// answer named, as the call would have: the reply's `traceparent`, which the worker
+/// echoes from the request. Both for a success and an error reply, a trace the caller
+/// sent or one the gateway started.
+#[test]
+fn a_late_reply_is_fetched_with_the_trace_of_the_call_it_answers() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    let value = json!({ "status": "APPROVED" });
+    block_on(async {
+        for (sent, error, status) in [(Some(TRACE), None, 200), (None, Some("declined"), 402)] {
+            let (problem, called, record) = timed_out(&app, &mut queue, sent).await;
+            if let Some(sent) = sent {
+                assert_eq!(called, sent);
+            }
+            let url = problem["reply_url"].as_str().unwrap();
+            let mut pending = get(&app, url).await;
+            expect_problem(&mut pending, 404, "reply-pending").await;
+            // The worker's reply, its trace echoed from the request.
+            let mut late = reply(&value, error);
+            let echoed = record.header("traceparent").expect("a traceparent");
+            assert_eq!(echoed, called.as_bytes());
+            late.headers
+                .push(("traceparent".to_string(), Some(echoed.to_vec())));
+            let id = correlation_id(&record);
+            let delivery = registry.deliver(id.as_bytes(), late);
+            assert!(matches!(delivery, Delivery::Kept), "{delivery:?}");
+            let fetched = get(&app, url).await;
+            assert_eq!(fetched.status() as u16, status);
+            assert_eq!(header(&fetched, "traceparent"), Some(called.as_str()));
+            // Asked again, the same.
+            let again = get(&app, url).await;
+            assert_eq!(header(&again, "traceparent"), Some(called.as_str()));
+        }
+    });
+}
+
+/// A late reply without a valid `traceparent` (a worker other than kreply's) is answered
+/// without one: the gateway does not invent a trace the call never had.
+#[test]
+fn a_late_reply_without_a_valid_trace_is_fetched_without_one() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    block_on(async {
+        for carried in [None, Some(TRACE.to_uppercase())] {
+            let (problem, _, record) = timed_out(&app, &mut queue, Some(TRACE)).await;
+            let mut late = reply(&json!({ "status": "APPROVED" }), None);
+            if let Some(carried) = carried {
+                late.headers
+                    .push(("traceparent".to_string(), Some(carried.into_bytes())));
+            }
+            registry.deliver(correlation_id(&record).as_bytes(), late);
+            let fetched = get(&app, problem["reply_url"].as_str().unwrap()).await;
+            assert_eq!(fetched.status() as u16, 200);
+            assert_eq!(header(&fetched, "traceparent"), None);
+        }
+    });
+}
+
+/// A NestJS worker's error comes in `kafka_nest-err`, its value the worker's JSON body: a
+/// late one must still be the error the call would have had, never a 200.
+#[test]
+fn a_late_nestjs_error_reply_gets_the_status_the_call_would_have_had() {
+    let (app, mut queue) = gateway_with(Config {
+        dialect: Dialect::Nestjs,
+        ..Config::default()
+    });
+    let registry = &app.state().registry;
+    block_on(async {
+        let (problem, called, record) = timed_out(&app, &mut queue, None).await;
+        let id = correlation_id(&record);
+        let late = Reply {
+            value: Some(br#"{"status":"DECLINED","detail":"card limit"}"#.to_vec()),
+            headers: vec![
+                (NEST_IS_DISPOSED.to_string(), Some(vec![0])),
+                (
+                    NEST_ERR.to_string(),
+                    Some(
+                        br#"{"status":"error","code":"declined","message":"card limit"}"#.to_vec(),
+                    ),
+                ),
+                ("traceparent".to_string(), Some(called.clone().into_bytes())),
+            ],
+            partition: 0,
+            offset: 0,
+        };
+        let delivery = registry.deliver(id.as_bytes(), late);
+        assert!(matches!(delivery, Delivery::Kept), "{delivery:?}");
+        let mut fetched = get(&app, problem["reply_url"].as_str().unwrap()).await;
+        let declined = expect_problem(&mut fetched, 402, "declined").await;
+        assert_eq!(declined["detail"], "card limit");
+        assert_eq!(header(&fetched, "traceparent"), Some(called.as_str()));
+    });
 }
 
 proptest::proptest! {

@@ -8,6 +8,8 @@
 #[cfg(test)]
 mod answer_tests;
 #[cfg(test)]
+mod connection_tests;
+#[cfg(test)]
 mod hostile_tests;
 mod payment_input;
 mod payments;

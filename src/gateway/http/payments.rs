@@ -11,6 +11,8 @@
 //!
 //! At most `max_in_flight` payments wait at once: beyond that a caller gets 503
 //! `overloaded` with `Retry-After`, before its body is read and with nothing produced.
+//! A gateway whose reply consumer is not reading refuses the same way, with 503
+//! `not-ready`, also before the body is read.
 //!
 //! The caller's W3C `traceparent` (or a new one, when it sent none that is valid) goes
 //! onto the request record, into the outcome log line and back in the answer's
@@ -289,6 +291,12 @@ async fn check(
             ),
         ));
     }
+    // Both refusals come before the body is read: the caller learns at once, and the
+    // connection layer closes a connection whose body is left unread (or skips a small
+    // one that has already arrived), so no body bytes are taken for the next request.
+    if !gateway.readiness.reads_replies() {
+        return Err(not_ready());
+    }
     if gateway.registry.is_full() {
         return Err(overloaded(gateway));
     }
@@ -300,15 +308,18 @@ async fn check(
         .map_err(|invalid| Problem::new(400, invalid.code, invalid.detail))?;
     payment.idempotency_key = idempotency_key;
     trail.order_id = Some(payment.order_id.clone());
-    if !gateway.readiness.reads_replies() {
-        return Err(Problem::new(
-            503,
-            "not-ready",
-            "the gateway is not reading replies right now; nothing was sent, try again shortly",
-        )
-        .with_outcome(Outcome::NotSent));
-    }
     Ok((payment, wait))
+}
+
+/// 503 `not-ready`: the reply consumer is not reading, so a reply could not be matched;
+/// nothing was read, registered or produced.
+fn not_ready() -> Problem {
+    Problem::new(
+        503,
+        "not-ready",
+        "the gateway is not reading replies right now; nothing was sent, try again shortly",
+    )
+    .with_outcome(Outcome::NotSent)
 }
 
 /// The deadline passed: the reply if it came in that very instant, else a 504, and the

@@ -9,7 +9,8 @@
 //! late-reply store:
 //!
 //! - the reply came: the same answer the payment call would have had (200 with the value,
-//!   or the `kreply_error` problem: 402, 422, 502, 504);
+//!   or the `kreply_error` problem: 402, 422, 502, 504), with the reply's `traceparent`
+//!   (the worker echoes the request's, so the trace the call's answer named);
 //! - not yet: 404 `reply-pending`, `outcome: unknown`, with `Retry-After`; 404 rather
 //!   than 2xx so a client that only trusts 200 can never mistake it for an answer;
 //! - never given up on here, or forgotten: 404 `unknown-request`.
@@ -18,10 +19,12 @@ use super::State;
 use super::payments::{respond, worker_answer};
 use crate::gateway::http::GatewayState;
 use crate::gateway::late_replies::LateLookup;
+use crate::gateway::registry::Reply;
 use crate::ops::http_server::problem_response;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::dialect::Dialect;
 use crate::wire::problem::{Outcome, Problem};
+use crate::wire::traceparent::{self, TraceParent};
 use std::net::SocketAddr;
 use tide::{Request, Response, StatusCode};
 use uuid::Uuid;
@@ -45,7 +48,13 @@ pub async fn handle(req: Request<State>) -> tide::Result {
         .map(|(_, v)| v.into_owned());
     let id_text = req.param("correlation_id").unwrap_or_default();
     let response = match find(gateway, id_text, host.as_deref()) {
-        Ok(Found::Here(answer, id)) => respond(answer, Some(&id)),
+        Ok(Found::Here(answer, id, trace)) => {
+            let mut response = respond(answer, Some(&id));
+            if let Some(trace) = trace {
+                response.insert_header(traceparent::HEADER, trace.to_string());
+            }
+            response
+        }
         Ok(Found::Elsewhere(location)) => {
             let mut response = Response::new(StatusCode::TemporaryRedirect);
             response.insert_header("location", location);
@@ -57,8 +66,8 @@ pub async fn handle(req: Request<State>) -> tide::Result {
 }
 
 enum Found {
-    /// This host's answer: the worker's reply value or its problem.
-    Here(Result<Vec<u8>, Problem>, CorrelationId),
+    /// This host's answer: the worker's reply value or its problem, and the reply's trace.
+    Here(Result<Vec<u8>, Problem>, CorrelationId, Option<TraceParent>),
     /// Another host owns the request: the URL to ask there.
     Elsewhere(String),
 }
@@ -79,10 +88,14 @@ fn find(gateway: &GatewayState, id_text: &str, host: Option<&str>) -> Result<Fou
     }
     let (id, dialect, lookup) = late_lookup(gateway, uuid);
     match lookup {
-        LateLookup::Answered(reply) => Ok(Found::Here(
-            worker_answer(reply, Some(&id), dialect),
-            id,
-        )),
+        LateLookup::Answered(reply) => {
+            let trace = trace_of(&reply);
+            Ok(Found::Here(
+                worker_answer(reply, Some(&id), dialect),
+                id,
+                trace,
+            ))
+        }
         LateLookup::Awaited => Err(Problem::new(
             404,
             "reply-pending",
@@ -100,6 +113,17 @@ fn find(gateway: &GatewayState, id_text: &str, host: Option<&str>) -> Result<Fou
         )
         .with_correlation_id(&id)),
     }
+}
+
+/// The reply's trace context: the worker echoes the request's `traceparent`, so it names
+/// the trace the payment call answered with. `None` when the worker sent none valid.
+fn trace_of(reply: &Reply) -> Option<TraceParent> {
+    reply
+        .headers
+        .iter()
+        .find(|(name, _)| name == traceparent::HEADER)
+        .and_then(|(_, value)| value.as_deref())
+        .and_then(TraceParent::parse)
 }
 
 /// What this host holds for `uuid`, under the id of the dialect that sent it: a gateway
