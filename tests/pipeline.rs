@@ -114,3 +114,59 @@ fn the_committed_offset_never_passes_an_unsettled_request() {
         || committed() == Some(end),
     );
 }
+
+/// A worker SIGKILLed while it holds many requests at the PG (the pipeline holds far
+/// more than one batch): each of their callers gets a definite answer and no key is
+/// charged twice (an attempt cut off at the PG is answered `unknown` until in-doubt
+/// attempts settle themselves), and the new worker answers new payments.
+#[test]
+fn a_worker_killed_with_many_requests_at_the_pg_charges_nothing_twice() {
+    let mut system = System::start_kind(
+        BrokerKind::Tansu,
+        1,
+        &["--latency-ms", "1500"],
+        system_config(5000),
+    );
+    let pay = |order: &str| {
+        let response = system.gateway.pay_with(
+            "approve",
+            &[("request-timeout", "25000")],
+            &json!({"order_id": order, "amount": 1}),
+        );
+        (order.to_string(), response.status)
+    };
+    let mut successor = None;
+    let (cut_off, after) = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..24)
+            .map(|i| s.spawn(move || pay(&format!("K-{i}"))))
+            .collect();
+        let victim = &system.workers[0];
+        wait_until("many PG calls at once", Duration::from_secs(20), || {
+            victim
+                .metric("kreply_worker_pg_calls_in_flight")
+                .is_some_and(|calls| calls >= 12.0)
+        });
+        victim.daemon.signal("KILL");
+        successor = Some(system.spawn_worker());
+        let after: Vec<_> = (0..6).map(|i| pay(&format!("AFTER-{i}"))).collect();
+        let cut_off: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+        (cut_off, after)
+    });
+    system.workers.extend(successor);
+    let charges = system.pg.charges();
+    let charged = |order: &str| charges["charges"][format!("{order}:approve")].as_u64();
+    for (order, status) in &cut_off {
+        assert!(
+            *status == 200 || *status == 504,
+            "{order}: neither its reply nor an unknown outcome: {status}"
+        );
+        assert!(
+            charged(order).unwrap_or(0) <= 1,
+            "{order} charged twice: {charges}"
+        );
+    }
+    for (order, status) in &after {
+        assert_eq!(*status, 200, "{order}");
+        assert_eq!(charged(order), Some(1), "{order}: {charges}");
+    }
+}
