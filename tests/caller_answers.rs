@@ -232,7 +232,7 @@ fn a_late_error_reply_gets_the_status_the_call_would_have_had() {
     assert_eq!(declined["correlation_id"], problem["correlation_id"]);
 }
 
-/// Issue 20, item 5: a late reply is fetched with the trace the call's answer named, as
+/// A late reply is fetched with the trace the call's answer named, as
 /// the call would have had it (the worker echoes the request's `traceparent` on its
 /// reply), whether the caller sent the trace or the gateway started it.
 #[test]

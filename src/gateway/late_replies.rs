@@ -247,7 +247,7 @@ mod tests {
         assert_eq!((stats.kept, stats.served, stats.stored), (1, 2, 1));
     }
 
-    /// Issue 20, item 5: the trace context stays with a kept reply, so its lookup answers
+    /// The trace context stays with a kept reply, so its lookup answers
     /// with it; canonical when valid (a later version is written as `00`), dropped when
     /// not. A NestJS error header stays too: it is what makes the reply an error.
     #[test]

@@ -215,8 +215,12 @@ fn reply(value: &Value, error: Option<&str>) -> Reply {
 }
 
 /// The one record left in `queue`: the dead letter of `request`, with its exception class
-/// and message, and where the request was written (`-1` when unknown).
-fn dead_letter(queue: &mut SendQueue, request: &OutgoingRecord) -> (String, String, i32, i64) {
+/// and message, where the request was written (`-1` when unknown), and whether it was
+/// (`kreply_dlt-written`: `yes`, `possibly` or `no`).
+fn dead_letter(
+    queue: &mut SendQueue,
+    request: &OutgoingRecord,
+) -> (String, String, i32, i64, String) {
     let letters = queue.take_records();
     let [letter] = letters.as_slice() else {
         panic!("wanted one dead letter, got {letters:?}");
@@ -234,6 +238,7 @@ fn dead_letter(queue: &mut SendQueue, request: &OutgoingRecord) -> (String, Stri
         text(headers::DLT_EXCEPTION_MESSAGE),
         i32::from_be_bytes(number(headers::DLT_ORIGINAL_PARTITION).try_into().unwrap()),
         i64::from_be_bytes(number(headers::DLT_ORIGINAL_OFFSET).try_into().unwrap()),
+        text("kreply_dlt-written"),
     )
 }
 
@@ -460,14 +465,20 @@ fn a_lookup_of_a_request_this_host_holds_nothing_for_is_a_4xx() {
     });
 }
 
-#[test]
-fn a_gateway_not_reading_replies_refuses_with_503_not_sent_and_sends_nothing() {
-    let (app, mut queue) = gateway();
+/// The test app with its reply consumer reported unhealthy long enough to be not ready.
+fn not_ready_gateway() -> (tide::Server<State>, SendQueue) {
+    let (app, queue) = gateway();
     let readiness = &app.state().readiness;
     assert_eq!(
         (0..10).find_map(|_| readiness.observe(false)),
         Some(Change::Lost)
     );
+    (app, queue)
+}
+
+#[test]
+fn a_gateway_not_reading_replies_refuses_with_503_not_sent_and_sends_nothing() {
+    let (app, mut queue) = not_ready_gateway();
     block_on(async {
         let (response, problem) = refused(&app, &mut queue, payment(ORDER), 503, "not-ready").await;
         assert_eq!(problem["outcome"], "not_sent");
@@ -483,16 +494,11 @@ fn a_gateway_not_reading_replies_refuses_with_503_not_sent_and_sends_nothing() {
     });
 }
 
-/// Issue 20, item 2: like `overloaded`, `not-ready` is decided before the body is read
-/// (the connection layer then closes a connection whose body is left unread).
+/// Like `overloaded`, `not-ready` is decided before the body is read (the connection
+/// layer then closes a connection whose body is left unread).
 #[test]
 fn a_gateway_not_reading_replies_refuses_before_the_body_is_read() {
-    let (app, mut queue) = gateway();
-    let readiness = &app.state().readiness;
-    assert_eq!(
-        (0..10).find_map(|_| readiness.observe(false)),
-        Some(Change::Lost)
-    );
+    let (app, mut queue) = not_ready_gateway();
     block_on(async {
         // A body read would be a 400 unreadable-body.
         let mut req = streamed_payment(BrokenBody);
@@ -653,10 +659,11 @@ fn a_dropped_acknowledgement_is_503_send_failed_outcome_unknown_and_its_reply_ur
         let id = correlation_id(&record);
         let problem = expect_problem(&mut response, 503, "send-failed").await;
         assert_unknown_with_reply_url(&response, &problem, &id);
-        let (class, message, partition, offset) = dead_letter(&mut queue, &record);
+        let (class, message, partition, offset, written) = dead_letter(&mut queue, &record);
         assert_eq!(class, "kreply.SendFailedException");
         assert_eq!(message, "the Kafka producer has stopped");
         assert_eq!((partition, offset), (-1, -1));
+        assert_eq!(written, "possibly");
 
         // Its reply_url reports "pending" until the reply comes, then the reply.
         let url = problem["reply_url"].as_str().unwrap();
@@ -680,9 +687,11 @@ fn a_failed_send_that_may_have_been_written_is_503_send_failed_outcome_unknown()
         let (response, problem, record) =
             failed_send(&app, &mut queue, true, "request timed out").await;
         assert_unknown_with_reply_url(&response, &problem, &correlation_id(&record));
-        let (class, message, ..) = dead_letter(&mut queue, &record);
+        // Its dead letter says it may be in the request topic: a replay must check first.
+        let (class, message, .., written) = dead_letter(&mut queue, &record);
         assert_eq!(class, "kreply.SendFailedException");
         assert_eq!(message, "request timed out");
+        assert_eq!(written, "possibly");
     });
 }
 
@@ -698,11 +707,12 @@ fn a_failed_send_that_wrote_nothing_is_503_send_failed_not_sent() {
         assert_eq!(problem["correlation_id"], id.to_string());
         assert_eq!(problem.get("reply_url"), None);
         assert_eq!(header(&response, "link"), None);
-        // Dead-lettered all the same, as every failed send is.
-        let (class, message, ..) = dead_letter(&mut queue, &record);
+        // Dead-lettered all the same, as every failed send is, marked as never written:
+        // a replay tool must not send what its caller was told is safe to try again.
+        let (class, message, .., written) = dead_letter(&mut queue, &record);
         assert_eq!(
-            (class.as_str(), message.as_str()),
-            ("kreply.SendFailedException", "NOT_ENOUGH_REPLICAS")
+            (class.as_str(), message.as_str(), written.as_str()),
+            ("kreply.SendFailedException", "NOT_ENOUGH_REPLICAS", "no")
         );
         // Nothing waits for it, here or at a reply_url.
         assert_eq!(registry.in_flight(), 0);
@@ -746,10 +756,10 @@ fn no_acknowledgement_in_time_is_504_reply_timeout_outcome_unknown_and_dead_lett
             with_broker(&app, payment(ORDER), next_payment(&mut queue)).await;
         let problem = expect_problem(&mut response, 504, "reply-timeout").await;
         assert_unknown_with_reply_url(&response, &problem, &correlation_id(&record));
-        let (class, message, partition, offset) = dead_letter(&mut queue, &record);
+        let (class, message, partition, offset, written) = dead_letter(&mut queue, &record);
         assert_eq!(class, "kreply.ReplyTimeoutException");
         assert_eq!(message, "no acknowledgement from the brokers within 1 ms");
-        assert_eq!((partition, offset), (-1, -1));
+        assert_eq!((partition, offset, written.as_str()), (-1, -1, "possibly"));
     });
 }
 
@@ -772,10 +782,10 @@ fn an_acknowledged_payment_with_no_reply_in_time_is_504_and_its_dead_letter_says
         .await;
         let problem = expect_problem(&mut response, 504, "reply-timeout").await;
         assert_unknown_with_reply_url(&response, &problem, &correlation_id(&record));
-        let (class, message, partition, offset) = dead_letter(&mut queue, &record);
+        let (class, message, partition, offset, written) = dead_letter(&mut queue, &record);
         assert_eq!(class, "kreply.ReplyTimeoutException");
         assert_eq!(message, "no reply within 200 ms");
-        assert_eq!((partition, offset), (3, 42));
+        assert_eq!((partition, offset, written.as_str()), (3, 42, "yes"));
     });
 }
 
@@ -860,7 +870,7 @@ async fn timed_out(
     (problem, called.to_string(), record)
 }
 
-/// Issue 20, item 5: a late reply fetched at its `reply_url` carries the trace the call's
+/// A late reply fetched at its `reply_url` carries the trace the call's
 /// answer named, as the call would have: the reply's `traceparent`, which the worker
 /// echoes from the request. Both for a success and an error reply, a trace the caller
 /// sent or one the gateway started.

@@ -1,6 +1,6 @@
 //! Payments refused before their body is read, through the real connection layer: the
 //! tide application served on a loopback socket as the binary serves it, with the send
-//! queue standing in for the broker (issue 20, item 2).
+//! queue standing in for the broker.
 //!
 //! A gateway that is not ready, or already waits for `max_in_flight` payments, answers
 //! `503` at once, without waiting for a body that is large or never finished (the body
