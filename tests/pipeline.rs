@@ -170,3 +170,59 @@ fn a_worker_killed_with_many_requests_at_the_pg_charges_nothing_twice() {
         assert_eq!(charged(order), Some(1), "{order}: {charges}");
     }
 }
+
+/// A rebalance while requests are at the PG: a third worker joins the group of two on the
+/// Kafka-rules cluster while 18 payments are in flight, and partitions move with requests
+/// held. A moved request is read again by its new owner, which finds the old owner's
+/// attempt in the results store and answers from it: every caller gets its reply, and
+/// the PG is called once per payment.
+#[test]
+fn a_rebalance_with_requests_at_the_pg_calls_the_pg_once_per_payment() {
+    let mut system = System::start_kind(
+        BrokerKind::KafkaRules,
+        2,
+        &["--latency-ms", "1500"],
+        system_config(5000),
+    );
+    let mut joined = None;
+    let statuses: Vec<(String, u16)> = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..18)
+            .map(|i| {
+                let gateway = &system.gateway;
+                s.spawn(move || {
+                    let order = format!("R-{i}");
+                    let response = gateway.pay_with(
+                        "approve",
+                        &[("request-timeout", "25000")],
+                        &json!({"order_id": order, "amount": 1}),
+                    );
+                    (order, response.status)
+                })
+            })
+            .collect();
+        wait_until(
+            "PG calls in flight on both workers",
+            Duration::from_secs(20),
+            || {
+                system.workers.iter().all(|w| {
+                    w.metric("kreply_worker_pg_calls_in_flight")
+                        .is_some_and(|calls| calls >= 1.0)
+                })
+            },
+        );
+        let third = system.spawn_worker();
+        let everyone: Vec<&Worker> = system.workers.iter().chain([&third]).collect();
+        wait_assigned(&everyone, 3);
+        joined = Some(third);
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    system.workers.extend(joined);
+    for (order, status) in &statuses {
+        assert_eq!(*status, 200, "{order}");
+    }
+    let charges = system.pg.charges();
+    assert_eq!(
+        charges["calls"], 18,
+        "a payment was sent to the PG twice: {charges}"
+    );
+}
