@@ -5,9 +5,12 @@
 //! route, reach the brokers as the gateway would (TLS, SASL) and look up every topic the
 //! gateway and the worker use. Nothing is created or changed. Each line says what was
 //! checked (the broker line names the SASL mechanism and user, never the password); the
-//! first failure ends the report with the same one sentence startup would give.
+//! first failure ends the report with the same one sentence startup would give. A key the
+//! gateway or the worker would ignore gets a `!!` line, the one each logs at startup
+//! (see [`ignored`]); it fails nothing.
 
 use crate::config::Config;
+use crate::config::ignored::{self, Role};
 use crate::error::StartupError;
 use crate::gateway::host_table::HostTable;
 use crate::gateway::reply_route::ReplyRoute;
@@ -20,6 +23,11 @@ use std::path::Path;
 pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let config = Config::load(config_path)?;
     println!("ok  config {}", config_path.display());
+    for role in [Role::Gateway, Role::Worker] {
+        for key in ignored::keys(&config, role) {
+            println!("!!  config {}: {key}", config_path.display());
+        }
+    }
     let hosts = HostTable::load(&config.host_table)?;
     let route = route_in(&hosts, &config)?;
     println!("ok  host table {}: {route}", config.host_table.display());
@@ -58,15 +66,19 @@ async fn check_kafka(
     );
     let admin = kafka.admin();
     let request_topics = config.request_topics();
+    // Each flow's dead-letter topic, as the gateway checks them at startup.
+    let dead_letters = config.dead_letter_topics();
     let mut needed: Vec<(&str, &str)> = request_topics
         .iter()
         .map(|topic| ("request", topic.as_str()))
         .collect();
-    needed.extend([
-        ("reply", reply.route.topic.as_str()),
-        ("dead-letter", config.dlq_topic.as_str()),
-        ("results (worker)", config.worker.results_topic.as_str()),
-    ]);
+    needed.push(("reply", reply.route.topic.as_str()));
+    needed.extend(
+        dead_letters
+            .iter()
+            .map(|(role, topic)| (role.as_str(), topic.as_str())),
+    );
+    needed.push(("results (worker)", config.worker.results_topic.as_str()));
     for (role, name) in needed {
         match topics::describe(&admin, name).await? {
             Some(partitions) => {

@@ -5,8 +5,10 @@
 //! because operators' scripts and systemd `EnvironmentFile=`s set exactly those. Unknown
 //! keys are rejected so a misspelt setting fails loudly instead of silently defaulting.
 //! The optional `"tls"` and `"sasl"` sections, and the secrets they name, are in
-//! [`security`].
+//! [`security`]. Keys a role ignores (a top-level `"operations"` beside `"flows"`) are
+//! named at startup and by `check-config`: [`ignored`].
 
+pub(crate) mod ignored;
 mod security;
 
 pub(crate) use security::{SaslMechanism, SaslSettings, TlsSettings};
@@ -21,6 +23,7 @@ use crate::kafka::BrokerCompat;
 use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 use crate::wire::topic_name;
+use ignored::SetKeys;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -58,10 +61,12 @@ pub struct Config {
     /// How the gateway spells its requests and reads the replies: `"spring"` (16-byte ids,
     /// the default) or `"nestjs"` (string ids). The worker answers in the request's own.
     pub(crate) dialect: Dialect,
-    /// Operations split over request topics, each flow with its own dialect; empty: one
-    /// flow, from `request_topic`, `operations` and `dialect`.
+    /// Operations split over request topics, each flow with its own dialect and
+    /// dead-letter topic; empty: one flow, from `request_topic`, `operations`, `dialect`
+    /// and `dlq_topic`.
     pub(crate) flows: Vec<FlowConfig>,
-    /// Where dead-letter records go on a timeout or a failed send.
+    /// Where dead-letter records go on a timeout or a failed send, without `flows` (each
+    /// flow names its own).
     pub(crate) dlq_topic: String,
     /// The `{operation}` values `POST /v1/payments/{operation}` accepts.
     pub(crate) operations: Vec<String>,
@@ -104,6 +109,9 @@ pub struct Config {
     pub(crate) tls: Option<TlsSettings>,
     /// SASL authentication to the brokers; none means anonymous.
     pub(crate) sasl: Option<SaslSettings>,
+    /// The keys the file named, as opposed to those left to their defaults.
+    #[serde(skip)]
+    pub(crate) set_keys: SetKeys,
 }
 
 /// The reference worker's settings (`kreply worker`).
@@ -263,6 +271,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             tls: None,
             sasl: None,
+            set_keys: SetKeys::default(),
         }
     }
 }
@@ -321,6 +330,8 @@ impl Config {
                 path.display()
             ))
         })?;
+        // Read again untyped: what the file named, before defaults filled in the rest.
+        config.set_keys = SetKeys::of(&serde_json::from_str(text).unwrap_or_default());
         let folder = path.parent().unwrap_or(Path::new(""));
         if config.host_table.is_relative() {
             config.host_table = folder.join(&config.host_table);
@@ -394,6 +405,12 @@ impl Config {
         }
         self.header_names.check().or_else(fail)?;
         flows::check(&self.flows).or_else(fail)?;
+        if self.flows.is_empty() && self.dlq_topic == self.request_topic {
+            return fail(format!(
+                "\"dlq_topic\" is the request topic \"{}\", whose workers would take dead letters for payments; name a topic of its own",
+                self.dlq_topic
+            ));
+        }
         if self.operations.is_empty() {
             return fail("\"operations\" is empty; list the payment operations to accept, e.g. [\"approve\"]".into());
         }
@@ -514,7 +531,29 @@ impl Config {
             operations: self.operations.clone(),
             request_topic: self.request_topic.clone(),
             dialect: self.dialect,
+            dlq_topic: Some(self.dlq_topic.clone()),
         }]
+    }
+
+    /// Every dead-letter topic the gateway writes to, each once, with the role a startup
+    /// sentence names it by: `dead-letter`, or with `"flows"` the flows that use it
+    /// (`"flows"[1] (refund) dead-letter`).
+    pub(crate) fn dead_letter_topics(&self) -> Vec<(String, String)> {
+        if self.flows.is_empty() {
+            return vec![("dead-letter".to_string(), self.dlq_topic.clone())];
+        }
+        let mut topics: Vec<(String, Vec<String>)> = Vec::new();
+        for (i, flow) in self.flows.iter().enumerate() {
+            let topic = flow.dead_letter_topic();
+            match topics.iter_mut().find(|(t, _)| *t == topic) {
+                Some((_, users)) => users.push(flow.describe(i)),
+                None => topics.push((topic, vec![flow.describe(i)])),
+            }
+        }
+        topics
+            .into_iter()
+            .map(|(topic, users)| (format!("{} dead-letter", users.join(" and ")), topic))
+            .collect()
     }
 
     /// Every request topic the gateway produces to, each once.
@@ -672,6 +711,38 @@ mod tests {
     }
 
     #[test]
+    fn without_flows_dlq_topic_keeps_its_meaning_and_flows_may_share_one() {
+        let config = parse(r#"{"request_topic": "pay", "dlq_topic": "pay-dead"}"#).unwrap();
+        assert_eq!(config.flows()[0].dead_letter_topic(), "pay-dead");
+        assert_eq!(
+            config.dead_letter_topics(),
+            [("dead-letter".to_string(), "pay-dead".to_string())]
+        );
+        let shared = parse(
+            r#"{"flows": [{"operations": ["approve", "cancel"], "request_topic": "a", "dlq_topic": "dead"},
+                          {"operations": ["refund"], "request_topic": "b", "dlq_topic": "dead"}]}"#,
+        )
+        .unwrap();
+        shared.validate(Path::new("k.json")).unwrap();
+        assert_eq!(
+            shared.dead_letter_topics(),
+            [(
+                "\"flows\"[0] (approve, cancel) and \"flows\"[1] (refund) dead-letter".to_string(),
+                "dead".to_string()
+            )]
+        );
+        let onto_requests = parse(r#"{"dlq_topic": "payment_request"}"#).unwrap();
+        let err = onto_requests
+            .validate(Path::new("k.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("k.json: \"dlq_topic\" is the request topic \"payment_request\""),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn routing_and_header_names_are_read_and_the_names_checked() {
         let config = parse("{}").unwrap();
         assert_eq!(config.reply_routing, ReplyRouting::TopicPerHost);
@@ -709,6 +780,19 @@ mod tests {
         assert_eq!(split.request_topics(), ["a", "b"]);
         assert!(split.accepts_operation("refund"));
         assert!(!split.accepts_operation("cancel"));
+        assert_eq!(
+            split.dead_letter_topics(),
+            [
+                (
+                    "\"flows\"[0] (approve) dead-letter".to_string(),
+                    "a-dlt".to_string()
+                ),
+                (
+                    "\"flows\"[1] (refund) dead-letter".to_string(),
+                    "b-dlt".to_string()
+                )
+            ]
+        );
         let twice = parse(
             r#"{"flows": [{"operations": ["approve"], "request_topic": "a"},
                           {"operations": ["approve"], "request_topic": "b"}]}"#,

@@ -39,7 +39,7 @@
 //! | [`wire::topic_name`] | Kafka's rules for a topic name |
 //! | [`kafka`] | shared by gateway and worker: whose rules the brokers keep (`broker_compat.rs`: Kafka's, or tansu 0.6's, and every remedy for tansu in one place), a client per role (`security.rs`: the config's TLS and SASL on every client, and what a failed first connection means), the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free), `offset_gaps.rs` (reading again a batch tansu stored after a later one) |
 //! | [`ops`] | systemd notify, signals (one [`ops::signals::Shutdown`] passed to whatever must stop; the second signal exits), the Prometheus exporter, and [`ops::http_server`]: the `TCP_NODELAY` accept loop with the connection cap, per-connection deadlines, problem answers |
-//! | [`config`], [`error`] | the JSON config and its environment overrides, with the brokers' TLS and SASL and their secrets (`config/security.rs`); the one-sentence startup error |
+//! | [`config`], [`error`] | the JSON config and its environment overrides, with the brokers' TLS and SASL and their secrets (`config/security.rs`), and the keys a role ignores, named at startup (`config/ignored.rs`); the one-sentence startup error |
 //! | [`check_config`] | `kreply check-config`: the startup checks as a report |
 //! | [`mock_pg`] | `kreply mock-pg`: the PG simulator |
 //! | `testing` | generators of hostile input for the property tests (test builds only) |

@@ -8,8 +8,47 @@ use common::answers::assert_problem;
 use common::system::{System, system_config_with};
 use common::*;
 use serde_json::json;
+use std::collections::BTreeMap;
 
 const NEST_REPLY_TOPIC: &str = "payment_request.reply";
+
+/// The reply partition each request names, by correlation id: decimal digits, as NestJS's
+/// `ClientKafka` always sends, naming a partition of the host's reply topic (3 here).
+fn named_partitions(requests: &[krafka::ConsumerRecord]) -> BTreeMap<Vec<u8>, i32> {
+    requests
+        .iter()
+        .map(|request| {
+            let id = request.header("kafka_correlationId").flatten().unwrap();
+            let digits = request
+                .header_str("kafka_replyPartition")
+                .unwrap_or_else(|| panic!("no kafka_replyPartition on {request:?}"));
+            let partition: i32 = digits
+                .parse()
+                .unwrap_or_else(|_| panic!("reply partition {digits:?} is not decimal digits"));
+            assert!(
+                (0..3).contains(&partition),
+                "partition {partition} is not one of {REPLY_LOCAL2}'s"
+            );
+            (id.to_vec(), partition)
+        })
+        .collect()
+}
+
+/// Every reply on this host's reply topic came on the partition its request named.
+fn assert_replies_on_named_partitions(broker: &Broker, named: &BTreeMap<Vec<u8>, i32>) {
+    let replies = broker.read_topic(REPLY_LOCAL2, named.len());
+    assert_eq!(replies.len(), named.len());
+    for reply in &replies {
+        let id = reply.header("kafka_correlationId").flatten().unwrap();
+        assert_eq!(
+            Some(&reply.partition),
+            named.get(&id[..]),
+            "the reply to {} is on partition {}",
+            String::from_utf8_lossy(id),
+            reply.partition
+        );
+    }
+}
 
 #[test]
 fn a_nestjs_requester_gets_a_nestjs_reply_from_the_worker() {
@@ -103,4 +142,50 @@ fn a_nestjs_gateway_answers_a_nestjs_servers_replies_and_maps_its_errors() {
     assert_eq!(problem["outcome"], "unknown");
     assert_eq!(problem["reply"]["message"], "Internal server error");
     gateway.assert_every_reply_had_a_waiter();
+}
+
+/// NestJS's `ClientKafka` always sends `kafka_replyPartition`, so a NestJS gateway does too,
+/// in topic-per-host routing as well: a partition of its own reply topic, which a NestJS
+/// server answers on.
+#[test]
+fn a_nestjs_gateway_in_topic_per_host_routing_names_its_reply_partition_and_is_answered_there() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    let server = broker.nest_server();
+    let config = system_config_with(1_000, |c| c["dialect"] = json!("nestjs"));
+    let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
+    gateway.wait_ready();
+    for i in 0..6 {
+        let order_id = format!("NP-{i}");
+        let ok = gateway.pay("approve", &json!({"order_id": order_id, "amount": 5}));
+        ok.assert_status(200);
+        assert_eq!(
+            ok.json(),
+            json!({"status": "APPROVED", "order_id": order_id})
+        );
+    }
+    let named = named_partitions(&server.seen.lock().unwrap());
+    assert_eq!(named.len(), 6);
+    assert_replies_on_named_partitions(&broker, &named);
+    gateway.assert_every_reply_had_a_waiter();
+}
+
+/// `kreply worker` answers a NestJS gateway in topic-per-host routing on the partition
+/// its requests name, in NestJS's spelling.
+#[test]
+fn the_worker_answers_a_nestjs_gateway_on_the_partition_it_names() {
+    let config = system_config_with(2_000, |c| c["dialect"] = json!("nestjs"));
+    let system = System::start_with(1, &[], config);
+    for i in 0..6 {
+        let order_id = format!("NW-{i}");
+        let ok = system
+            .gateway
+            .pay("approve", &json!({"order_id": order_id, "amount": 5}));
+        ok.assert_status(200);
+        assert_eq!(ok.json()["status"], "APPROVED");
+    }
+    let named = named_partitions(&system.broker.read_topic(REQUEST_TOPIC, 6));
+    assert_eq!(named.len(), 6);
+    assert_replies_on_named_partitions(&system.broker, &named);
+    system.gateway.assert_every_reply_had_a_waiter();
 }

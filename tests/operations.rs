@@ -344,3 +344,97 @@ fn each_process_logs_one_connected_line_naming_its_clients() {
         );
     }
 }
+
+/// The lines a gateway log or a check-config report has about ignored config keys.
+fn ignored_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("is ignored by"))
+        .collect()
+}
+
+/// With `"flows"` set, a top-level `"operations"` is ignored by the gateway: startup and
+/// check-config each name it in one line (which key, why, what to set instead); a config
+/// without the key gets no such line.
+#[test]
+fn a_key_the_gateway_ignores_is_named_once_at_startup_and_by_check_config() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    broker.create_topics(&["payment_results"], 3);
+    let flows = json!([{"operations": ["approve", "refund"], "request_topic": REQUEST_TOPIC}]);
+    // The shipped config sets every key, and is a worker's too (its "request_topic" is
+    // the worker's); of the keys "flows" replaces for the gateway, keep "operations".
+    let with_key = config_with(|c| {
+        c["flows"] = flows.clone();
+        c.as_object_mut().unwrap().remove("dlq_topic");
+    });
+    let without_key = config_with(|c| {
+        c["flows"] = flows.clone();
+        let top = c.as_object_mut().unwrap();
+        top.remove("dlq_topic");
+        top.remove("operations");
+    });
+    let check = |config: &std::path::Path| {
+        let (ok, out) = run_kreply(
+            &["check-config", "--config", config.to_str().unwrap()],
+            &[
+                ("KREPLY_BROKERS", &broker.addr),
+                ("KREPLY_HOST_IP", "127.0.0.2"),
+            ],
+        );
+        assert!(ok, "{out}");
+        assert!(out.contains("all checks passed"), "{out}");
+        out
+    };
+    let expected = [
+        "\"operations\" is ignored by the gateway",
+        "\"flows\" is set",
+        "list them in \"flows\"",
+    ];
+
+    let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &with_key);
+    gateway.wait_ready();
+    let log = gateway.log_text();
+    let lines = ignored_lines(&log);
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_holds(lines[0], &expected);
+    let report = check(&with_key);
+    let lines = ignored_lines(&report);
+    assert_eq!(lines.len(), 1, "{report}");
+    assert_holds(lines[0], &expected);
+
+    let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &without_key);
+    gateway.wait_ready();
+    let log = gateway.log_text();
+    assert_eq!(ignored_lines(&log), Vec::<&str>::new(), "{log}");
+    let report = check(&without_key);
+    assert_eq!(ignored_lines(&report), Vec::<&str>::new(), "{report}");
+}
+
+/// A worker ignores `"flows"` and consumes the top-level `"request_topic"`: given a flows
+/// config that leaves that key to its default, it says so in one line at startup.
+#[test]
+fn a_worker_given_flows_but_no_request_topic_names_the_topic_it_consumes() {
+    let config = config_with(|c| {
+        c["flows"] = json!([{"operations": ["refund"], "request_topic": "refund_request"}]);
+        c.as_object_mut().unwrap().remove("request_topic");
+    });
+    let nobody = format!("127.0.0.1:{}", free_port());
+    let out = std::process::Command::new(kreply_binary())
+        .args(["worker", "--config", config.to_str().unwrap()])
+        .env("KREPLY_BROKERS", &nobody)
+        .env("RUST_LOG", "warn,krafka=off")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let lines = ignored_lines(&stderr);
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert_holds(
+        lines[0],
+        &[
+            "\"flows\" is ignored by the worker",
+            "\"payment_request\"",
+            "set \"request_topic\"",
+        ],
+    );
+}

@@ -6,8 +6,11 @@
 //! correlation id, not by topic, so one reply topic per host serves them all, and the
 //! topic count stays hosts + flows rather than hosts x flows.
 //!
-//! Without `"flows"` the gateway has one flow, from `"request_topic"`, `"operations"` and
-//! `"dialect"`, as before flows existed.
+//! Each flow dead-letters into a topic of its own, `"dlq_topic"` or `<request_topic>-dlt`
+//! (Spring's suffix), so that a flow's operators (and replay tools) read only its own.
+//!
+//! Without `"flows"` the gateway has one flow, from `"request_topic"`, `"operations"`,
+//! `"dialect"` and `"dlq_topic"`, as before flows existed.
 
 use crate::gateway::reply_route::ReplyRoute;
 use crate::wire::dialect::Dialect;
@@ -28,10 +31,31 @@ pub struct FlowConfig {
     /// How this flow's workers spell the exchange.
     #[serde(default)]
     pub dialect: Dialect,
+    /// Where this flow's dead letters go; `None`: `<request_topic>-dlt`.
+    #[serde(default)]
+    pub dlq_topic: Option<String>,
+}
+
+/// Spring's dead-letter topic suffix.
+const DLT_SUFFIX: &str = "-dlt";
+
+impl FlowConfig {
+    /// The topic this flow's dead letters go to.
+    pub fn dead_letter_topic(&self) -> String {
+        self.dlq_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}{DLT_SUFFIX}", self.request_topic))
+    }
+
+    /// How a startup sentence names this flow: its place in `"flows"` and its operations.
+    pub fn describe(&self, i: usize) -> String {
+        format!("\"flows\"[{i}] ({})", self.operations.join(", "))
+    }
 }
 
 /// Why `flows` cannot work, if they cannot: a flow without operations or with a bad topic
-/// name, or an operation listed in two flows (which topic would it go to?).
+/// name, an operation listed in two flows (which topic would it go to?), or a dead-letter
+/// topic that is a request topic (its workers would take the dead letters for payments).
 pub fn check(flows: &[FlowConfig]) -> Result<(), String> {
     for (i, flow) in flows.iter().enumerate() {
         if flow.operations.is_empty() {
@@ -42,6 +66,18 @@ pub fn check(flows: &[FlowConfig]) -> Result<(), String> {
         }
         topic_name::check(&flow.request_topic)
             .map_err(|why| format!("\"flows\"[{i}].request_topic: {why}"))?;
+        let dead_letters = flow.dead_letter_topic();
+        topic_name::check(&dead_letters).map_err(|why| match flow.dlq_topic {
+            Some(_) => format!("\"flows\"[{i}].dlq_topic: {why}"),
+            None => format!(
+                "\"flows\"[{i}]'s dead-letter topic (<request_topic>-dlt): {why}; set \"dlq_topic\""
+            ),
+        })?;
+        if let Some(j) = flows.iter().position(|f| f.request_topic == dead_letters) {
+            return Err(format!(
+                "the dead-letter topic of \"flows\"[{i}], \"{dead_letters}\", is the request topic of \"flows\"[{j}], whose workers would take dead letters for payments; give \"flows\"[{i}] a \"dlq_topic\" of its own"
+            ));
+        }
         for operation in &flow.operations {
             if let Some(j) = flows[..i]
                 .iter()
@@ -56,14 +92,15 @@ pub fn check(flows: &[FlowConfig]) -> Result<(), String> {
     Ok(())
 }
 
-/// A flow as a running gateway uses it: the request topic, the dialect, and the headers
-/// that bring its replies back to this host.
+/// A flow as a running gateway uses it: the request topic, the dialect, the headers
+/// that bring its replies back to this host, and where its dead letters go.
 #[derive(Debug, Clone)]
 pub struct Flow {
     pub operations: Vec<String>,
     pub request_topic: String,
     pub dialect: Dialect,
     pub return_address: ReturnAddress,
+    pub dlq_topic: String,
 }
 
 /// Every flow of this gateway.
@@ -81,6 +118,7 @@ impl Flows {
                     request_topic: flow.request_topic.clone(),
                     dialect: flow.dialect,
                     return_address: route.return_address(names, flow.dialect),
+                    dlq_topic: flow.dead_letter_topic(),
                 })
                 .collect(),
         )
@@ -132,6 +170,56 @@ mod tests {
         assert_eq!(flows.of("cancel").unwrap().request_topic, "payment_request");
         assert!(flows.of("capture").is_none());
         assert_eq!(flows.dialects(), [Dialect::Nestjs, Dialect::Spring]);
+    }
+
+    #[test]
+    fn each_flow_dead_letters_to_its_own_topic_by_default_request_topic_dlt() {
+        let configured = flows(
+            r#"[{"operations": ["approve"], "request_topic": "payment_request"},
+                {"operations": ["refund"], "request_topic": "refund_request", "dlq_topic": "refund_dead"}]"#,
+        );
+        check(&configured).unwrap();
+        let route = ReplyRoute {
+            host_ip: "127.0.0.2".parse().unwrap(),
+            suffix: "a".into(),
+            topic: "payment_response_a".into(),
+            partition: None,
+        };
+        let flows = Flows::new(&configured, &route, &HeaderNames::default());
+        assert_eq!(
+            flows.of("approve").unwrap().dlq_topic,
+            "payment_request-dlt"
+        );
+        assert_eq!(flows.of("refund").unwrap().dlq_topic, "refund_dead");
+        assert_eq!(configured[1].describe(1), "\"flows\"[1] (refund)");
+    }
+
+    #[test]
+    fn a_dead_letter_topic_that_is_a_request_topic_or_no_topic_name_is_refused() {
+        let onto_requests = flows(
+            r#"[{"operations": ["approve"], "request_topic": "payment_request"},
+                {"operations": ["refund"], "request_topic": "refund_request", "dlq_topic": "payment_request"}]"#,
+        );
+        let err = check(&onto_requests).unwrap_err();
+        assert!(
+            err.starts_with("the dead-letter topic of \"flows\"[1], \"payment_request\", is the request topic of \"flows\"[0]"),
+            "{err}"
+        );
+        let bad = flows(r#"[{"operations": ["x"], "request_topic": "a", "dlq_topic": "a dlt"}]"#);
+        assert!(
+            check(&bad)
+                .unwrap_err()
+                .starts_with("\"flows\"[0].dlq_topic")
+        );
+        let long = format!(
+            r#"[{{"operations": ["x"], "request_topic": "{}"}}]"#,
+            "t".repeat(249)
+        );
+        let err = check(&flows(&long)).unwrap_err();
+        assert!(
+            err.starts_with("\"flows\"[0]'s dead-letter topic (<request_topic>-dlt)"),
+            "{err}"
+        );
     }
 
     #[test]

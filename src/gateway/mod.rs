@@ -23,6 +23,7 @@ pub(crate) mod reply_route;
 pub(crate) mod reply_routing;
 
 use crate::config::Config;
+use crate::config::ignored::{self, Role};
 use crate::error::StartupError;
 use crate::ops::notify::{self, notify};
 use crate::ops::signals::{self, SignalName};
@@ -63,6 +64,7 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let hosts = HostTable::load(&config.host_table)?;
     let route = route_in(&hosts, &config)?;
     log::info!("startup: config {}; {route}", config_path.display());
+    ignored::log(&config, Role::Gateway, config_path);
     let shutdown = signals::listen("gateway")?;
     let registry = Registry::with_limits(config.max_in_flight, config.late_replies.limits());
     let readiness = Readiness::new(config.readiness_hysteresis());

@@ -4,8 +4,41 @@
 //! processed, so the gateway cannot say "failed". It writes the original request to the
 //! DLQ topic with Spring's `kafka_dlt-*` headers, so that Spring tooling and operators can
 //! find and reconcile it. Replaying it blindly could charge twice; the README says so.
+//!
+//! Every failed send is dead-lettered, also one the brokers definitely refused: the DLQ
+//! is the operator's record of every request that did not get its answer. So that a
+//! replay tool can tell the two apart, every dead letter says whether its request reached
+//! the request topic in [`WRITTEN`]: `yes` (acknowledged, at the original partition and
+//! offset), `possibly` (no answer from the brokers, or one that leaves it open) or `no`
+//! (refused before it was appended: no worker can read it, and its caller was told
+//! `not_sent`, safe to try again, so it must never be replayed).
 
 use crate::wire::record::{OutgoingRecord, WrittenAt, headers, now_ms};
+
+/// The dead-letter header that says whether the original may be in the request topic:
+/// `yes`, `possibly` or `no` (UTF-8). kreply's own, beside Spring's `kafka_dlt-*`.
+pub const WRITTEN: &str = "kreply_dlt-written";
+
+/// Whether the original request reached the request topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Acknowledged by the brokers, there.
+    At(WrittenAt),
+    /// Perhaps: no acknowledgement came, or the failure leaves it open.
+    Possibly,
+    /// Definitely not: the brokers refused it before appending it.
+    No,
+}
+
+impl Written {
+    fn header_value(self) -> &'static [u8] {
+        match self {
+            Written::At(_) => b"yes",
+            Written::Possibly => b"possibly",
+            Written::No => b"no",
+        }
+    }
+}
 
 /// Why the request is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,16 +59,20 @@ impl Cause {
     }
 }
 
-/// The dead-letter record for `original`: its key, value and headers, then the DLT headers.
-/// `written` is where the original landed, when the broker said so; -1 otherwise.
+/// The dead-letter record for `original`: its key, value and headers, then the DLT headers
+/// and [`WRITTEN`]. The original partition and offset are where it landed, when the broker
+/// said so; -1 otherwise.
 pub fn record(
     dlq_topic: &str,
     original: &OutgoingRecord,
-    written: Option<WrittenAt>,
+    written: Written,
     cause: Cause,
     message: &str,
 ) -> OutgoingRecord {
-    let (partition, offset) = written.map_or((-1, -1), |p| (p.partition, p.offset));
+    let (partition, offset) = match written {
+        Written::At(at) => (at.partition, at.offset),
+        Written::Possibly | Written::No => (-1, -1),
+    };
     let mut dlt_headers = original.headers.clone();
     dlt_headers.extend(
         [
@@ -58,6 +95,7 @@ pub fn record(
                 cause.fqcn().as_bytes().to_vec(),
             ),
             (headers::DLT_EXCEPTION_MESSAGE, message.as_bytes().to_vec()),
+            (WRITTEN, written.header_value().to_vec()),
         ]
         .map(|(name, value)| (name.to_string(), value)),
     );
@@ -88,7 +126,7 @@ mod tests {
 
     #[test]
     fn keeps_the_original_and_adds_spring_dlt_headers_in_their_binary_forms() {
-        let written = Some(WrittenAt {
+        let written = Written::At(WrittenAt {
             partition: 2,
             offset: 41,
         });
@@ -129,22 +167,26 @@ mod tests {
             dlq.header("kafka_dlt-exception-message"),
             Some(&b"no reply in 500 ms"[..])
         );
+        assert_eq!(dlq.header("kreply_dlt-written"), Some(&b"yes"[..]));
     }
 
     #[test]
-    fn an_unplaced_original_gets_minus_one() {
-        let dlq = record("d", &original(), None, Cause::SendFailed, "broker down");
-        assert_eq!(
-            dlq.header("kafka_dlt-original-partition"),
-            Some(&(-1i32).to_be_bytes()[..])
-        );
-        assert_eq!(
-            dlq.header("kafka_dlt-original-offset"),
-            Some(&(-1i64).to_be_bytes()[..])
-        );
-        assert_eq!(
-            dlq.header("kafka_dlt-exception-fqcn"),
-            Some(&b"kreply.SendFailedException"[..])
-        );
+    fn an_unplaced_original_gets_minus_one_and_says_whether_it_may_be_there() {
+        for (written, said) in [(Written::Possibly, "possibly"), (Written::No, "no")] {
+            let dlq = record("d", &original(), written, Cause::SendFailed, "broker down");
+            assert_eq!(
+                dlq.header("kafka_dlt-original-partition"),
+                Some(&(-1i32).to_be_bytes()[..])
+            );
+            assert_eq!(
+                dlq.header("kafka_dlt-original-offset"),
+                Some(&(-1i64).to_be_bytes()[..])
+            );
+            assert_eq!(
+                dlq.header("kafka_dlt-exception-fqcn"),
+                Some(&b"kreply.SendFailedException"[..])
+            );
+            assert_eq!(dlq.header(WRITTEN), Some(said.as_bytes()));
+        }
     }
 }

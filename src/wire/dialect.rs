@@ -7,7 +7,7 @@
 //! | | Spring (default) | NestJS |
 //! |---|---|---|
 //! | correlation id | 16 raw bytes (the UUID's halves, big-endian) | UTF-8 text (NestJS sends a UUID's 36 characters) |
-//! | reply partition | 4-byte big-endian int32, only in partition-per-host routing | decimal ASCII digits (NestJS's client always sends one) |
+//! | reply partition | 4-byte big-endian int32, only in partition-per-host routing | decimal ASCII digits, always (see [`Dialect::reply_partition`]) |
 //! | worker error | `kreply_error: <code>`, the value says why | `kafka_nest-err: <text>` (kreply's worker: `{"status":"error","code":..,"message":..}`) |
 //! | end of the answer | the reply itself | `kafka_nest-is-disposed` (one zero byte) |
 //!
@@ -28,6 +28,10 @@ pub const NEST_IS_DISPOSED: &str = "kafka_nest-is-disposed";
 
 /// A NestJS id as kreply sends it: a UUID's hyphenated text.
 const NEST_ID_LEN: usize = 36;
+
+/// The lowest partition of any topic: what NestJS's client names as its reply partition
+/// when it reads every partition of its reply topic.
+const NEST_LOWEST_PARTITION: i32 = 0;
 
 /// One way of spelling the exchange, as `"dialect"` names it in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -83,6 +87,29 @@ impl Dialect {
         in_use.iter().copied().find(|dialect| dialect.is_own_id(id))
     }
 
+    /// The reply partition a request names, given the one this host owns (`None`: it reads
+    /// every partition of its topic, topic-per-host routing).
+    ///
+    /// Spring's `ReplyingKafkaTemplate` sends a partition only when it is told one, so in
+    /// topic-per-host routing a Spring request has none and the worker picks. NestJS's
+    /// `ClientKafka` always sends one: the lowest partition of the reply topic that its
+    /// consumer was assigned (`Math.min(...memberPartitions)`, as a decimal string). A
+    /// host that reads every partition of its topic is, in NestJS's terms, a client alone
+    /// in its group, assigned them all, so it names the lowest: partition 0, which every
+    /// topic has. Spreading the replies instead (round-robin, or a hash of the id, over
+    /// the topic's partitions) was the alternative; naming what NestJS names keeps the
+    /// requests byte for byte those of NestJS's own client, so a fleet that serves
+    /// ClientKafka serves kreply, and needs no partition count when a request is built, so
+    /// it can never name a partition the topic lacks. The cost: a NestJS flow's replies
+    /// share one partition of the host's topic, one leader, as every host's do in
+    /// partition-per-host routing.
+    pub fn reply_partition(self, owned: Option<i32>) -> Option<i32> {
+        match self {
+            Dialect::Spring => owned,
+            Dialect::Nestjs => owned.or(Some(NEST_LOWEST_PARTITION)),
+        }
+    }
+
     /// The reply partition header's bytes.
     pub fn partition_bytes(self, partition: i32) -> Vec<u8> {
         match self {
@@ -94,7 +121,8 @@ impl Dialect {
     /// The dialect a request was asked in. Decimal digits in the reply partition mean
     /// NestJS: as Spring's int32, four digit bytes would name partition 808,464,432 or
     /// more, which no topic has. Without a partition header, a 16-byte id is Spring's and
-    /// anything else is a string id (kreply's NestJS dialect in topic-per-host routing).
+    /// anything else is a string id (a NestJS-like client that names no partition; kreply's
+    /// gateway and NestJS's `ClientKafka` always name one).
     pub fn of_request(correlation_id: &[u8], reply_partition: Option<&[u8]>) -> Dialect {
         match reply_partition {
             Some(bytes) if is_decimal(bytes) => Dialect::Nestjs,
@@ -216,6 +244,14 @@ mod tests {
         assert!(Dialect::Spring.read_partition(b"2").is_err());
         assert!(Dialect::Nestjs.read_partition(b"-1").is_err());
         assert!(Dialect::Nestjs.read_partition(&[0, 0, 0, 1]).is_err());
+    }
+
+    #[test]
+    fn nestjs_always_names_a_reply_partition_and_spring_only_an_owned_one() {
+        assert_eq!(Dialect::Spring.reply_partition(None), None);
+        assert_eq!(Dialect::Spring.reply_partition(Some(4)), Some(4));
+        assert_eq!(Dialect::Nestjs.reply_partition(Some(4)), Some(4));
+        assert_eq!(Dialect::Nestjs.reply_partition(None), Some(0));
     }
 
     #[test]

@@ -155,6 +155,7 @@ impl PaymentRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::dialect::Dialect;
 
     fn reply() -> ReturnAddress {
         ReturnAddress::new(
@@ -194,6 +195,32 @@ mod tests {
         let value: Value = serde_json::from_slice(&record.value).unwrap();
         assert_eq!(value["operation"], "refund");
         assert_eq!(value["body"]["amount"], 15000);
+    }
+
+    #[test]
+    fn a_nestjs_record_in_topic_per_host_routing_names_its_reply_partition_in_digits() {
+        let request = PaymentRequest::parse("approve", br#"{"order_id":"N-1"}"#).unwrap();
+        let id = Dialect::Nestjs.new_correlation_id();
+        let reply = ReturnAddress::new(
+            Default::default(),
+            Dialect::Nestjs,
+            "payment_response_prod1",
+            None,
+        );
+        let record = request.to_record("payment_request", &id, &reply, &trace());
+        let names: Vec<_> = record.headers.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "kafka_correlationId",
+                "kafka_replyTopic",
+                "kafka_replyPartition",
+                "traceparent"
+            ]
+        );
+        assert_eq!(record.header("kafka_replyPartition").unwrap(), b"0");
+        assert_eq!(record.header("kafka_correlationId").unwrap().len(), 36);
+        assert_eq!(record.partition, None, "the request itself is keyed");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! The reply topic and, in partition-per-host routing, the reply partition are the same on
 //! every request a host sends, so they are fixed once at startup; only the correlation id
-//! differs. Exactly one header of each name, and never `spring_json_header_types`.
+//! differs. A NestJS request names a reply partition in topic-per-host routing too, as
+//! NestJS's client always does ([`Dialect::reply_partition`]). Exactly one header of each
+//! name, and never `spring_json_header_types`.
 
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::dialect::Dialect;
@@ -17,7 +19,8 @@ pub struct ReturnAddress {
     /// How the partition is spelled (the id comes spelled already).
     dialect: Dialect,
     topic: String,
-    /// `None`: the worker picks the partition (topic-per-host routing).
+    /// The partition this host owns (partition-per-host routing); `None`: it reads every
+    /// partition of `topic`, and the dialect decides whether a request names one.
     partition: Option<i32>,
 }
 
@@ -37,14 +40,15 @@ impl ReturnAddress {
     }
 
     /// The request's routing headers: the correlation id, the UTF-8 reply topic, and the
-    /// reply partition when there is one (4 bytes big-endian in Spring, digits in NestJS).
+    /// reply partition when the dialect names one (Spring: 4 bytes big-endian, only the
+    /// partition this host owns; NestJS: digits, always).
     pub fn headers(&self, id: &CorrelationId) -> Vec<(String, Vec<u8>)> {
         let names = &self.names;
         let mut headers = vec![
             (names.correlation_id.clone(), id.as_bytes().to_vec()),
             (names.reply_topic.clone(), self.topic.as_bytes().to_vec()),
         ];
-        if let Some(partition) = self.partition {
+        if let Some(partition) = self.dialect.reply_partition(self.partition) {
             headers.push((
                 names.reply_partition.clone(),
                 self.dialect.partition_bytes(partition),
@@ -107,6 +111,28 @@ mod tests {
         let named: Vec<&str> = headers.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(named, ["corr", "reply_to", "reply_part"]);
         assert_eq!(headers[0].1, id.as_bytes());
+    }
+
+    #[test]
+    fn nestjs_in_topic_per_host_routing_names_the_lowest_partition_as_its_client_does() {
+        let id = Dialect::Nestjs.new_correlation_id();
+        let address = ReturnAddress::new(
+            HeaderNames::default(),
+            Dialect::Nestjs,
+            "payment_response_prod1",
+            None,
+        );
+        assert_eq!(
+            address.headers(&id),
+            [
+                ("kafka_correlationId".to_string(), id.as_bytes().to_vec()),
+                (
+                    "kafka_replyTopic".to_string(),
+                    b"payment_response_prod1".to_vec()
+                ),
+                ("kafka_replyPartition".to_string(), b"0".to_vec()),
+            ]
+        );
     }
 
     #[test]

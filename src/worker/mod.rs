@@ -38,6 +38,7 @@ mod stale_group;
 mod startup;
 
 use crate::config::Config;
+use crate::config::ignored::{self, Role};
 use crate::error::StartupError;
 use crate::kafka;
 use crate::ops::notify::notify;
@@ -74,6 +75,7 @@ impl Worker {
 /// Runs the worker until SIGTERM or SIGINT; returns early only on a startup failure.
 pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let config = Config::load(config_path)?;
+    ignored::log(&config, Role::Worker, config_path);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

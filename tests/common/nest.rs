@@ -1,7 +1,8 @@
 //! NestJS on the wire, for the dialect tests: a requester that asks the way
 //! `ClientKafka.send` does (a UUID string as `kafka_correlationId`, the reply partition as
 //! decimal digits), and a responder that answers the way `ServerKafka` does (the string id
-//! echoed, `kafka_nest-is-disposed`, an error in `kafka_nest-err`).
+//! echoed, `kafka_nest-is-disposed`, an error in `kafka_nest-err`, and the reply sent to
+//! the partition `kafka_replyPartition` names, as its `assignReplyPartition` does).
 
 use super::*;
 use krafka::Record;
@@ -66,6 +67,12 @@ fn nest_reply(request: &ConsumerRecord) -> Record {
     let reply = Record::new(topic, value)
         .header("kafka_correlationId", id.to_vec())
         .header("kafka_nest-is-disposed", vec![0]);
+    // `ServerKafka.assignReplyPartition`: `partition = parseFloat(replyPartition)` when the
+    // header is there; without it, the producer's partitioner picks.
+    let reply = match request.header_str("kafka_replyPartition") {
+        Some(digits) => reply.partition(digits.parse().expect("a decimal reply partition")),
+        None => reply,
+    };
     match err {
         Some(err) => reply.header("kafka_nest-err", err.as_bytes().to_vec()),
         None => reply,

@@ -789,6 +789,35 @@ fn an_acknowledged_payment_with_no_reply_in_time_is_504_and_its_dead_letter_says
     });
 }
 
+/// Issue 20, item 4: a payment's dead letter goes to its own flow's dead-letter topic,
+/// `dlq_topic` or `<request_topic>-dlt`.
+#[test]
+fn each_flows_payments_are_dead_lettered_to_that_flows_topic() {
+    let config = Config {
+        flows: serde_json::from_value(json!([
+            {"operations": ["approve"], "request_topic": "payment_request"},
+            {"operations": ["refund"], "request_topic": "refund_request"},
+            {"operations": ["cancel"], "request_topic": "cancel_request", "dlq_topic": "cancels_dead"}
+        ]))
+        .unwrap(),
+        ..Config::default()
+    };
+    let (app, mut queue) = gateway_with(config);
+    for (operation, request_topic, dlq_topic) in [
+        ("approve", "payment_request", "payment_request-dlt"),
+        ("refund", "refund_request", "refund_request-dlt"),
+        ("cancel", "cancel_request", "cancels_dead"),
+    ] {
+        let mut req = payment(ORDER);
+        *req.url_mut() = Url::parse(&format!("http://gw/v1/payments/{operation}")).unwrap();
+        let mut response: Response = block_on(answer(app.clone(), req));
+        block_on(expect_problem(&mut response, 504, "reply-timeout"));
+        let records = queue.take_records();
+        let topics: Vec<&str> = records.iter().map(|r| r.topic.as_str()).collect();
+        assert_eq!(topics, [request_topic, dlq_topic], "{operation}");
+    }
+}
+
 // Traces: the caller's `traceparent`, or a new one, on the request, its dead letter and
 // the answer.
 

@@ -6,8 +6,11 @@
 //!    faster than the produce acknowledgement finds its waiter;
 //! 3. one deadline (one timer) covers the acknowledgement and the reply together;
 //! 4. when the outcome is unknown (timeout, failed send) the caller is told so, and the
-//!    request goes to the dead-letter topic. Nothing is ever re-sent. The caller is also
-//!    told where a reply that comes later can be fetched (`GET /v1/requests/{id}`).
+//!    request goes to its flow's dead-letter topic. Nothing is ever re-sent. The caller is
+//!    also told where a reply that comes later can be fetched (`GET /v1/requests/{id}`).
+//!    A send the brokers definitely refused is dead-lettered too, marked `no` in
+//!    `kreply_dlt-written`, so that a replay tool never re-sends what its caller was told
+//!    is safe to try again.
 //!
 //! At most `max_in_flight` payments wait at once: beyond that a caller gets 503
 //! `overloaded` with `Retry-After`, before its body is read and with nothing produced.
@@ -21,6 +24,7 @@
 use super::State;
 use super::payment_input::{check_content_type, idempotency_key, read_body, requested_timeout};
 use super::requests::reply_url;
+use crate::gateway::flows::Flow;
 use crate::gateway::http::GatewayState;
 use crate::gateway::kafka::SendFailure;
 use crate::gateway::metrics::RequestOutcome;
@@ -28,7 +32,7 @@ use crate::gateway::registry::{Refused, Reply, ReplyWaiter};
 use crate::gateway::reply_check;
 use crate::ops::http_server::problem_response;
 use crate::wire::correlation_id::CorrelationId;
-use crate::wire::dead_letter::{self, Cause};
+use crate::wire::dead_letter::{self, Cause, Written};
 use crate::wire::dialect::{Dialect, WorkerError};
 use crate::wire::payment::PaymentRequest;
 use crate::wire::problem::{Outcome, Problem};
@@ -168,17 +172,19 @@ async fn pay(mut req: Box<Request<State>>) -> tide::Result {
 
 /// A registered payment, ready to produce. A struct, used field by field: destructuring
 /// it would hold each part twice in the waiting future.
-struct Prepared {
+struct Prepared<'a> {
     waiter: ReplyWaiter,
     /// What is produced, and kept for the dead letter.
     record: OutgoingRecord,
     /// How long the caller waits for the acknowledgement and the reply together.
     wait: Duration,
+    /// Its flow, whose dead-letter topic takes it when its outcome is unknown.
+    flow: &'a Flow,
 }
 
 /// Produces the record and waits for the reply. One timer covers the acknowledgement and
 /// the reply together.
-async fn exchange(gateway: &GatewayState, mut prepared: Prepared) -> Result<Reply, Failed> {
+async fn exchange(gateway: &GatewayState, mut prepared: Prepared<'_>) -> Result<Reply, Failed> {
     let wait = prepared.wait;
     let mut deadline = pin!(task::sleep(wait));
     let sending = pin!(gateway.sender.send(prepared.record.clone()));
@@ -188,13 +194,20 @@ async fn exchange(gateway: &GatewayState, mut prepared: Prepared) -> Result<Repl
             // The reply may even have come already; if not, keep it when it does.
             let id = prepared.waiter.id().clone();
             return prepared.waiter.give_up().ok_or_else(|| {
-                Failed::error(send_failed(gateway, &prepared.record, &id, failure))
+                Failed::error(send_failed(
+                    gateway,
+                    prepared.flow,
+                    &prepared.record,
+                    &id,
+                    failure,
+                ))
             });
         }
         Some(Err(failure)) => {
             let id = prepared.waiter.id();
             return Err(Failed::error(send_failed(
                 gateway,
+                prepared.flow,
                 &prepared.record,
                 id,
                 failure,
@@ -231,12 +244,12 @@ fn before<'a, T: 'a>(
 
 /// Checks everything about the input, then registers a correlation id: the waiter, the
 /// record to produce, and how long the caller waits.
-async fn prepare(
-    gateway: &GatewayState,
+async fn prepare<'a>(
+    gateway: &'a GatewayState,
     req: &mut Request<State>,
     operation: &str,
     trail: &mut Trail,
-) -> Result<Prepared, Failed> {
+) -> Result<Prepared<'a>, Failed> {
     let (payment, wait) = check(gateway, req, operation, trail)
         .await
         .map_err(Failed::rejected)?;
@@ -269,6 +282,7 @@ async fn prepare(
         waiter,
         record,
         wait,
+        flow,
     })
 }
 
@@ -326,15 +340,21 @@ fn not_ready() -> Problem {
 /// id is remembered so a reply that comes later is kept.
 fn give_up(
     gateway: &GatewayState,
-    prepared: Prepared,
+    prepared: Prepared<'_>,
     written: Option<WrittenAt>,
     why: String,
 ) -> Result<Reply, Failed> {
-    let Prepared { waiter, record, .. } = prepared;
+    let Prepared {
+        waiter,
+        record,
+        flow,
+        ..
+    } = prepared;
     let id = waiter.id().clone();
+    let written = written.map_or(Written::Possibly, Written::At);
     waiter
         .give_up()
-        .ok_or_else(|| Failed::timeout(timed_out(gateway, &record, written, &id, why)))
+        .ok_or_else(|| Failed::timeout(timed_out(gateway, flow, &record, written, &id, why)))
 }
 
 /// 503 `overloaded`: nothing was registered or produced (nor, on the early check, read).
@@ -439,14 +459,28 @@ fn ok_response(body: Vec<u8>) -> Response {
     response
 }
 
-/// The send did not succeed: dead-letter it and say whether a retry is safe.
+/// The send did not succeed: dead-letter it, marked with whether it may have been written,
+/// and say whether a retry is safe.
 fn send_failed(
     gateway: &GatewayState,
+    flow: &Flow,
     record: &OutgoingRecord,
     id: &CorrelationId,
     failure: SendFailure,
 ) -> Problem {
-    dead_letter(gateway, record, None, Cause::SendFailed, &failure.message);
+    let written = if failure.possibly_written {
+        Written::Possibly
+    } else {
+        Written::No
+    };
+    dead_letter(
+        gateway,
+        flow,
+        record,
+        written,
+        Cause::SendFailed,
+        &failure.message,
+    );
     let problem = |advice: &str| {
         Problem::new(
             503,
@@ -472,12 +506,13 @@ fn send_failed(
 /// No reply (or no acknowledgement) in time: the payment's fate is unknown.
 fn timed_out(
     gateway: &GatewayState,
+    flow: &Flow,
     record: &OutgoingRecord,
-    written: Option<WrittenAt>,
+    written: Written,
     id: &CorrelationId,
     why: String,
 ) -> Problem {
-    dead_letter(gateway, record, written, Cause::ReplyTimeout, &why);
+    dead_letter(gateway, flow, record, written, Cause::ReplyTimeout, &why);
     Problem::new(
         504,
         "reply-timeout",
@@ -488,14 +523,16 @@ fn timed_out(
     .with_reply_url(reply_url(id, &gateway.route.suffix), &gateway.route.suffix)
 }
 
+/// Queues the dead letter of `record` on its flow's dead-letter topic.
 fn dead_letter(
     gateway: &GatewayState,
+    flow: &Flow,
     record: &OutgoingRecord,
-    written: Option<WrittenAt>,
+    written: Written,
     cause: Cause,
     why: &str,
 ) {
-    let letter = dead_letter::record(&gateway.config.dlq_topic, record, written, cause, why);
+    let letter = dead_letter::record(&flow.dlq_topic, record, written, cause, why);
     gateway.metrics.dlq_writes.inc();
     gateway.sender.send_and_forget(letter);
 }

@@ -102,14 +102,20 @@ struct Connected {
 async fn connect(setup: &KafkaSetup) -> Result<Connected, StartupError> {
     let config = &setup.config;
     let kafka = connect_brokers(config, &setup.config_path, &config.client_id).await?;
-    // Every flow's request topic, then the reply topic (the partitions to read) and the DLQ.
+    // Every flow's request topic, then the reply topic (the partitions to read), then
+    // every flow's DLQ (named with its flows, when there are several).
     let request_topics = config.request_topics();
+    let dead_letter_topics = config.dead_letter_topics();
     let mut needed: Vec<NeededTopic> = request_topics
         .iter()
         .map(|topic| NeededTopic::plain(topic, "request"))
         .collect();
     needed.push(NeededTopic::plain(&setup.route.topic, "reply"));
-    needed.push(NeededTopic::plain(&config.dlq_topic, "dead-letter"));
+    needed.extend(
+        dead_letter_topics
+            .iter()
+            .map(|(role, topic)| NeededTopic::plain(topic, role)),
+    );
     let admin = kafka.admin();
     let partitions = topics::ensure(&admin, config, &setup.config_path, &needed).await;
     let _ = admin.close().await;
