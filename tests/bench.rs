@@ -12,7 +12,11 @@
 //!   a gateway can spend per payment;
 //! - kreply with one gateway host and one worker, then with two gateway hosts (each its own
 //!   reply topic) and one worker, the PG simulator at 0 ms, driven over HTTP/1.1 keep-alive
-//!   by callers on threads of their own ([`KeepAlive`]).
+//!   by callers on threads of their own ([`KeepAlive`]);
+//! - kreply on krafka's three-broker Kafka-rules cluster ([`Broker::start_kafka_rules`],
+//!   served in this process) with one gateway host and two workers: KIP-848 group,
+//!   `read_committed`, a fetch that returns when data arrives. Its column "assignment
+//!   changes" counts the workers' rebalances within the window.
 //!
 //! Each caller keeps one request in flight: it sends the next as soon as the last is
 //! answered, with a unique order id. With two hosts a caller alternates between them, on a
@@ -21,16 +25,31 @@
 //! latencies, and `/proc` readings at its start and end give CPU per request and peak RSS.
 //! Errors count over the whole row, warm-up included.
 //!
+//! Then the rows with the PG at `BENCH_PG_LATENCY_MS` (200, what a real PG takes): kreply
+//! with one gateway host and one worker, then two workers, on tansu, and one gateway host
+//! and two workers on the Kafka-rules cluster, at `BENCH_PG_CONNECTIONS`, in a table of
+//! their own. Its column "p50 - PG latency" is what a payment spent outside the PG, and
+//! each worker's `/metrics` is read every 250 ms within the window: how long its PG calls
+//! took, and how many calls were in flight (against `worker.concurrency`) and requests held
+//! (against `worker.max_held_requests`).
+//!
 //! Then, optionally, one gateway holds `BENCH_WAITING` requests that no worker answers, for
 //! its memory per waiting request.
 //!
 //! Settings: `BENCH_SECONDS` (10, the measured window), `BENCH_WARMUP_SECONDS` (2),
-//! `BENCH_CONNECTIONS` (`1,50,200`), `BENCH_WAITING` (10000; 0 leaves the row out),
-//! `BENCH_REPORT` (a file to keep the report in, besides printing it).
+//! `BENCH_CONNECTIONS` (`1,50,200`), `BENCH_BROKERS` (`tansu,kafka-rules`: whose kreply
+//! rows run; the floor always runs, on tansu), `BENCH_WAITING` (10000; 0 leaves the row
+//! out), `BENCH_PG_LATENCY_MS` (200: the PG simulator's latency in the PG rows; every other
+//! row has it at 0 ms), `BENCH_PG_CONNECTIONS` (`50,300,1000`; empty leaves the PG rows
+//! out), `BENCH_PG_WORKERS` (`1,2`: the worker counts of the PG rows; those on the
+//! Kafka-rules cluster have 2), `BENCH_PG_ROWS` (`also`: after the other rows; `only`: the
+//! PG rows alone, without the floor, HTTP-alone, 0 ms and waiting rows), `BENCH_REPORT`
+//! (a file to keep the report in, besides printing it).
 
 mod common;
 
 use common::answers::counter;
+use common::cluster::BrokerKind;
 use common::cpu::{own_threads_cpu, process_cpu};
 use common::floor::{Floor, FloorSettings, REQUESTER_THREADS, RESPONDER_THREADS, Requester};
 use common::hosts::gateway_on_own_ip_logging;
@@ -63,31 +82,133 @@ const FLOOR_REPLIES: &str = "floor_reply";
 const PAYMENT_PATH: &str = "/v1/payments/approve";
 const PG_PATH: &str = "/charge";
 const HTTP_ALONE: &str = "HTTP alone, paced to the 1-host row's req/s: PG simulator (tide, kreply's accept loop), no Kafka";
+/// In the setup column of the rows on the Kafka-rules cluster.
+const ON_KAFKA_RULES: &str = "on the Kafka-rules cluster";
+/// What a worker logs each time its partitions change (`worker/poll_loop.rs`), and only then.
+const ASSIGNED: &str = "assigned partitions [";
+
+/// A kreply setup: gateway hosts and workers on a broker.
+#[derive(Clone, Copy)]
+struct Setup {
+    broker: BrokerKind,
+    hosts: usize,
+    workers: usize,
+}
+
+/// The kreply rows of each connection count, in the order they run.
+const SETUPS: [Setup; 3] = [
+    Setup {
+        broker: BrokerKind::Tansu,
+        hosts: 1,
+        workers: 1,
+    },
+    Setup {
+        broker: BrokerKind::Tansu,
+        hosts: 2,
+        workers: 1,
+    },
+    Setup {
+        broker: BrokerKind::KafkaRules,
+        hosts: 1,
+        workers: 2,
+    },
+];
+
+/// The kreply rows with the PG at `BENCH_PG_LATENCY_MS`, of each connection count, in the
+/// order they run.
+const PG_SETUPS: [Setup; 3] = [
+    Setup {
+        broker: BrokerKind::Tansu,
+        hosts: 1,
+        workers: 1,
+    },
+    Setup {
+        broker: BrokerKind::Tansu,
+        hosts: 1,
+        workers: 2,
+    },
+    Setup {
+        broker: BrokerKind::KafkaRules,
+        hosts: 1,
+        workers: 2,
+    },
+];
+
+impl Setup {
+    fn name(&self) -> String {
+        let on = match self.broker {
+            BrokerKind::Tansu => String::new(),
+            BrokerKind::KafkaRules => format!(" {ON_KAFKA_RULES}"),
+        };
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        format!(
+            "kreply{on}, {} gateway host{} + {} worker{}",
+            self.hosts,
+            plural(self.hosts),
+            self.workers,
+            plural(self.workers)
+        )
+    }
+}
 
 struct Settings {
     window: Duration,
     warmup: Duration,
     connections: Vec<usize>,
+    /// Whose kreply rows run.
+    brokers: Vec<BrokerKind>,
     waiting: usize,
+    /// The PG simulator's latency in the PG rows.
+    pg_latency_ms: u64,
+    /// The PG rows' connection counts.
+    pg_connections: Vec<usize>,
+    /// The PG rows' worker counts.
+    pg_workers: Vec<usize>,
+    /// Whether the rows with the PG at 0 ms (and the floor, HTTP-alone and waiting rows) run.
+    zero_ms_rows: bool,
     report: Option<PathBuf>,
+}
+
+/// A comma-separated list of whole numbers from `name`, else `default`.
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    let list = std::env::var(name).unwrap_or_else(|_| default.into());
+    list.split(',')
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| {
+            n.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={list:?}"))
+        })
+        .collect()
 }
 
 impl Settings {
     fn from_env() -> Settings {
-        let connections = std::env::var("BENCH_CONNECTIONS").unwrap_or_else(|_| "1,50,200".into());
+        let brokers = std::env::var("BENCH_BROKERS").unwrap_or_else(|_| "tansu,kafka-rules".into());
+        let pg_rows = std::env::var("BENCH_PG_ROWS").unwrap_or_else(|_| "also".into());
         Settings {
             window: Duration::from_secs(env_number("BENCH_SECONDS", 10) as u64),
             warmup: Duration::from_secs(env_number("BENCH_WARMUP_SECONDS", 2) as u64),
-            connections: connections
+            connections: env_list("BENCH_CONNECTIONS", "1,50,200"),
+            brokers: brokers
                 .split(',')
-                .filter(|c| !c.trim().is_empty())
-                .map(|c| {
-                    c.trim()
-                        .parse()
-                        .unwrap_or_else(|_| panic!("BENCH_CONNECTIONS={connections:?}"))
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(|b| match b {
+                    "tansu" => BrokerKind::Tansu,
+                    "kafka-rules" => BrokerKind::KafkaRules,
+                    _ => panic!("BENCH_BROKERS={brokers:?}: tansu, kafka-rules or both"),
                 })
                 .collect(),
             waiting: env_number("BENCH_WAITING", 10_000),
+            pg_latency_ms: env_number("BENCH_PG_LATENCY_MS", 200) as u64,
+            pg_connections: env_list("BENCH_PG_CONNECTIONS", "50,300,1000"),
+            pg_workers: env_list("BENCH_PG_WORKERS", "1,2"),
+            zero_ms_rows: match pg_rows.trim() {
+                "also" => true,
+                "only" => false,
+                _ => panic!("BENCH_PG_ROWS={pg_rows:?}: also or only"),
+            },
             report: std::env::var_os("BENCH_REPORT").map(PathBuf::from),
         }
     }
@@ -190,16 +311,23 @@ impl Samples {
 }
 
 /// Something whose CPU time (and memory, for a process) a row reads.
-enum Meter {
+enum Meter<'a> {
     Process(u32),
+    /// A worker's process, and the assignment changes its log shows; with `scraped`, its
+    /// `/metrics` too (the PG rows only: the other rows stay as they were measured before).
+    Worker {
+        worker: &'a Worker,
+        scraped: bool,
+    },
     /// This process's threads whose names start with this.
     Threads(&'static str),
 }
 
-impl Meter {
+impl Meter<'_> {
     fn cpu(&self) -> Duration {
         match self {
             Meter::Process(pid) => process_cpu(*pid).unwrap_or_default(),
+            Meter::Worker { worker, .. } => process_cpu(worker.daemon.pid()).unwrap_or_default(),
             Meter::Threads(prefix) => own_threads_cpu(prefix),
         }
     }
@@ -207,8 +335,111 @@ impl Meter {
     fn rss_kb(&self) -> Option<u64> {
         match self {
             Meter::Process(pid) => rss_kb(*pid),
+            Meter::Worker { worker, .. } => rss_kb(worker.daemon.pid()),
             Meter::Threads(_) => None,
         }
+    }
+
+    /// A worker's assignment changes so far: the [`ASSIGNED`] lines of its log.
+    fn assignment_changes(&self) -> Option<usize> {
+        match self {
+            Meter::Worker { worker, .. } => {
+                Some(worker.daemon.log_text().matches(ASSIGNED).count())
+            }
+            _ => None,
+        }
+    }
+
+    /// A scraped worker's `/metrics` now.
+    fn scrape(&self) -> Option<Scrape> {
+        match self {
+            Meter::Worker {
+                worker,
+                scraped: true,
+            } => Scrape::of(worker),
+            _ => None,
+        }
+    }
+}
+
+/// What a worker's `/metrics` says at one moment.
+#[derive(Clone, Copy, Default)]
+struct Scrape {
+    /// `kreply_worker_pg_calls_in_flight`.
+    pg_in_flight: f64,
+    /// `kreply_worker_requests_held`.
+    held: f64,
+    /// `kreply_worker_pg_call_duration_seconds`: the sum and count over all results.
+    pg_seconds: f64,
+    pg_calls: f64,
+}
+
+impl Scrape {
+    fn of(worker: &Worker) -> Option<Scrape> {
+        let answer = get(worker.metrics_addr, "/metrics").ok()?;
+        Some(Scrape::parse(&String::from_utf8_lossy(&answer.body)))
+    }
+
+    fn parse(text: &str) -> Scrape {
+        let mut scrape = Scrape::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.trim().parse::<f64>() else {
+                continue;
+            };
+            match series.split('{').next().unwrap_or_default() {
+                "kreply_worker_pg_calls_in_flight" => scrape.pg_in_flight = value,
+                "kreply_worker_requests_held" => scrape.held = value,
+                "kreply_worker_pg_call_duration_seconds_sum" => scrape.pg_seconds += value,
+                "kreply_worker_pg_call_duration_seconds_count" => scrape.pg_calls += value,
+                _ => {}
+            }
+        }
+        scrape
+    }
+}
+
+/// A worker's `/metrics` over a window: gauges sampled every 250 ms, and the PG calls
+/// that ended within it.
+#[derive(Default)]
+struct Scraped {
+    in_flight: Gauge,
+    held: Gauge,
+    /// PG calls that ended within the window, and their total time.
+    pg_calls: f64,
+    pg_seconds: f64,
+}
+
+impl Scraped {
+    /// The mean time of the PG calls that ended within the window, in ms.
+    fn pg_call_ms(&self) -> Option<f64> {
+        (self.pg_calls > 0.0).then(|| self.pg_seconds * 1000.0 / self.pg_calls)
+    }
+}
+
+/// A gauge's samples: their mean and peak.
+#[derive(Default)]
+struct Gauge {
+    sum: f64,
+    samples: usize,
+    peak: f64,
+}
+
+impl Gauge {
+    fn add(&mut self, value: f64) {
+        self.sum += value;
+        self.samples += 1;
+        self.peak = self.peak.max(value);
+    }
+
+    /// `mean/peak`, `-` without samples.
+    fn text(&self) -> String {
+        if self.samples == 0 {
+            return "-".into();
+        }
+        format!("{:.0}/{:.0}", self.sum / self.samples as f64, self.peak)
     }
 }
 
@@ -216,27 +447,72 @@ impl Meter {
 struct Metered {
     cpu: Duration,
     peak_kb: Option<u64>,
+    /// A worker's assignment changes (rebalances it took part in).
+    assignments: Option<Assignments>,
+    /// A scraped worker's `/metrics` over the window.
+    scraped: Option<Scraped>,
 }
 
-/// Waits for the window; returns each meter's CPU time within it and its peak RSS.
+/// A worker's assignment changes during a row's load.
+#[derive(Clone, Copy)]
+struct Assignments {
+    warmup: usize,
+    window: usize,
+}
+
+/// Waits for the window, from the start of the load; returns each meter's CPU time within
+/// it, its peak RSS, and a worker's assignment changes in the warm-up and the window.
 fn watch(window: &Window, meters: &[Meter]) -> Vec<Metered> {
+    let at_load: Vec<Option<usize>> = meters.iter().map(Meter::assignment_changes).collect();
     std::thread::sleep(window.start.saturating_duration_since(Instant::now()));
     let before: Vec<Duration> = meters.iter().map(Meter::cpu).collect();
+    let at_start: Vec<Option<usize>> = meters.iter().map(Meter::assignment_changes).collect();
+    let scraped_at_start: Vec<Option<Scrape>> = meters.iter().map(Meter::scrape).collect();
+    let mut scraped: Vec<Option<Scraped>> = scraped_at_start
+        .iter()
+        .map(|s| s.map(|_| Scraped::default()))
+        .collect();
     let mut peaks: Vec<Option<u64>> = vec![None; meters.len()];
     while window.open() {
         for (peak, meter) in peaks.iter_mut().zip(meters) {
             *peak = (*peak).max(meter.rss_kb());
         }
+        for (scraped, meter) in scraped.iter_mut().zip(meters) {
+            if let (Some(scraped), Some(now)) = (scraped.as_mut(), meter.scrape()) {
+                scraped.in_flight.add(now.pg_in_flight);
+                scraped.held.add(now.held);
+            }
+        }
         let left = window.end.saturating_duration_since(Instant::now());
         std::thread::sleep(left.min(Duration::from_millis(250)));
     }
+    let cpu: Vec<Duration> = meters.iter().map(Meter::cpu).collect();
+    let scraped_at_end: Vec<Option<Scrape>> = meters.iter().map(Meter::scrape).collect();
+    for (n, scraped) in scraped.iter_mut().enumerate() {
+        if let (Some(scraped), Some(start), Some(end)) =
+            (scraped.as_mut(), scraped_at_start[n], scraped_at_end[n])
+        {
+            scraped.pg_calls = end.pg_calls - start.pg_calls;
+            scraped.pg_seconds = end.pg_seconds - start.pg_seconds;
+        }
+    }
+    let mut scraped = scraped.into_iter();
     meters
         .iter()
-        .zip(before)
-        .zip(peaks)
-        .map(|((meter, before), peak_kb)| Metered {
-            cpu: meter.cpu().saturating_sub(before),
-            peak_kb,
+        .enumerate()
+        .map(|(n, meter)| {
+            let at_end = meter.assignment_changes();
+            Metered {
+                scraped: scraped.next().flatten(),
+                cpu: cpu[n].saturating_sub(before[n]),
+                peak_kb: peaks[n],
+                assignments: at_load[n].zip(at_start[n]).zip(at_end).map(
+                    |((at_load, at_start), at_end)| Assignments {
+                        warmup: at_start - at_load,
+                        window: at_end - at_start,
+                    },
+                ),
+            }
         })
         .collect()
 }
@@ -245,12 +521,14 @@ fn watch(window: &Window, meters: &[Meter]) -> Vec<Metered> {
 struct Row {
     setup: String,
     connections: usize,
+    /// The PG simulator's latency (0 in the floor rows, which have no PG).
+    pg_ms: u64,
     window: Duration,
     samples: Samples,
     /// The gateways, or the floor's requester.
     gateways: Vec<Metered>,
-    /// The worker, or the floor's responder; none in the HTTP-alone rows.
-    worker: Option<Metered>,
+    /// The workers, or the floor's responder; none in the HTTP-alone rows.
+    workers: Vec<Metered>,
 }
 
 impl Row {
@@ -266,6 +544,12 @@ impl Row {
     fn cpu_us<'a>(&self, metered: impl IntoIterator<Item = &'a Metered>) -> Option<f64> {
         let cpu: Duration = metered.into_iter().map(|m| m.cpu).sum();
         (self.answered() > 0).then(|| cpu.as_secs_f64() * 1e6 / self.answered() as f64)
+    }
+
+    /// The workers' assignment changes, all added up; none in rows without kreply workers.
+    fn assignment_changes(&self, of: impl Fn(&Assignments) -> usize) -> Option<usize> {
+        let changes = self.workers.iter().map(|w| w.assignments.as_ref().map(&of));
+        (!self.workers.is_empty()).then(|| changes.sum()).flatten()
     }
 }
 
@@ -324,10 +608,11 @@ fn floor_row(settings: &Settings, config: &BenchConfig, connections: usize) -> R
     Row {
         setup: "bare krafka floor".into(),
         connections,
+        pg_ms: 0,
         window: settings.window,
         samples,
         gateways: metered,
-        worker: Some(responder_use),
+        workers: vec![responder_use],
     }
 }
 
@@ -342,27 +627,32 @@ async fn floor_caller(requester: Arc<Requester>, window: Window, ids: Arc<Atomic
     samples
 }
 
-/// A broker, the PG simulator at 0 ms, gateway hosts and one worker, answering.
+/// A broker, the PG simulator, gateway hosts and workers, answering.
 struct Stack {
     _broker: Broker,
     _pg: MockPg,
     gateways: Vec<Gateway>,
-    worker: Worker,
+    workers: Vec<Worker>,
 }
 
 impl Stack {
-    fn start(hosts: usize, config: &BenchConfig) -> Stack {
-        let broker = Broker::start();
-        let pg = MockPg::start(&["--latency-ms", "0"]);
-        // The first gateway creates the request, reply and DLQ topics; the worker its
+    /// With the PG simulator answering after `pg_ms`.
+    fn start(setup: Setup, config: &BenchConfig, pg_ms: u64) -> Stack {
+        let broker = setup.broker.start();
+        let pg = MockPg::start(&["--latency-ms", &pg_ms.to_string()]);
+        // The first gateway creates the request, reply and DLQ topics; the workers their
         // results topic.
-        let gateways: Vec<Gateway> = HOSTS[..hosts]
+        let gateways: Vec<Gateway> = HOSTS[..setup.hosts]
             .iter()
             .map(|ip| gateway_on_own_ip_logging(&broker.addr, ip, &config.path, LOG_FILTER))
             .collect();
-        let name = format!("bench-worker-{}", free_port());
-        let worker = Worker::spawn_logging(&name, &broker.addr, &pg, &config.path, LOG_FILTER);
-        wait_assigned(&[&worker], config.partitions());
+        let workers: Vec<Worker> = (0..setup.workers)
+            .map(|_| {
+                let name = format!("bench-worker-{}", free_port());
+                Worker::spawn_logging(&name, &broker.addr, &pg, &config.path, LOG_FILTER)
+            })
+            .collect();
+        wait_assigned(&workers.iter().collect::<Vec<_>>(), config.partitions());
         for gateway in &gateways {
             until_answered("a gateway", |n| {
                 let body = json!({"order_id": format!("PROBE-{n}"), "amount": 1000});
@@ -380,34 +670,45 @@ impl Stack {
             _broker: broker,
             _pg: pg,
             gateways,
-            worker,
+            workers,
         }
     }
 }
 
-fn kreply_row(settings: &Settings, config: &BenchConfig, hosts: usize, connections: usize) -> Row {
-    let stack = Stack::start(hosts, config);
+/// A kreply setup under load, with the PG simulator at `pg_ms`; the workers' `/metrics` are
+/// read within the window when the PG is not at 0 ms.
+fn kreply_row(
+    settings: &Settings,
+    config: &BenchConfig,
+    setup: Setup,
+    connections: usize,
+    pg_ms: u64,
+) -> Row {
+    let stack = Stack::start(setup, config, pg_ms);
     let addrs: Vec<SocketAddr> = stack.gateways.iter().map(|g| g.addr).collect();
     let mut meters: Vec<Meter> = stack
         .gateways
         .iter()
         .map(|g| Meter::Process(g.daemon.pid()))
         .collect();
-    meters.push(Meter::Process(stack.worker.daemon.pid()));
+    meters.extend(stack.workers.iter().map(|worker| Meter::Worker {
+        worker,
+        scraped: pg_ms > 0,
+    }));
     let load = Load {
         path: PAYMENT_PATH,
         every: None,
     };
     let (samples, mut metered) = drive(settings, &addrs, &load, connections, &meters);
-    let worker = metered.pop();
-    let plural = if hosts == 1 { "" } else { "s" };
+    let workers = metered.split_off(stack.gateways.len());
     Row {
-        setup: format!("kreply, {hosts} gateway host{plural} + 1 worker"),
+        setup: setup.name(),
         connections,
+        pg_ms,
         window: settings.window,
         samples,
         gateways: metered,
-        worker,
+        workers,
     }
 }
 
@@ -427,10 +728,11 @@ fn http_alone_row(settings: &Settings, connections: usize, rate: f64) -> Row {
     Row {
         setup: HTTP_ALONE.into(),
         connections,
+        pg_ms: 0,
         window: settings.window,
         samples,
         gateways: metered,
-        worker: None,
+        workers: Vec::new(),
     }
 }
 
@@ -640,6 +942,8 @@ struct Machine {
     /// Which kreply binary the rows measure.
     binary: String,
     tansu: String,
+    /// The krafka whose test broker serves the Kafka-rules rows.
+    krafka: String,
 }
 
 impl Machine {
@@ -664,8 +968,22 @@ impl Machine {
                 |path| format!("binary {path}"),
             ),
             tansu: command_output(&tansu, &["--version"]),
+            krafka: locked_version("krafka"),
         }
     }
+}
+
+/// The version of `package` in `Cargo.lock`; `-` when it is not there.
+fn locked_version(package: &str) -> String {
+    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
+    let text = std::fs::read_to_string(lock).unwrap_or_default();
+    let mut lines = text.lines();
+    let name = format!("name = \"{package}\"");
+    lines.find(|l| *l == name);
+    let version = lines.next().and_then(|l| l.strip_prefix("version = \""));
+    version.map_or("-".into(), |v| {
+        format!("{package} {}", v.trim_end_matches('"'))
+    })
 }
 
 fn fixed(value: Option<f64>, decimals: usize) -> String {
@@ -696,16 +1014,19 @@ fn ratio(value: Option<f64>, floor: Option<f64>) -> String {
     }
 }
 
-const HEADER: &str = "| setup | connections | req/s | p50 ms | p90 ms | p99 ms | errors | gateway CPU µs/req | worker CPU µs/req | gateway RSS MB | worker RSS MB | req/s vs floor | p50 vs floor |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+const HEADER: &str = "| setup | connections | req/s | p50 ms | p90 ms | p99 ms | errors | assignment changes | gateway CPU µs/req | worker CPU µs/req | gateway RSS MB | worker RSS MB | req/s vs floor | p50 vs floor |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 
 fn table_line(row: &mut Row, floor: Option<(f64, Option<f64>)>) -> String {
     let (rate, p50) = (row.rate(), row.samples.percentile_ms(0.50));
     let p90 = row.samples.percentile_ms(0.90);
     let p99 = row.samples.percentile_ms(0.99);
-    let gateway_rss: Vec<String> = row.gateways.iter().map(|g| megabytes(g.peak_kb)).collect();
+    let worker_cpu = (!row.workers.is_empty())
+        .then(|| row.cpu_us(&row.workers))
+        .flatten();
+    let changes = row.assignment_changes(|a| a.window);
     let (floor_rate, floor_p50) = floor.unzip();
     format!(
-        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
         row.setup,
         row.connections,
         rate,
@@ -713,10 +1034,11 @@ fn table_line(row: &mut Row, floor: Option<(f64, Option<f64>)>) -> String {
         fixed(p90, 1),
         fixed(p99, 1),
         row.samples.error_count(),
+        changes.map_or("-".into(), |n| n.to_string()),
         fixed(row.cpu_us(&row.gateways), 0),
-        fixed(row.worker.as_ref().and_then(|w| row.cpu_us([w])), 0),
-        gateway_rss.join(" + "),
-        megabytes(row.worker.as_ref().and_then(|w| w.peak_kb)),
+        fixed(worker_cpu, 0),
+        megabytes_each(&row.gateways),
+        megabytes_each(&row.workers),
         ratio(Some(rate), floor_rate),
         ratio(p50, floor_p50.flatten()),
     )
@@ -724,7 +1046,7 @@ fn table_line(row: &mut Row, floor: Option<(f64, Option<f64>)>) -> String {
 
 fn waiting_line(waiting: &Waiting) -> String {
     format!(
-        "| {} waiting requests, no worker | {} | - | - | - | - | {} | - | - | {} | - | - | - |\n",
+        "| {} waiting requests, no worker | {} | - | - | - | - | {} | - | - | - | {} | - | - | - |\n",
         thousands(waiting.count),
         waiting.count,
         waiting.count.saturating_sub(waiting.held),
@@ -732,19 +1054,80 @@ fn waiting_line(waiting: &Waiting) -> String {
     )
 }
 
-fn report(
-    settings: &Settings,
-    config: &BenchConfig,
-    machine: &Machine,
-    rows: &mut [Row],
-    waiting: Option<&Waiting>,
-) -> String {
+const PG_HEADER: &str = "| setup | connections | PG ms | req/s | p50 ms | p90 ms | p99 ms | p50 - PG latency ms | errors | assignment changes | gateway CPU µs/req | worker CPU µs/req | gateway RSS MB | worker RSS MB | worker's PG call, mean ms | PG calls in flight, mean/peak | requests held, mean/peak |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+
+/// A line of the PG rows' table.
+fn pg_table_line(row: &mut Row) -> String {
+    let (rate, p50) = (row.rate(), row.samples.percentile_ms(0.50));
+    let p90 = row.samples.percentile_ms(0.90);
+    let p99 = row.samples.percentile_ms(0.99);
+    let per_worker = |of: &dyn Fn(&Metered) -> String| -> String {
+        let each: Vec<String> = row.workers.iter().map(of).collect();
+        if each.is_empty() {
+            "-".into()
+        } else {
+            each.join(" + ")
+        }
+    };
+    let scraped = |of: &dyn Fn(&Scraped) -> String| {
+        per_worker(&|m: &Metered| m.scraped.as_ref().map_or("-".into(), of))
+    };
+    format!(
+        "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        row.setup,
+        row.connections,
+        row.pg_ms,
+        rate,
+        fixed(p50, 1),
+        fixed(p90, 1),
+        fixed(p99, 1),
+        fixed(p50.map(|p| p - row.pg_ms as f64), 1),
+        row.samples.error_count(),
+        row.assignment_changes(|a| a.window)
+            .map_or("-".into(), |n| n.to_string()),
+        fixed(row.cpu_us(&row.gateways), 0),
+        fixed(row.cpu_us(&row.workers), 0),
+        megabytes_each(&row.gateways),
+        megabytes_each(&row.workers),
+        scraped(&|s| fixed(s.pg_call_ms(), 1)),
+        scraped(&|s| s.in_flight.text()),
+        scraped(&|s| s.held.text()),
+    )
+}
+
+/// Each one's peak RSS in MB, joined by ` + `.
+fn megabytes_each(metered: &[Metered]) -> String {
+    let each: Vec<String> = metered.iter().map(|m| megabytes(m.peak_kb)).collect();
+    if each.is_empty() {
+        "-".into()
+    } else {
+        each.join(" + ")
+    }
+}
+
+/// The rows that ran, for the report.
+struct Rows {
+    /// With the PG at 0 ms, and the floor's and HTTP alone's.
+    zero_ms: Vec<Row>,
+    waiting: Option<Waiting>,
+    /// With the PG at `BENCH_PG_LATENCY_MS`, and how long they took, setups included.
+    pg: Vec<Row>,
+    pg_took: Duration,
+}
+
+impl Rows {
+    fn all(&self) -> impl Iterator<Item = &Row> {
+        self.zero_ms.iter().chain(&self.pg)
+    }
+}
+
+fn report(settings: &Settings, config: &BenchConfig, machine: &Machine, rows: &mut Rows) -> String {
     let mut text = format!(
         "## kreply benchmark, {}\n\n\
          machine: {} cores (nproc), {}; load average (uptime) at start {}, at end {}\n\
          kreply {} ({}); {}; broker, processes and load generator all on this machine\n\
-         each row: a fresh broker (memory storage), PG simulator at 0 ms, {} s warm-up then {} s measured; \
-         etc/kreply.json with topics created, producer_batch_bytes {}, fetch_max_wait_ms {}\n\n",
+         each row: a fresh broker (memory storage), {} s warm-up then {} s measured; \
+         etc/kreply.json with topics created, producer_batch_bytes {}, fetch_max_wait_ms {}\n{}\n",
         machine.date,
         machine.cores,
         machine.cpu,
@@ -757,7 +1140,59 @@ fn report(
         settings.window.as_secs(),
         config.number("/producer_batch_bytes"),
         config.number("/fetch_max_wait_ms"),
+        if rows.all().any(|r| r.setup.contains(ON_KAFKA_RULES)) {
+            format!(
+                "rows {ON_KAFKA_RULES}: {}'s three-broker cluster (krafka::testing::FakeBroker) served in this benchmark process, \
+                 sharing its cores with the load generator; kreply runs with KREPLY_BROKER_COMPAT=kafka \
+                 (KIP-848 group protocol, read_committed), request topic with {} partitions\n",
+                machine.krafka,
+                config.partitions(),
+            )
+        } else {
+            String::new()
+        },
     );
+    if !rows.zero_ms.is_empty() || rows.waiting.is_some() {
+        text.push_str(&zero_ms_table(&mut rows.zero_ms, rows.waiting.as_ref()));
+    }
+    if !rows.pg.is_empty() {
+        text.push_str(&pg_table(settings, config, &mut rows.pg, rows.pg_took));
+    }
+    text.push_str(
+        "\nAssignment changes (rebalances): the \"assigned partitions [\" lines the workers logged within the window, all workers added up; \
+         a worker logs one each time its partitions change, so a partition moving from one worker to another counts up to twice.\n",
+    );
+    for row in rows.all() {
+        if let Some(n) = row.assignment_changes(|a| a.warmup).filter(|n| *n > 0) {
+            text.push_str(&format!(
+                "Assignment changes in the warm-up, {} at {} connections, PG at {} ms: {n}\n",
+                row.setup, row.connections, row.pg_ms
+            ));
+        }
+    }
+    for row in rows.all().filter(|r| !r.samples.errors.is_empty()) {
+        text.push_str(&format!(
+            "Errors, {} at {} connections, PG at {} ms: {:?}\n",
+            row.setup, row.connections, row.pg_ms, row.samples.errors
+        ));
+    }
+    if let Some(w) = &rows.waiting {
+        text.push_str(&format!(
+            "{} waiting requests: {} held {:.1} s after the first was sent; gateway RSS {} MB idle, {} MB holding them: {} KB per waiting request (issue 8 target: under 64 MB)\n",
+            thousands(w.count),
+            thousands(w.held),
+            w.took.as_secs_f64(),
+            megabytes(w.idle_kb),
+            megabytes(w.peak_kb),
+            fixed(w.kb_each(), 1),
+        ));
+    }
+    text
+}
+
+/// The table of the rows with the PG at 0 ms, the floor's, HTTP alone's and the waiting row.
+fn zero_ms_table(rows: &mut [Row], waiting: Option<&Waiting>) -> String {
+    let mut text = String::from("### PG simulator at 0 ms\n\n");
     text.push_str(HEADER);
     let floors: BTreeMap<usize, (f64, Option<f64>)> = rows
         .iter_mut()
@@ -775,25 +1210,33 @@ fn report(
     }
     text.push_str(
         "\nFloor rows: the gateway and worker CPU columns hold the requester's and the echo responder's threads.\n\
-         HTTP-alone rows: the gateway columns hold the PG simulator's process, which reads each JSON body, logs two lines and answers JSON.\n",
+         HTTP-alone rows: the gateway columns hold the PG simulator's process, which reads each JSON body, logs two lines and answers JSON.\n\n",
     );
-    for row in rows.iter().filter(|r| !r.samples.errors.is_empty()) {
-        text.push_str(&format!(
-            "Errors, {} at {} connections: {:?}\n",
-            row.setup, row.connections, row.samples.errors
-        ));
+    text
+}
+
+/// The table of the rows with the PG at `BENCH_PG_LATENCY_MS`.
+fn pg_table(settings: &Settings, config: &BenchConfig, rows: &mut [Row], took: Duration) -> String {
+    let mut text = format!(
+        "### PG simulator at {} ms\n\n\
+         the shipped worker config: worker.concurrency {}, worker.max_held_requests {}; rows: {}, {:.0} s in all, setups included\n",
+        settings.pg_latency_ms,
+        config.number("/worker/concurrency"),
+        config.number("/worker/max_held_requests"),
+        rows.len(),
+        took.as_secs_f64(),
+    );
+    text.push_str(PG_HEADER);
+    for row in rows.iter_mut() {
+        text.push_str(&pg_table_line(row));
     }
-    if let Some(w) = waiting {
-        text.push_str(&format!(
-            "{} waiting requests: {} held {:.1} s after the first was sent; gateway RSS {} MB idle, {} MB holding them: {} KB per waiting request (issue 8 target: under 64 MB)\n",
-            thousands(w.count),
-            thousands(w.held),
-            w.took.as_secs_f64(),
-            megabytes(w.idle_kb),
-            megabytes(w.peak_kb),
-            fixed(w.kb_each(), 1),
-        ));
-    }
+    text.push_str(
+        "\np50 - PG latency: what the median payment spent outside the PG simulator's wait.\n\
+         The last three columns are read from each worker's /metrics (one figure per worker, joined by +): \
+         worker's PG call, the mean time of the PG calls that ended within the window, as the worker timed them \
+         (kreply_worker_pg_call_duration_seconds); PG calls in flight (kreply_worker_pg_calls_in_flight, against worker.concurrency) \
+         and requests held (kreply_worker_requests_held, against worker.max_held_requests), the mean and peak of samples every 250 ms within the window.\n",
+    );
     text
 }
 
@@ -806,14 +1249,25 @@ fn bench() {
     let mut rows = Vec::new();
     // Interleaved by connection count, so each row is compared with a floor measured
     // minutes apart at most, under the same load from whatever else runs here.
-    for &connections in &settings.connections {
+    let zero_ms_connections = if settings.zero_ms_rows {
+        &settings.connections[..]
+    } else {
+        &[]
+    };
+    for &connections in zero_ms_connections {
         let first = rows.len();
         rows.push(floor_row(&settings, &config, connections));
-        for hosts in 1..=HOSTS.len() {
-            rows.push(kreply_row(&settings, &config, hosts, connections));
+        for setup in SETUPS {
+            if settings.brokers.contains(&setup.broker) {
+                rows.push(kreply_row(&settings, &config, setup, connections, 0));
+            }
         }
-        let one_host_rate = rows[first + 1].rate();
-        rows.push(http_alone_row(&settings, connections, one_host_rate));
+        // Paced to the 1-host tansu row, when it ran.
+        let one_host = SETUPS[0].name();
+        let one_host_rate = rows[first..].iter().find(|r| r.setup == one_host);
+        if let Some(rate) = one_host_rate.map(Row::rate) {
+            rows.push(http_alone_row(&settings, connections, rate));
+        }
         for row in &rows[first..] {
             eprintln!(
                 "bench: {}, {} connections: {:.0} req/s",
@@ -823,27 +1277,91 @@ fn bench() {
             );
         }
     }
-    let waiting = (settings.waiting > 0).then(|| waiting_row(settings.waiting));
-    // The floor first, then HTTP alone, then each kreply setup, each by connection count.
-    rows.sort_by_key(|r| {
-        let place = [r.setup.starts_with("bare"), r.setup == HTTP_ALONE];
-        (place.map(|p| !p), r.setup.clone(), r.connections)
-    });
-    let text = report(&settings, &config, &machine, &mut rows, waiting.as_ref());
+    // The PG rows, by connection count, each setup in turn.
+    let pg_started = Instant::now();
+    let mut pg_rows = Vec::new();
+    for &connections in &settings.pg_connections {
+        for setup in PG_SETUPS {
+            if settings.brokers.contains(&setup.broker)
+                && settings.pg_workers.contains(&setup.workers)
+            {
+                let started = Instant::now();
+                let pg_ms = settings.pg_latency_ms;
+                let mut row = kreply_row(&settings, &config, setup, connections, pg_ms);
+                eprintln!(
+                    "bench: {}, {} connections, PG at {pg_ms} ms: {:.0} req/s, p50 {} ms ({:.0} s)",
+                    row.setup,
+                    row.connections,
+                    row.rate(),
+                    fixed(row.samples.percentile_ms(0.5), 1),
+                    started.elapsed().as_secs_f64(),
+                );
+                pg_rows.push(row);
+            }
+        }
+    }
+    let pg_took = pg_started.elapsed();
+    let waiting =
+        (settings.zero_ms_rows && settings.waiting > 0).then(|| waiting_row(settings.waiting));
+    // The floor first, then HTTP alone, then each kreply setup on tansu, then those on the
+    // Kafka-rules cluster, each by connection count; the PG rows likewise.
+    let order = |r: &Row| {
+        let place = if r.setup.starts_with("bare") {
+            0
+        } else if r.setup == HTTP_ALONE {
+            1
+        } else if r.setup.contains(ON_KAFKA_RULES) {
+            3
+        } else {
+            2
+        };
+        (place, r.setup.clone(), r.connections)
+    };
+    rows.sort_by_key(order);
+    pg_rows.sort_by_key(order);
+    let mut rows = Rows {
+        zero_ms: rows,
+        waiting,
+        pg: pg_rows,
+        pg_took,
+    };
+    let text = report(&settings, &config, &machine, &mut rows);
     println!("\n{text}");
     if let Some(path) = &settings.report {
         std::fs::write(path, &text).unwrap();
     }
     // Numbers are never asserted; a row that got no answer at all is a broken run.
     let silent: Vec<String> = rows
-        .iter()
+        .all()
         .filter(|r| r.answered() == 0)
-        .map(|r| format!("{} at {} connections", r.setup, r.connections))
+        .map(|r| {
+            format!(
+                "{} at {} connections, PG at {} ms",
+                r.setup, r.connections, r.pg_ms
+            )
+        })
         .collect();
     assert!(
         silent.is_empty(),
         "rows without a single answer: {silent:?}"
     );
+}
+
+#[test]
+fn metrics_are_read_across_labels() {
+    let text = "# HELP kreply_worker_pg_calls_in_flight PG calls under way.\n\
+                kreply_worker_pg_calls_in_flight 198\n\
+                kreply_worker_requests_held 240\n\
+                kreply_worker_pg_call_duration_seconds_bucket{result=\"approved\",le=\"0.25\"} 9\n\
+                kreply_worker_pg_call_duration_seconds_sum{result=\"approved\"} 2.5\n\
+                kreply_worker_pg_call_duration_seconds_count{result=\"approved\"} 10\n\
+                kreply_worker_pg_call_duration_seconds_sum{result=\"declined\"} 0.5\n\
+                kreply_worker_pg_call_duration_seconds_count{result=\"declined\"} 2\n";
+    let scrape = Scrape::parse(text);
+    assert_eq!(scrape.pg_in_flight, 198.0);
+    assert_eq!(scrape.held, 240.0);
+    assert_eq!(scrape.pg_seconds, 3.0);
+    assert_eq!(scrape.pg_calls, 12.0);
 }
 
 #[test]

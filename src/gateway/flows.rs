@@ -148,6 +148,16 @@ mod tests {
         serde_json::from_str(json).unwrap()
     }
 
+    /// Host a's reply route (topic per host).
+    fn host_a() -> ReplyRoute {
+        ReplyRoute {
+            host_ip: "127.0.0.2".parse().unwrap(),
+            suffix: "a".into(),
+            topic: "payment_response_a".into(),
+            partition: None,
+        }
+    }
+
     #[test]
     fn each_operation_finds_its_flows_topic_and_dialect() {
         let configured = flows(
@@ -155,13 +165,7 @@ mod tests {
                 {"operations": ["refund"], "request_topic": "refund_request", "dialect": "nestjs"}]"#,
         );
         check(&configured).unwrap();
-        let route = ReplyRoute {
-            host_ip: "127.0.0.2".parse().unwrap(),
-            suffix: "a".into(),
-            topic: "payment_response_a".into(),
-            partition: None,
-        };
-        let flows = Flows::new(&configured, &route, &HeaderNames::default());
+        let flows = Flows::new(&configured, &host_a(), &HeaderNames::default());
         let refund = flows.of("refund").unwrap();
         assert_eq!(
             (refund.request_topic.as_str(), refund.dialect),
@@ -179,13 +183,7 @@ mod tests {
                 {"operations": ["refund"], "request_topic": "refund_request", "dlq_topic": "refund_dead"}]"#,
         );
         check(&configured).unwrap();
-        let route = ReplyRoute {
-            host_ip: "127.0.0.2".parse().unwrap(),
-            suffix: "a".into(),
-            topic: "payment_response_a".into(),
-            partition: None,
-        };
-        let flows = Flows::new(&configured, &route, &HeaderNames::default());
+        let flows = Flows::new(&configured, &host_a(), &HeaderNames::default());
         assert_eq!(
             flows.of("approve").unwrap().dlq_topic,
             "payment_request-dlt"
