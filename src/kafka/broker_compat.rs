@@ -17,7 +17,7 @@
 //! | a reply partition's end going down | a leader move; nothing to do | the log started over: reopen |
 //! | the results reader's fetch wait | `fetch_max_wait_ms` (the broker answers when data arrives) | 1 ms (tansu holds every fetch for its whole wait) |
 //! | where the worker commits | the end of a partition's settled prefix | rounded down to where a poll began or ended |
-//! | the reply consumer's and results reader's metadata | refreshed every 3 s (a leader moved off a dead broker) | refreshed by reopening them |
+//! | the reply consumer's metadata | refreshed every 3 s (a leader moved off a dead broker) | refreshed by reopening it (a keeper there made krafka read replies twice after a broker restart) |
 //!
 //! What stays on both: reading whole batches (`whole_batches`: harmless on Kafka, where a
 //! poll hands out whole batches anyway) and the marker catch-up of the results log (Kafka's
