@@ -81,8 +81,9 @@ pub(super) async fn start(
         ))
     })?;
     results_layout::check(&results, &settings.results_topic).await?;
-    let watched = vec![config.request_topic.clone(), settings.results_topic.clone()];
-    kafka::metadata_keeper::keep_fresh(&kafka, watched)
+    // The group consumer's client reads only the request topic; the results reader keeps
+    // its own client's metadata fresh (`results.rs`).
+    kafka::metadata_keeper::keep_fresh(&kafka, vec![config.request_topic.clone()])
         .await
         .map_err(|e| StartupError::new(format!("cannot start the metadata refresher: {e}")))?
         .for_good();
