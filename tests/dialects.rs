@@ -113,14 +113,21 @@ fn a_nestjs_requester_gets_a_nestjs_reply_from_the_worker() {
     assert!(reply.header("kafka_nest-is-disposed").is_some());
 }
 
-#[test]
-fn a_nestjs_gateway_answers_a_nestjs_servers_replies_and_maps_its_errors() {
+/// A broker, a NestJS-style server on its request topic, and a NestJS-dialect gateway
+/// (host 127.0.0.2, topic-per-host routing), ready.
+fn nest_gateway_and_server() -> (Broker, Responder, Gateway) {
     let broker = Broker::start();
     broker.create_standard_topics();
     let server = broker.nest_server();
     let config = system_config_with(1_000, |c| c["dialect"] = json!("nestjs"));
     let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
     gateway.wait_ready();
+    (broker, server, gateway)
+}
+
+#[test]
+fn a_nestjs_gateway_answers_a_nestjs_servers_replies_and_maps_its_errors() {
+    let (_broker, server, gateway) = nest_gateway_and_server();
 
     let ok = gateway.pay("approve", &json!({"order_id": "N-7", "amount": 5}));
     ok.assert_status(200);
@@ -149,12 +156,7 @@ fn a_nestjs_gateway_answers_a_nestjs_servers_replies_and_maps_its_errors() {
 /// server answers on.
 #[test]
 fn a_nestjs_gateway_in_topic_per_host_routing_names_its_reply_partition_and_is_answered_there() {
-    let broker = Broker::start();
-    broker.create_standard_topics();
-    let server = broker.nest_server();
-    let config = system_config_with(1_000, |c| c["dialect"] = json!("nestjs"));
-    let gateway = Gateway::spawn(&broker.addr, "127.0.0.2", &config);
-    gateway.wait_ready();
+    let (broker, server, gateway) = nest_gateway_and_server();
     for i in 0..6 {
         let order_id = format!("NP-{i}");
         let ok = gateway.pay("approve", &json!({"order_id": order_id, "amount": 5}));

@@ -62,25 +62,31 @@ impl ReturnAddress {
 mod tests {
     use super::*;
 
+    /// Host prod1's return address in topic-per-host routing, spelled in `dialect`.
+    fn prod1(dialect: Dialect) -> ReturnAddress {
+        ReturnAddress::new(
+            HeaderNames::default(),
+            dialect,
+            "payment_response_prod1",
+            None,
+        )
+    }
+
+    /// The correlation id and reply topic headers every request of prod1 carries.
+    fn prod1_headers(id: &CorrelationId) -> Vec<(String, Vec<u8>)> {
+        vec![
+            ("kafka_correlationId".to_string(), id.as_bytes().to_vec()),
+            (
+                "kafka_replyTopic".to_string(),
+                b"payment_response_prod1".to_vec(),
+            ),
+        ]
+    }
+
     #[test]
     fn topic_per_host_names_the_topic_and_no_partition() {
         let id = CorrelationId::new_spring();
-        let address = ReturnAddress::new(
-            HeaderNames::default(),
-            Dialect::Spring,
-            "payment_response_prod1",
-            None,
-        );
-        assert_eq!(
-            address.headers(&id),
-            [
-                ("kafka_correlationId".to_string(), id.as_bytes().to_vec()),
-                (
-                    "kafka_replyTopic".to_string(),
-                    b"payment_response_prod1".to_vec()
-                ),
-            ]
-        );
+        assert_eq!(prod1(Dialect::Spring).headers(&id), prod1_headers(&id));
     }
 
     #[test]
@@ -116,23 +122,9 @@ mod tests {
     #[test]
     fn nestjs_in_topic_per_host_routing_names_the_lowest_partition_as_its_client_does() {
         let id = Dialect::Nestjs.new_correlation_id();
-        let address = ReturnAddress::new(
-            HeaderNames::default(),
-            Dialect::Nestjs,
-            "payment_response_prod1",
-            None,
-        );
-        assert_eq!(
-            address.headers(&id),
-            [
-                ("kafka_correlationId".to_string(), id.as_bytes().to_vec()),
-                (
-                    "kafka_replyTopic".to_string(),
-                    b"payment_response_prod1".to_vec()
-                ),
-                ("kafka_replyPartition".to_string(), b"0".to_vec()),
-            ]
-        );
+        let mut expected = prod1_headers(&id);
+        expected.push(("kafka_replyPartition".to_string(), b"0".to_vec()));
+        assert_eq!(prod1(Dialect::Nestjs).headers(&id), expected);
     }
 
     #[test]
