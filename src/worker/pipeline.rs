@@ -55,24 +55,24 @@ impl Pipeline {
         self.chains.own(partitions);
     }
 
-    /// Forgets what was counted of each partition whose log now ends below what was read
-    /// from it (`ends`: each partition's high watermark, as the last fetch said): its
-    /// offsets name new records, to be taken afresh when they come. Whether any did.
+    /// Whether some partition's log now ends below what was read from it (`ends`: each
+    /// partition's high watermark, as the last fetch said): its log started over, and the
+    /// brokers lost their logs with it (a broker restarted empty, a re-created topic).
+    /// Then nothing counted of any partition holds, and every track is forgotten: another
+    /// partition may have grown past what was read before it was looked at.
     pub(super) fn forget_restarted_logs(&mut self, ends: &HashMap<i32, i64>) -> bool {
-        let before = self.tracks.len();
-        self.tracks.retain(|partition, (track, _)| {
-            let Some(&end) = ends.get(partition) else {
-                return true;
-            };
-            let restarted = track.log_started_over(end);
-            if restarted {
-                log::warn!(
-                    "worker: partition {partition}'s log ends at {end}, below what was read from it: it started over; its new requests are taken afresh"
-                );
-            }
-            !restarted
+        let restarted = self.tracks.iter().find_map(|(partition, (track, _))| {
+            let end = *ends.get(partition)?;
+            track.log_started_over(end).then_some((*partition, end))
         });
-        self.tracks.len() < before
+        let Some((partition, end)) = restarted else {
+            return false;
+        };
+        log::warn!(
+            "worker: partition {partition}'s log ends at {end}, below what was read from it: the logs started over; every partition is read again from its start"
+        );
+        self.tracks.clear();
+        true
     }
 
     /// Takes a poll's `records` (which read `spans`) into flight, each behind its order's

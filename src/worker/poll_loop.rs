@@ -104,11 +104,16 @@ pub(super) async fn serve(
             ready_in_group(&owned);
         }
         if pipeline.forget_restarted_logs(&log_ends(consumer, topic).await) {
-            // The brokers lost their logs: the results log most likely started over too.
-            // Reading it to its end now finds that out before a payment needs it.
+            // The consumer's positions, and any offset committed from the old logs, lie
+            // past requests the new logs hold below them: every owned partition is read
+            // again from its new start, this poll's records with it.
+            read_from_start(consumer, topic, &owned.partitions, &worker.metrics).await;
+            // The results log most likely started over too: reading it to its end now
+            // finds that out before a payment needs it.
             if let Err(e) = worker.results.catch_up().await {
                 log::warn!("worker: reading the results store after a log started over: {e}");
             }
+            continue;
         }
         pipeline.take(&worker, records, &spans);
     }
@@ -292,6 +297,31 @@ async fn rejoin(
         {
             return false;
         }
+    }
+}
+
+/// Sends the consumer to offset 0 of each of `partitions` of `topic`, where a log that
+/// started over begins, and commits 0 there, so that a rejoin (the group's coordinator
+/// lost its state with the logs) resumes there too, not at an offset of the old logs.
+async fn read_from_start(
+    consumer: &Consumer,
+    topic: &str,
+    partitions: &HashSet<i32>,
+    metrics: &WorkerMetrics,
+) {
+    let mut starts = Vec::new();
+    for &partition in partitions {
+        if let Err(e) = consumer.seek(topic, partition, 0).await {
+            log::warn!("worker: {topic}/{partition}: cannot read again from the start: {e}");
+        }
+        starts.push((
+            TopicPartition::new(topic, partition),
+            OffsetAndMetadata::new(0),
+        ));
+    }
+    if let Err(e) = consumer.commit_offsets(starts).await {
+        metrics.commit_errors.inc();
+        log::warn!("worker: committing the start of {topic}'s new logs: {e}");
     }
 }
 
