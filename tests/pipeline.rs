@@ -6,7 +6,7 @@
 mod common;
 
 use common::cluster::BrokerKind;
-use common::system::{System, system_config};
+use common::system::{System, system_config, system_config_with};
 use common::*;
 use krafka::producer::murmur2;
 use serde_json::json;
@@ -225,4 +225,60 @@ fn a_rebalance_with_requests_at_the_pg_calls_the_pg_once_per_payment() {
         charges["calls"], 18,
         "a payment was sent to the PG twice: {charges}"
     );
+}
+
+/// A burst far larger than the held bound, the PG slow: the worker holds at most
+/// `max_held_requests` plus one poll (on Kafka's rules a poll brings at most
+/// `max_held_requests`), so its held gauge never reaches twice the bound, yet it does fill
+/// up to the bound; every caller is answered and each payment charged once.
+#[test]
+fn a_burst_never_holds_more_than_the_bound() {
+    const MAX_HELD: usize = 8;
+    const CALLERS: usize = 80;
+    let config = system_config_with(5000, |c| {
+        c["worker"]["concurrency"] = json!(4);
+        c["worker"]["max_held_requests"] = json!(MAX_HELD);
+    });
+    let system = System::start_kind(BrokerKind::KafkaRules, 1, &["--latency-ms", "200"], config);
+    let worker = &system.workers[0];
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (statuses, most_held) = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut most = 0.0f64;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                if let Some(held) = worker.metric("kreply_worker_requests_held") {
+                    most = most.max(held);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        });
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|i| {
+                let gateway = &system.gateway;
+                s.spawn(move || {
+                    let response = gateway.pay_with(
+                        "approve",
+                        &[("request-timeout", "25000")],
+                        &json!({"order_id": format!("B-{i}"), "amount": 1}),
+                    );
+                    response.status
+                })
+            })
+            .collect();
+        let statuses: Vec<u16> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (statuses, sampler.join().unwrap())
+    });
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    assert!(
+        most_held < (2 * MAX_HELD) as f64,
+        "held {most_held} requests at once, bound {MAX_HELD} plus one poll of at most {MAX_HELD}"
+    );
+    assert!(
+        most_held >= MAX_HELD as f64,
+        "never filled up to the bound ({most_held} held at most): the burst did not test it"
+    );
+    let charges = system.pg.charges();
+    assert_eq!(charges["calls"], CALLERS, "{charges}");
 }

@@ -145,6 +145,19 @@ impl BrokerCompat {
         self.is_tansu()
     }
 
+    /// The most requests one poll hands the worker, when it may hold `max_held` at once.
+    /// On Kafka a poll stops at `max_held` records and the rest wait in the client, so a
+    /// worker never holds more than twice `max_held`. tansu 0.6's memory storage skips
+    /// the rest of a batch whose middle a fetch starts from (`whole_batches`), so there
+    /// every poll hands out all it fetched (-1: no cap), and the bound is `max_held` plus
+    /// one fetch.
+    pub fn poll_records_cap(self, max_held: usize) -> i32 {
+        match self {
+            BrokerCompat::Kafka => max_held.clamp(1, i32::MAX as usize) as i32,
+            BrokerCompat::Tansu06 => -1,
+        }
+    }
+
     /// The results reader's fetch wait: its reads are for records already written.
     /// Kafka answers a fetch as soon as there is data, so the configured wait costs
     /// nothing; tansu sleeps out the whole wait.
@@ -178,6 +191,8 @@ mod tests {
         assert!(!kafka.end_going_down_is_restart());
         assert_eq!(kafka.producer_stuck_after(), None);
         assert!(!kafka.commits_on_batch_boundaries());
+        assert_eq!(kafka.poll_records_cap(4096), 4096);
+        assert_eq!(BrokerCompat::Tansu06.poll_records_cap(4096), -1);
         assert_eq!(kafka.isolation(), IsolationLevel::ReadCommitted);
         assert_eq!(kafka.group_protocol(), GroupProtocol::Consumer);
     }

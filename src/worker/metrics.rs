@@ -91,7 +91,7 @@ impl WorkerMetrics {
         );
         out.gauge(
             "kreply_worker_requests_held",
-            "Requests polled and not settled yet (queued behind an earlier request of their order, or being settled); at most worker.max_held_requests plus one fetch.",
+            "Requests polled and not settled yet (queued behind an earlier request of their order, or being settled); under 2 x worker.max_held_requests on Kafka (a poll brings at most that many), max_held_requests plus one 128 KiB fetch on tansu.",
             self.held.get() as f64,
         );
         out.gauge(

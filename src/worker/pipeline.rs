@@ -3,7 +3,8 @@
 //! committed as each partition's settled prefix grows.
 //!
 //! Polling goes on while earlier requests are at the PG, up to `worker.max_held_requests`
-//! held at once (plus what one fetch brings, at most 128 KiB of requests): past it the
+//! held at once (plus what one poll brings: on Kafka at most `max_held_requests` more, on
+//! tansu one fetch of at most 128 KiB, `BrokerCompat::poll_records_cap`): past it the
 //! poll loop waits for requests to settle before it polls again, so memory stays bounded
 //! whatever the PG's latency.
 

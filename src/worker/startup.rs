@@ -99,10 +99,8 @@ pub(super) async fn start(
         .heartbeat_interval(session / 3)
         .rebalance_listener(Arc::clone(&rounds))
         .fetch_max_wait(Duration::from_millis(config.fetch_max_wait_ms))
-        // Every poll hands out all that was fetched, so the position only stops where a
-        // batch ends: a commit or a seek inside a multi-record batch would make tansu skip
-        // the rest of it (see `whole_batches`).
-        .max_poll_records(-1)
+        // Held requests stay bounded: on Kafka a poll brings at most `max_held_requests`.
+        .max_poll_records(compat.poll_records_cap(config.worker.max_held_requests))
         .fetch_max_bytes(FETCH_MAX_BYTES)
         .auto_offset_reset(match settings.start_from {
             StartFrom::Latest => AutoOffsetReset::Latest,
