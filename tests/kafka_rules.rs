@@ -258,6 +258,76 @@ fn a_stalled_results_reader_is_waited_for_and_keeps_its_index() {
     assert!(!log.contains("may have started over"), "{log}");
 }
 
+/// Compaction removed a payment's final record (its place holds a later record now) while
+/// the worker still knows the key: a repeat is answered "settled before, answer no longer
+/// on record" (`504`, outcome unknown), and the PG is not called again. On Kafka's rules
+/// the worker reads the one offset back; tansu's rules scan the partition instead.
+#[test]
+fn a_final_record_removed_by_compaction_is_answered_in_doubt_never_charged_again() {
+    let system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
+    let pay = |key: &str| {
+        system.gateway.pay_with(
+            "approve",
+            &[("idempotency-key", key), ("request-timeout", "20000")],
+            &json!({"order_id": key, "amount": 7}),
+        )
+    };
+    pay("compacted-1").assert_status(200);
+    let results = |key: &str| -> Vec<(i32, i64)> {
+        let records = system
+            .broker
+            .cluster()
+            .all_records("payment_results")
+            .unwrap();
+        records
+            .iter()
+            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+            .filter(|r| {
+                String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).contains("final")
+            })
+            .map(|r| (r.partition, r.offset))
+            .collect()
+    };
+    let [(partition, offset)] = results("compacted-1")[..] else {
+        panic!("one final record expected: {:?}", results("compacted-1"));
+    };
+    // Later records on the same partition, so a read from the removed offset meets one.
+    let mut later = 0;
+    for i in 0..40 {
+        let key = format!("later-{i}");
+        pay(&key).assert_status(200);
+        later += results(&key)
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .count();
+        if later >= 2 {
+            break;
+        }
+    }
+    assert!(later >= 2, "no later final record on partition {partition}");
+    let removed = system.broker.cluster().with_state(|state| {
+        let log = &mut state.topics.get_mut("payment_results").unwrap().partitions
+            [partition as usize]
+            .log;
+        let before = log.len();
+        // A stored batch starts with its base offset; the final record's batch goes.
+        log.retain(|batch| {
+            let base = i64::from_be_bytes(batch[..8].try_into().unwrap());
+            let count = i32::from_be_bytes(batch[57..61].try_into().unwrap()) as i64;
+            !(base..base + count).contains(&offset)
+        });
+        before - log.len()
+    });
+    assert_eq!(removed, 1, "the final record's batch was not found");
+
+    let repeat = pay("compacted-1");
+    repeat.assert_status(504);
+    let body = repeat.json();
+    assert!(body.to_string().contains("no longer on record"), "{body}");
+    let charges = system.pg.charges();
+    assert_eq!(charges["charges"]["compacted-1"], 1, "{charges}");
+}
+
 /// Partitions added to the results topic move keys between partitions, and with them the
 /// race that keeps a payment from being charged twice. A worker started after that stops
 /// with one sentence naming both counts; it started before on the same topic.

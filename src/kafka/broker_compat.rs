@@ -158,6 +158,15 @@ impl BrokerCompat {
         }
     }
 
+    /// Whether a fetch from an offset inside a produce batch returns that offset's record.
+    /// Kafka's does, so a final record is read back from its own offset and a later
+    /// record there means compaction removed it. tansu 0.6's memory storage starts such a
+    /// fetch at the next batch, so the worker reads from up to a batch earlier, and from
+    /// the partition's start when that fails (`results::read_at`).
+    pub fn fetches_inside_batches(self) -> bool {
+        !self.is_tansu()
+    }
+
     /// The results reader's fetch wait: its reads are for records already written.
     /// Kafka answers a fetch as soon as there is data, so the configured wait costs
     /// nothing; tansu sleeps out the whole wait.
@@ -192,6 +201,7 @@ mod tests {
         assert_eq!(kafka.producer_stuck_after(), None);
         assert!(!kafka.commits_on_batch_boundaries());
         assert_eq!(kafka.poll_records_cap(4096), 4096);
+        assert!(kafka.fetches_inside_batches());
         assert_eq!(BrokerCompat::Tansu06.poll_records_cap(4096), -1);
         assert_eq!(kafka.isolation(), IsolationLevel::ReadCommitted);
         assert_eq!(kafka.group_protocol(), GroupProtocol::Consumer);

@@ -337,8 +337,12 @@ impl ResultsStore {
                 open_reader(&kafka, &self.config, &[]).await?
             }
         };
-        let back = (self.config.producer_batch_bytes / SMALLEST_RESULTS_RECORD).max(1) as i64;
-        let read = read_at(&reader, &self.topic, place, back).await?;
+        let read = if self.config.broker_compat.fetches_inside_batches() {
+            read_exactly_at(&reader, &self.topic, place).await?
+        } else {
+            let back = (self.config.producer_batch_bytes / SMALLEST_RESULTS_RECORD).max(1) as i64;
+            read_at(&reader, &self.topic, place, back).await?
+        };
         *finals = Some(reader);
         Ok(read
             .filter(|record| record.key.as_deref() == Some(key.as_bytes()))
@@ -549,7 +553,25 @@ async fn open_reader(
 }
 
 /// The record at `place`, read with `reader` (left assigned to that partition); `None`
-/// when the log no longer holds it. On tansu's memory storage a fetch from inside a batch
+/// when the log no longer holds it (compaction removed it: the first record from there
+/// is a later one). Kafka serves a fetch from any offset, so one read from `place` tells.
+async fn read_exactly_at(
+    reader: &Consumer,
+    topic: &str,
+    place: LogPlace,
+) -> Result<Option<ConsumerRecord>, KrafkaError> {
+    reader.assign(topic, vec![place.partition]).await?;
+    reader.seek(topic, place.partition, place.offset).await?;
+    match first_from(reader, place, CATCH_UP_LIMIT).await? {
+        Some(record) => Ok((record.offset == place.offset).then_some(record)),
+        None => Err(KrafkaError::timeout(format!(
+            "reading {topic}/{}@{} back",
+            place.partition, place.offset
+        ))),
+    }
+}
+
+/// [`read_exactly_at`] for tansu. On tansu's memory storage a fetch from inside a batch
 /// starts at the next batch, or returns nothing when that batch is the partition's last,
 /// so the read starts `back` records earlier, at or before the start of any batch that
 /// holds `place`; failing that, from the beginning.
