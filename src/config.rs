@@ -124,6 +124,12 @@ pub(crate) struct WorkerConfig {
     pub(crate) pg_url: String,
     /// How long one PG call may take before its outcome counts as unknown.
     pub(crate) pg_timeout_ms: u64,
+    /// Whether the PG de-duplicates by idempotency key: a second call with a key it has
+    /// seen returns the first call's result and charges nothing (Stripe, Toss Payments).
+    /// Then an attempt left in doubt (its worker died mid-call, the PG did not answer in
+    /// time, its final record failed) is settled by asking the PG again with the same
+    /// key. `false`: such a payment stays `pg-unknown` until someone checks with the PG.
+    pub(crate) pg_idempotent: bool,
     /// How many PG calls one worker makes at once. By Little's law the calls in flight
     /// are the rate times the PG's latency: 1,000 payments/s at 200 ms need 200.
     pub(crate) concurrency: usize,
@@ -282,6 +288,7 @@ impl Default for WorkerConfig {
             group_id: "kreply-workers".to_string(),
             pg_url: "http://127.0.0.1:9300".to_string(),
             pg_timeout_ms: 3_000,
+            pg_idempotent: true,
             concurrency: 256,
             max_held_requests: 4096,
             results_topic: "payment_results".to_string(),

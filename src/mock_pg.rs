@@ -1,10 +1,16 @@
 //! `kreply mock-pg`: a payment provider simulator for the local stack and the tests.
 //!
 //! `POST /charge` approves, declines or fails a payment after a configurable latency, and
-//! counts every approval by idempotency key, so a test can prove "charged exactly once" by
-//! asking `GET /charges`. It also keeps the `traceparent` of each key's latest call, so a
-//! test can see the trace reach the PG. Deterministic rules by order id make each path easy to reach:
-//! `DECLINE…` is declined (402), `FAIL…` fails (500), `SLOW…` takes `--slow-ms` longer.
+//! counts every call and every approval by idempotency key, so a test can tell "called
+//! twice" from "charged twice" by asking `GET /charges`. It also keeps the `traceparent` of
+//! each key's latest call, so a test can see the trace reach the PG.
+//!
+//! Like real PGs (Stripe, Toss Payments) it de-duplicates by idempotency key: a repeated
+//! key gets the first call's approval or decline again, at once and without charging; a
+//! repeat while the first call is still running waits for it; a call that failed (500)
+//! charged nothing and leaves the key free. `--idempotent no` makes a PG that charges
+//! every call, for the worker's `"pg_idempotent": false`. Deterministic rules by order id make each path easy to reach:
+//! `DECLINE…` is declined (402), `FAIL…` fails (500), `SLOW…` is decided at the usual time but answered `--slow-ms` later.
 //! Random failures (`--failure-rate`) and latency jitter are for load runs.
 
 use crate::error::StartupError;
@@ -30,8 +36,10 @@ pub struct MockPgOptions {
     pub(crate) failure_rate: f64,
     /// Amounts above this are declined.
     pub(crate) decline_over: Option<i64>,
-    /// Extra latency of `SLOW…` orders.
+    /// How much later than decided (and charged) a `SLOW…` order is answered.
     pub(crate) slow_ms: u64,
+    /// Whether a repeated idempotency key gets the first answer instead of a new charge.
+    pub(crate) idempotent: bool,
 }
 
 impl Default for MockPgOptions {
@@ -43,6 +51,7 @@ impl Default for MockPgOptions {
             failure_rate: 0.0,
             decline_over: None,
             slow_ms: 10_000,
+            idempotent: true,
         }
     }
 }
@@ -60,6 +69,13 @@ impl MockPgOptions {
                 "--latency-ms" => options.latency_ms = value.parse().map_err(|_| bad())?,
                 "--jitter-ms" => options.jitter_ms = value.parse().map_err(|_| bad())?,
                 "--slow-ms" => options.slow_ms = value.parse().map_err(|_| bad())?,
+                "--idempotent" => {
+                    options.idempotent = match value.as_str() {
+                        "yes" => true,
+                        "no" => false,
+                        _ => return Err(format!("{flag} takes yes or no, not {value:?}")),
+                    }
+                }
                 "--decline-over" => options.decline_over = Some(value.parse().map_err(|_| bad())?),
                 "--failure-rate" => {
                     options.failure_rate = value
@@ -80,7 +96,11 @@ struct Pg {
     options: MockPgOptions,
     random: Mutex<u64>,
     calls: AtomicU64,
+    /// Calls per idempotency key.
+    calls_by_key: Mutex<BTreeMap<String, u64>>,
     charges: Mutex<BTreeMap<String, u64>>,
+    /// Per idempotency key: its first call's answer, or `None` while that call runs.
+    outcomes: Mutex<BTreeMap<String, Option<(StatusCode, Value)>>>,
     /// The `traceparent` header of each key's latest call ("-" without one).
     traces: Mutex<BTreeMap<String, String>>,
 }
@@ -112,7 +132,9 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
         options,
         random: Mutex::new(seed),
         calls: AtomicU64::new(0),
+        calls_by_key: Mutex::new(BTreeMap::new()),
         charges: Mutex::new(BTreeMap::new()),
+        outcomes: Mutex::new(BTreeMap::new()),
         traces: Mutex::new(BTreeMap::new()),
     });
     let mut app = tide::with_state(pg);
@@ -146,20 +168,92 @@ async fn charge(mut req: Request<State>) -> tide::Result {
         .to_string();
     log::info!("mock-pg: {key} called traceparent={trace}");
     lock(&pg.traces).insert(key.clone(), trace);
-    let amount = payment["amount"].as_i64().unwrap_or(0);
+    *lock(&pg.calls_by_key).entry(key.clone()).or_insert(0) += 1;
+    if pg.options.idempotent
+        && let Some(first) = first_answer(&pg, &key).await
+    {
+        log::info!("mock-pg: {key} seen before: its first answer again, not charged");
+        return Ok(first);
+    }
+    let mut running = Running {
+        pg: &pg,
+        key: &key,
+        done: !pg.options.idempotent,
+    };
+    let (status, body) = decision(&pg, &payment, &key).await;
+    if pg.options.idempotent {
+        running.finish(status, &body);
+    }
+    // A `SLOW…` order is decided (and charged) first and answered late: the PG did it,
+    // the caller has not heard yet (the in-doubt case).
+    if order_id.starts_with("SLOW") {
+        task::sleep(Duration::from_millis(pg.options.slow_ms)).await;
+    }
+    Ok(answer(status, body))
+}
 
+/// Holds `key`'s place while its first call runs; a call that failed, or was dropped
+/// before it decided, frees the key.
+struct Running<'a> {
+    pg: &'a Pg,
+    key: &'a str,
+    done: bool,
+}
+
+impl Running<'_> {
+    fn finish(&mut self, status: StatusCode, body: &Value) {
+        if status != StatusCode::InternalServerError {
+            let first = Some((status, body.clone()));
+            lock(&self.pg.outcomes).insert(self.key.to_string(), first);
+            self.done = true;
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            lock(&self.pg.outcomes).remove(self.key);
+        }
+    }
+}
+
+/// The first answer for `key` when it was seen before, waiting for a call still running;
+/// `None` when this call is the key's first (its place is then taken).
+async fn first_answer(pg: &Pg, key: &str) -> Option<Response> {
+    loop {
+        let seen = {
+            let mut outcomes = lock(&pg.outcomes);
+            match outcomes.get(key) {
+                None => {
+                    outcomes.insert(key.to_string(), None);
+                    return None;
+                }
+                Some(first) => first.clone(),
+            }
+        };
+        if let Some((status, body)) = seen {
+            if pg.options.latency_ms > 0 {
+                task::sleep(Duration::from_millis(pg.options.latency_ms)).await;
+            }
+            return Some(answer(status, body));
+        }
+        task::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Approves, declines or fails `payment` after the configured latency, counting a
+/// charge: the answer's status and body.
+async fn decision(pg: &Pg, payment: &Value, key: &str) -> (StatusCode, Value) {
+    let order_id = payment["order_id"].as_str().unwrap_or_default();
+    let amount = payment["amount"].as_i64().unwrap_or(0);
     let options = &pg.options;
     let jitter = if options.jitter_ms > 0 {
         pg.next_random() % (options.jitter_ms + 1)
     } else {
         0
     };
-    let slow = if order_id.starts_with("SLOW") {
-        options.slow_ms
-    } else {
-        0
-    };
-    let latency_ms = options.latency_ms + jitter + slow;
+    let latency_ms = options.latency_ms + jitter;
     // At 0 ms no timer: the benchmark's HTTP-alone rows measure the HTTP stack, not a timer.
     if latency_ms > 0 {
         task::sleep(Duration::from_millis(latency_ms)).await;
@@ -167,24 +261,24 @@ async fn charge(mut req: Request<State>) -> tide::Result {
 
     if order_id.starts_with("FAIL") || pg.chance() < options.failure_rate {
         log::info!("mock-pg: {key} failed (500)");
-        return Ok(answer(
+        return (
             StatusCode::InternalServerError,
             json!({"status": "ERROR", "detail": "simulated PG failure"}),
-        ));
+        );
     }
     if order_id.starts_with("DECLINE") || options.decline_over.is_some_and(|limit| amount > limit) {
         log::info!("mock-pg: {key} declined (402)");
         let body = json!({"status": "DECLINED", "order_id": order_id, "detail": "declined by the PG simulator"});
-        return Ok(answer(StatusCode::PaymentRequired, body));
+        return (StatusCode::PaymentRequired, body);
     }
     let times = {
         let mut charges = lock(&pg.charges);
-        let count = charges.entry(key.clone()).or_insert(0);
+        let count = charges.entry(key.to_string()).or_insert(0);
         *count += 1;
         *count
     };
     log::info!("mock-pg: {key} approved (charge #{times} for this key)");
-    Ok(answer(
+    (
         StatusCode::Ok,
         json!({
             "status": "APPROVED",
@@ -193,18 +287,25 @@ async fn charge(mut req: Request<State>) -> tide::Result {
             "operation": payment["operation"],
             "amount": amount,
         }),
-    ))
+    )
 }
 
-/// `{"calls": N, "charges": {"<idempotency key>": times charged}, "traces": {"<idempotency
-/// key>": "<traceparent of its latest call>"}}`.
+/// `{"calls": N, "calls_by_key": {"<idempotency key>": times called}, "charges":
+/// {"<idempotency key>": times charged}, "traces": {"<idempotency key>": "<traceparent of
+/// its latest call>"}}`.
 async fn charges(req: Request<State>) -> tide::Result {
     let pg = req.state();
+    let calls_by_key = lock(&pg.calls_by_key).clone();
     let charges = lock(&pg.charges).clone();
     let traces = lock(&pg.traces).clone();
     Ok(answer(
         StatusCode::Ok,
-        json!({"calls": pg.calls.load(Ordering::Relaxed), "charges": charges, "traces": traces}),
+        json!({
+            "calls": pg.calls.load(Ordering::Relaxed),
+            "calls_by_key": calls_by_key,
+            "charges": charges,
+            "traces": traces,
+        }),
     ))
 }
 
@@ -242,6 +343,8 @@ mod tests {
             "1000",
             "--slow-ms",
             "300",
+            "--idempotent",
+            "no",
         ]))
         .unwrap();
         assert_eq!(options.listen.port(), 9999);
@@ -253,6 +356,8 @@ mod tests {
             (options.failure_rate, options.decline_over),
             (0.25, Some(1000))
         );
+        assert!(!options.idempotent);
+        assert!(MockPgOptions::default().idempotent);
     }
 
     #[test]
@@ -260,5 +365,6 @@ mod tests {
         assert!(MockPgOptions::parse(&args(&["--failure-rate", "2"])).is_err());
         assert!(MockPgOptions::parse(&args(&["--latency-ms"])).is_err());
         assert!(MockPgOptions::parse(&args(&["--colour", "red"])).is_err());
+        assert!(MockPgOptions::parse(&args(&["--idempotent", "maybe"])).is_err());
     }
 }

@@ -27,6 +27,9 @@ pub struct WorkerMetrics {
     /// Attempts that found an earlier attempt of the same payment before their own
     /// `pending` in the log, and so did not call the PG.
     pub lost_races: Counter,
+    /// Payments left in doubt by an earlier attempt that were settled by asking the PG
+    /// again with the same idempotency key (`worker.pg_idempotent`).
+    pub asked_pg_again: Counter,
     /// Holes in a log's offsets, by log (`requests`, `results`) and outcome.
     offset_holes: CounterVec,
 }
@@ -44,6 +47,7 @@ impl Default for WorkerMetrics {
             group_rejoins: Counter::default(),
             producer_sessions_renewed: Counter::default(),
             lost_races: Counter::default(),
+            asked_pg_again: Counter::default(),
             offset_holes: CounterVec::default(),
         }
     }
@@ -118,6 +122,11 @@ impl WorkerMetrics {
             "kreply_worker_lost_races_total",
             "Attempts that found another attempt of the same payment first in the results log (two workers settling one request), so did not call the PG.",
             self.lost_races.get(),
+        );
+        out.counter(
+            "kreply_worker_asked_pg_again_total",
+            "Payments an earlier attempt left in doubt (worker died mid-call, PG timeout, final record not written) settled by calling the PG again with the same idempotency key (worker.pg_idempotent).",
+            self.asked_pg_again.get(),
         );
         out.counter_vec(
             "kreply_worker_offset_holes_total",

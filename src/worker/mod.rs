@@ -62,6 +62,9 @@ pub(crate) struct Worker {
     pg_calls: Semaphore,
     /// How long an attempt can run: past it, an unfinished one is not waited for.
     attempt_limit: Duration,
+    /// Whether the PG de-duplicates by idempotency key, so an attempt left in doubt may
+    /// be settled by asking it again (`worker.pg_idempotent`).
+    pg_idempotent: bool,
     /// The routing headers' names, on requests and replies.
     names: HeaderNames,
 }

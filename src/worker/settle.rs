@@ -75,13 +75,24 @@ async fn settle(
             log::info!(
                 "repeat of {key}: an earlier attempt has not finished; PG not called, waiting for its record traceparent={trace}"
             );
-            return Ok(await_earlier(worker, key, started_ms, trace).await);
+            return Ok(await_earlier(worker, payment, key, started_ms, trace).await);
         }
         Some(Recorded::Retryable) | None => {}
     }
-    if let Some(answer) = claim(worker, key, trace).await? {
+    if let Some(answer) = claim(worker, payment, key, trace).await? {
         return Ok(answer);
     }
+    Ok(charge_and_record(worker, payment, key, trace).await)
+}
+
+/// Calls the PG for `payment` and puts what it said on record: the final answer, or
+/// `retryable` when it charged nothing; an unknown outcome leaves the `pending` standing.
+async fn charge_and_record(
+    worker: &Worker,
+    payment: &PaymentRequest,
+    key: &str,
+    trace: &TraceParent,
+) -> Answer {
     // Only the PG call is bounded by `worker.concurrency`: the Kafka work around it (the
     // claim, the records) waits on the brokers, and bounding it too capped throughput at
     // concurrency / (time per payment), whatever the PG could take.
@@ -108,7 +119,8 @@ async fn settle(
     if let Some(recorded) = recorded
         && let Err(e) = worker.results.put(key, &recorded).await
     {
-        // The caller still gets the real answer; a repeat will be answered "unknown".
+        // The caller still gets the real answer; a repeat settles it again (or, with a PG
+        // that does not de-duplicate, is answered "unknown").
         log::error!(
             "cannot record the result for {key} (it stays pending): {e} traceparent={trace}"
         );
@@ -121,13 +133,18 @@ async fn settle(
         payment.order_id,
         payment.operation,
     );
-    Ok(answer)
+    answer
 }
 
 /// Puts this attempt's `pending` on record before the call (if this worker dies
 /// mid-call, a repeat knows) and reads the log back to it: `None` when it is first, so
 /// the PG may be called; else the answer of the earlier attempt it lost to.
-async fn claim(worker: &Worker, key: &str, trace: &TraceParent) -> Result<Option<Answer>, String> {
+async fn claim(
+    worker: &Worker,
+    payment: &PaymentRequest,
+    key: &str,
+    trace: &TraceParent,
+) -> Result<Option<Answer>, String> {
     let attempt = uuid::Uuid::new_v4().to_string();
     let pending = Recorded::Pending {
         attempt: attempt.clone(),
@@ -166,32 +183,48 @@ async fn claim(worker: &Worker, key: &str, trace: &TraceParent) -> Result<Option
             log::warn!(
                 "lost the race for {key}: an earlier attempt is still running; PG not called, waiting for its record traceparent={trace}"
             );
-            Ok(Some(await_earlier(worker, key, started_ms, trace).await))
+            Ok(Some(
+                await_earlier(worker, payment, key, started_ms, trace).await,
+            ))
         }
     }
 }
 
 /// The answer of an earlier, unfinished attempt started at `started_ms`: its record once
-/// written, or `pg-unknown` when none comes while it could still be running.
-async fn await_earlier(worker: &Worker, key: &str, started_ms: i64, trace: &TraceParent) -> Answer {
+/// written. When none comes while it could still be running, the attempt is over and left
+/// the payment in doubt: a PG that de-duplicates by key is asked again with the same key
+/// (it answers what it did the first time, or charges now if it never got the call);
+/// otherwise the answer is `pg-unknown`.
+async fn await_earlier(
+    worker: &Worker,
+    payment: &PaymentRequest,
+    key: &str,
+    started_ms: i64,
+    trace: &TraceParent,
+) -> Answer {
     let wait = race::wait_left(started_ms, now_ms(), worker.attempt_limit);
-    match worker.results.wait_settled(key, wait).await {
+    let why = match worker.results.wait_settled(key, wait).await {
         Ok(Some(settled)) => {
             log::info!(
                 "{key}: answered from the earlier attempt's record, PG not called traceparent={trace}"
             );
-            answer_from(&settled)
+            return answer_from(&settled);
         }
-        outcome => {
-            let why = outcome.err().map(|e| format!(" ({e})")).unwrap_or_default();
-            log::warn!(
-                "{key}: an earlier attempt never finished{why}; answering unknown, PG not called traceparent={trace}"
-            );
-            Answer::in_doubt(
-                "an earlier attempt of this payment was interrupted during the PG call; check with the PG before retrying",
-            )
-        }
+        outcome => outcome.err().map(|e| format!(" ({e})")).unwrap_or_default(),
+    };
+    if worker.pg_idempotent {
+        log::warn!(
+            "{key}: an earlier attempt never finished{why}; asking the PG again with the same idempotency key traceparent={trace}"
+        );
+        worker.metrics.asked_pg_again.inc();
+        return charge_and_record(worker, payment, key, trace).await;
     }
+    log::warn!(
+        "{key}: an earlier attempt never finished{why}; answering unknown, PG not called (worker.pg_idempotent is false) traceparent={trace}"
+    );
+    Answer::in_doubt(
+        "an earlier attempt of this payment was interrupted during the PG call; check with the PG before retrying",
+    )
 }
 
 /// The answer a settled (final or retryable) record gives.

@@ -147,6 +147,7 @@ pub(super) async fn start(
             pg,
             pg_calls,
             attempt_limit: Duration::from_millis(settings.pg_timeout_ms) + RECORDING_MARGIN,
+            pg_idempotent: settings.pg_idempotent,
             names: config.header_names.clone(),
         },
         consumer,
