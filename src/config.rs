@@ -70,6 +70,9 @@ pub struct Config {
     pub(crate) dlq_topic: String,
     /// The `{operation}` values `POST /v1/payments/{operation}` accepts.
     pub(crate) operations: Vec<String>,
+    /// Whether every payment must carry an `Idempotency-Key`, without `flows` (each flow
+    /// says so for itself).
+    pub(crate) require_idempotency_key: bool,
     /// How long a caller waits for a reply unless the request asks for less or more.
     pub(crate) default_timeout_ms: u64,
     /// The most a caller may ask for with `request-timeout` or `?timeout_ms=`.
@@ -258,6 +261,7 @@ impl Default for Config {
             header_names: HeaderNames::default(),
             dialect: Dialect::Spring,
             flows: Vec::new(),
+            require_idempotency_key: false,
             dlq_topic: "payment_request-dlt".to_string(),
             operations: ["approve", "cancel", "refund"].map(String::from).to_vec(),
             default_timeout_ms: 5_000,
@@ -528,6 +532,17 @@ impl Config {
         self.flows.iter().any(|flow| listed(&flow.operations))
     }
 
+    /// Whether a payment of `operation` must carry an `Idempotency-Key`.
+    pub(crate) fn requires_idempotency_key(&self, operation: &str) -> bool {
+        if self.flows.is_empty() {
+            return self.require_idempotency_key;
+        }
+        self.flows
+            .iter()
+            .find(|flow| flow.operations.iter().any(|o| o == operation))
+            .is_some_and(|flow| flow.require_idempotency_key)
+    }
+
     /// The gateway's flows: those listed in `"flows"`, else the one the top-level keys
     /// describe.
     pub(crate) fn flows(&self) -> Vec<FlowConfig> {
@@ -539,6 +554,7 @@ impl Config {
             request_topic: self.request_topic.clone(),
             dialect: self.dialect,
             dlq_topic: Some(self.dlq_topic.clone()),
+            require_idempotency_key: self.require_idempotency_key,
         }]
     }
 

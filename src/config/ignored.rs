@@ -14,7 +14,7 @@
 //!
 //! | role | set | when | why |
 //! |---|---|---|---|
-//! | gateway | `operations`, `dialect`, `dlq_topic` | `flows` | each flow has its own |
+//! | gateway | `operations`, `dialect`, `dlq_topic`, `require_idempotency_key` | `flows` | each flow has its own |
 //! | gateway | `request_topic` | `flows`, and no `worker` section | each flow names its own; the worker reads it, but nothing says a worker shares this file |
 //! | worker | `flows` | `request_topic` not set | the worker consumes `request_topic` alone, here its default |
 
@@ -121,6 +121,13 @@ pub(crate) fn keys(config: &Config, role: Role) -> Vec<Ignored> {
                     "dialect",
                     "\"flows\" is set, and each flow has its own dialect (default \"spring\")",
                     "set \"dialect\" in each flow of \"flows\" that needs it and remove the top-level key".into(),
+                ));
+            }
+            if set.has("require_idempotency_key") {
+                found.push(ignored(
+                    "require_idempotency_key",
+                    "\"flows\" is set, and each flow says whether its payments need an Idempotency-Key",
+                    "set \"require_idempotency_key\" in each flow of \"flows\" that needs it and remove the top-level key".into(),
                 ));
             }
             if set.has("dlq_topic") {

@@ -34,6 +34,10 @@ pub struct FlowConfig {
     /// Where this flow's dead letters go; `None`: `<request_topic>-dlt`.
     #[serde(default)]
     pub dlq_topic: Option<String>,
+    /// Whether a payment of this flow must carry an `Idempotency-Key`: without one it is
+    /// refused with `400 missing-idempotency-key`, nothing produced.
+    #[serde(default)]
+    pub require_idempotency_key: bool,
 }
 
 /// Spring's dead-letter topic suffix.

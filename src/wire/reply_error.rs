@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | `declined` | 402 | `declined` | the PG declined; nothing was charged |
 //! | `invalid-request` | 422 | `failed` | the worker could not read the request; nothing was charged |
+//! | `idempotency-key-reused` | 422 | `failed` | the key was first used for another request; this one was not charged |
 //! | `pg-error` | 502 | `failed` | the PG refused or failed (5xx, unreachable); nothing was charged |
 //! | `pg-unknown` | 504 | `unknown` | the PG did not answer in time, or an earlier attempt died mid-call |
 //! | anything else | 502 | `unknown` | a code this gateway does not know |
@@ -21,6 +22,8 @@ use crate::wire::problem::Outcome;
 pub enum ReplyError {
     Declined,
     InvalidRequest,
+    /// The idempotency key was first used for another request.
+    KeyReused,
     PgError,
     PgUnknown,
     /// A code from a newer or foreign worker.
@@ -33,6 +36,7 @@ impl ReplyError {
         match code {
             b"declined" => ReplyError::Declined,
             b"invalid-request" => ReplyError::InvalidRequest,
+            b"idempotency-key-reused" => ReplyError::KeyReused,
             b"pg-error" => ReplyError::PgError,
             b"pg-unknown" => ReplyError::PgUnknown,
             _ => ReplyError::Unrecognised,
@@ -44,6 +48,7 @@ impl ReplyError {
         match self {
             ReplyError::Declined => "declined",
             ReplyError::InvalidRequest => "invalid-request",
+            ReplyError::KeyReused => "idempotency-key-reused",
             ReplyError::PgError => "pg-error",
             ReplyError::PgUnknown => "pg-unknown",
             ReplyError::Unrecognised => "worker-error",
@@ -53,7 +58,7 @@ impl ReplyError {
     pub fn status(self) -> u16 {
         match self {
             ReplyError::Declined => 402,
-            ReplyError::InvalidRequest => 422,
+            ReplyError::InvalidRequest | ReplyError::KeyReused => 422,
             ReplyError::PgError | ReplyError::Unrecognised => 502,
             ReplyError::PgUnknown => 504,
         }
@@ -62,7 +67,9 @@ impl ReplyError {
     pub fn outcome(self) -> Outcome {
         match self {
             ReplyError::Declined => Outcome::Declined,
-            ReplyError::InvalidRequest | ReplyError::PgError => Outcome::Failed,
+            ReplyError::InvalidRequest | ReplyError::KeyReused | ReplyError::PgError => {
+                Outcome::Failed
+            }
             ReplyError::PgUnknown | ReplyError::Unrecognised => Outcome::Unknown,
         }
     }
@@ -77,6 +84,7 @@ mod tests {
         for (error, status) in [
             (ReplyError::Declined, 402),
             (ReplyError::InvalidRequest, 422),
+            (ReplyError::KeyReused, 422),
             (ReplyError::PgError, 502),
             (ReplyError::PgUnknown, 504),
         ] {

@@ -30,12 +30,44 @@ pub enum Recorded {
         /// When the attempt started (ms since the epoch; 0 in older records).
         #[serde(default)]
         started_ms: i64,
+        /// The request's fingerprint ([`fingerprint`](super::fingerprint); empty in
+        /// older records).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        fingerprint: String,
     },
     Final {
         error: Option<String>,
         reply: Value,
+        /// The fingerprint of the request it answered (empty in older records).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        fingerprint: String,
     },
+    /// No fingerprint: nothing was charged, so the key is free for any request.
     Retryable,
+}
+
+impl Recorded {
+    /// The record, bound to the request whose fingerprint is `fingerprint`.
+    pub fn bound_to(mut self, request: &str) -> Recorded {
+        match &mut self {
+            Recorded::Pending { fingerprint, .. } | Recorded::Final { fingerprint, .. } => {
+                *fingerprint = request.to_string();
+            }
+            Recorded::Retryable => {}
+        }
+        self
+    }
+
+    /// Whether the record was written for another request than the one whose fingerprint
+    /// is `request`: its key was reused. Records of older versions bind nothing.
+    pub fn bound_elsewhere(&self, request: &str) -> bool {
+        match self {
+            Recorded::Pending { fingerprint, .. } | Recorded::Final { fingerprint, .. } => {
+                !fingerprint.is_empty() && fingerprint != request
+            }
+            Recorded::Retryable => false,
+        }
+    }
 }
 
 /// The reply to send: a body, and an error code when it is not a success.
@@ -48,6 +80,15 @@ pub struct Answer {
 impl Answer {
     pub fn invalid(detail: &str) -> Answer {
         Answer::failure(ReplyError::InvalidRequest, "INVALID", detail)
+    }
+
+    /// The idempotency key was first used for another request: this one is refused.
+    pub fn key_reused() -> Answer {
+        Answer::failure(
+            ReplyError::KeyReused,
+            "REJECTED",
+            "this Idempotency-Key was first used for another request (another operation or body); this one was not charged; a new payment needs a new key",
+        )
     }
 
     /// An attempt is in doubt: it may have charged.
@@ -75,6 +116,7 @@ impl Answer {
         Recorded::Final {
             error: self.error.map(|e| e.code().to_string()),
             reply: self.body.clone(),
+            fingerprint: String::new(),
         }
     }
 
@@ -159,7 +201,7 @@ mod tests {
     #[test]
     fn a_decline_survives_the_round_trip_through_the_results_record() {
         let answer = Answer::failure(ReplyError::Declined, "DECLINED", "limit");
-        let Recorded::Final { error, reply } = answer.to_final() else {
+        let Recorded::Final { error, reply, .. } = answer.to_final() else {
             panic!("not final")
         };
         assert_eq!(Answer::from_final(error.as_deref(), &reply), answer);
@@ -192,6 +234,7 @@ mod tests {
         let pending = Recorded::Pending {
             attempt: "a-1".into(),
             started_ms: 5,
+            fingerprint: String::new(),
         };
         assert_eq!(
             serde_json::to_string(&pending).unwrap(),
@@ -208,7 +251,8 @@ mod tests {
             old,
             Recorded::Pending {
                 attempt: String::new(),
-                started_ms: 0
+                started_ms: 0,
+                fingerprint: String::new(),
             }
         );
     }

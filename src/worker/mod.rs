@@ -21,6 +21,7 @@
 mod answer;
 mod chains;
 mod commit;
+mod fingerprint;
 mod member_list;
 mod metrics;
 mod pg_client;

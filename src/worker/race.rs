@@ -58,6 +58,7 @@ mod tests {
         Recorded::Pending {
             attempt: attempt.into(),
             started_ms: 7,
+            fingerprint: String::new(),
         }
     }
 
@@ -95,6 +96,7 @@ mod tests {
         let settled = Recorded::Final {
             error: None,
             reply: json!({"status": "APPROVED"}),
+            fingerprint: String::new(),
         };
         assert_eq!(decide(Some(&settled), "b"), Race::Settled(settled.clone()));
     }

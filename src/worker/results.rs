@@ -686,6 +686,7 @@ mod tests {
         Recorded::Pending {
             attempt: attempt.into(),
             started_ms: 1,
+            fingerprint: String::new(),
         }
     }
 

@@ -38,7 +38,12 @@ pub struct LogPlace {
 /// What a record says, without the reply of a final one.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kept {
-    Pending { attempt: Box<str>, started_ms: i64 },
+    Pending {
+        attempt: Box<str>,
+        started_ms: i64,
+        /// The request's fingerprint: a repeat with another is refused at once.
+        fingerprint: Box<str>,
+    },
     Final,
     Retryable,
 }
@@ -49,9 +54,11 @@ impl Kept {
             Recorded::Pending {
                 attempt,
                 started_ms,
+                fingerprint,
             } => Kept::Pending {
                 attempt: attempt.as_str().into(),
                 started_ms: *started_ms,
+                fingerprint: fingerprint.as_str().into(),
             },
             Recorded::Final { .. } => Kept::Final,
             Recorded::Retryable => Kept::Retryable,
@@ -67,6 +74,7 @@ impl Kept {
             State::Pending => Kept::Pending {
                 attempt: head.attempt.into(),
                 started_ms: head.started_ms,
+                fingerprint: head.fingerprint.into(),
             },
             State::Final => Kept::Final,
             State::Retryable => Kept::Retryable,
@@ -79,9 +87,11 @@ impl Kept {
             Kept::Pending {
                 attempt,
                 started_ms,
+                fingerprint,
             } => Some(Recorded::Pending {
                 attempt: attempt.to_string(),
                 started_ms: *started_ms,
+                fingerprint: fingerprint.to_string(),
             }),
             Kept::Final => None,
             Kept::Retryable => Some(Recorded::Retryable),
@@ -98,6 +108,8 @@ struct Head {
     attempt: String,
     #[serde(default)]
     started_ms: i64,
+    #[serde(default)]
+    fingerprint: String,
 }
 
 /// A results record's `state`, as [`Recorded`] spells it.
@@ -233,12 +245,14 @@ mod tests {
         let recorded = Recorded::Final {
             error: None,
             reply: json!({"status": "APPROVED"}),
+            fingerprint: String::new(),
         };
         assert_eq!(Kept::of(&recorded), Kept::Final);
         assert_eq!(Kept::Final.whole(), None);
         let pending = Recorded::Pending {
             attempt: "a".into(),
             started_ms: 3,
+            fingerprint: "f-1".into(),
         };
         assert_eq!(Kept::of(&pending).whole(), Some(pending));
     }
@@ -251,10 +265,12 @@ mod tests {
             Recorded::Final {
                 error: Some("declined".into()),
                 reply: json!({"status": "DECLINED", "nested": [1, {"a": null}]}),
+                fingerprint: "f-2".into(),
             },
             Recorded::Pending {
                 attempt: "9f1c".into(),
                 started_ms: 17,
+                fingerprint: "f-3".into(),
             },
             Recorded::Retryable,
         ];
@@ -271,7 +287,8 @@ mod tests {
             old_pending,
             Kept::Pending {
                 attempt: "".into(),
-                started_ms: 0
+                started_ms: 0,
+                fingerprint: "".into(),
             }
         );
         assert!(Kept::parse(br#"{"state":"charged"}"#).is_err());

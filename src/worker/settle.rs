@@ -14,6 +14,7 @@ use crate::wire::reply_error::ReplyError;
 use crate::wire::traceparent::TraceParent;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
+use crate::worker::fingerprint;
 use crate::worker::pg_client::PgAnswer;
 use crate::worker::race::{self, Race};
 use crate::worker::request::WorkItem;
@@ -58,6 +59,12 @@ async fn settle(
         .lookup(key)
         .await
         .map_err(|e| format!("cannot read the result of {key}, PG not called: {e}"))?;
+    if on_record
+        .as_ref()
+        .is_some_and(|r| r.bound_elsewhere(&fingerprint::of(payment)))
+    {
+        return Ok(refuse_reused(worker, key, trace));
+    }
     if matches!(
         on_record,
         Some(Recorded::Final { .. } | Recorded::Pending { .. })
@@ -116,7 +123,7 @@ async fn charge_and_record(
         // Stays pending: the charge may have happened.
         PgAnswer::Unknown(why) => (Answer::in_doubt(&why), None),
     };
-    if let Some(recorded) = recorded
+    if let Some(recorded) = recorded.map(|r| r.bound_to(&fingerprint::of(payment)))
         && let Err(e) = worker.results.put(key, &recorded).await
     {
         // The caller still gets the real answer; a repeat settles it again (or, with a PG
@@ -146,9 +153,11 @@ async fn claim(
     trace: &TraceParent,
 ) -> Result<Option<Answer>, String> {
     let attempt = uuid::Uuid::new_v4().to_string();
+    let request = fingerprint::of(payment);
     let pending = Recorded::Pending {
         attempt: attempt.clone(),
         started_ms: now_ms(),
+        fingerprint: request.clone(),
     };
     let claiming = Instant::now();
     let before = worker
@@ -163,6 +172,16 @@ async fn claim(
     let race = race::decide(before.as_ref(), &attempt);
     if race != Race::Won {
         worker.metrics.lost_races.inc();
+    }
+    if let Some(earlier) = before.filter(|r| r.bound_elsewhere(&request)) {
+        // The key's newest record must be the other request's again, or its own
+        // repeats would find ours and be refused.
+        if let Err(e) = worker.results.put(key, &earlier).await {
+            log::error!(
+                "cannot record {key}'s earlier record again after ours: {e} traceparent={trace}"
+            );
+        }
+        return Ok(Some(refuse_reused(worker, key, trace)));
     }
     match race {
         Race::Won => Ok(None),
@@ -204,6 +223,9 @@ async fn await_earlier(
 ) -> Answer {
     let wait = race::wait_left(started_ms, now_ms(), worker.attempt_limit);
     let why = match worker.results.wait_settled(key, wait).await {
+        Ok(Some(settled)) if settled.bound_elsewhere(&fingerprint::of(payment)) => {
+            return refuse_reused(worker, key, trace);
+        }
         Ok(Some(settled)) => {
             log::info!(
                 "{key}: answered from the earlier attempt's record, PG not called traceparent={trace}"
@@ -227,10 +249,19 @@ async fn await_earlier(
     )
 }
 
+/// The answer to a request whose idempotency key another request used first.
+fn refuse_reused(worker: &Worker, key: &str, trace: &TraceParent) -> Answer {
+    log::warn!(
+        "{key}: the idempotency key was first used for another request; refused, PG not called traceparent={trace}"
+    );
+    worker.metrics.request("idempotency-key-reused");
+    Answer::key_reused()
+}
+
 /// The answer a settled (final or retryable) record gives.
 fn answer_from(settled: &Recorded) -> Answer {
     match settled {
-        Recorded::Final { error, reply } => Answer::from_final(error.as_deref(), reply),
+        Recorded::Final { error, reply, .. } => Answer::from_final(error.as_deref(), reply),
         _ => Answer::failure(
             ReplyError::PgError,
             "FAILED",

@@ -818,6 +818,40 @@ fn each_flows_payments_are_dead_lettered_to_that_flows_topic() {
     }
 }
 
+/// A flow with `require_idempotency_key`: its payments without the header are refused
+/// with `400 missing-idempotency-key`, nothing sent; with it they pass, and another flow's
+/// payments need none.
+#[test]
+fn a_flow_that_requires_an_idempotency_key_refuses_a_payment_without_one() {
+    let config = Config {
+        flows: serde_json::from_value(json!([
+            {"operations": ["approve"], "request_topic": "payment_request", "require_idempotency_key": true},
+            {"operations": ["refund"], "request_topic": "refund_request"}
+        ]))
+        .unwrap(),
+        ..Config::default()
+    };
+    let (app, mut queue) = gateway_with(config);
+    let problem = block_on(refused(
+        &app,
+        &mut queue,
+        payment(ORDER),
+        400,
+        "missing-idempotency-key",
+    ))
+    .1;
+    assert_eq!(problem["outcome"], "not_sent", "{problem}");
+    let mut keyed = payment(ORDER);
+    keyed.insert_header("idempotency-key", "pay-1");
+    block_on(sent(&app, &mut queue, keyed));
+    queue.take_records();
+    let mut refund = payment(ORDER);
+    *refund.url_mut() = Url::parse("http://gw/v1/payments/refund").unwrap();
+    let mut response: Response = block_on(answer(app.clone(), refund));
+    block_on(expect_problem(&mut response, 504, "reply-timeout"));
+    assert_eq!(queue.take_records()[0].topic, "refund_request");
+}
+
 // Traces: the caller's `traceparent`, or a new one, on the request, its dead letter and
 // the answer.
 

@@ -317,6 +317,16 @@ async fn check(
     check_content_type(req)?;
     let wait = requested_timeout(req, config.default_timeout(), config.max_timeout())?;
     let idempotency_key = idempotency_key(req)?;
+    if idempotency_key.is_none() && config.requires_idempotency_key(operation) {
+        return Err(Problem::new(
+            400,
+            "missing-idempotency-key",
+            format!(
+                "\"{operation}\" payments need an Idempotency-Key header (a key of your own per payment, the same on every retry); nothing was sent"
+            ),
+        )
+        .with_outcome(Outcome::NotSent));
+    }
     let body = read_body(req, config.max_body_bytes).await?;
     let mut payment = PaymentRequest::parse(operation, &body)
         .map_err(|invalid| Problem::new(400, invalid.code, invalid.detail))?;
