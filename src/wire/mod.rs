@@ -11,6 +11,7 @@ pub(crate) mod dead_letter;
 pub(crate) mod dialect;
 pub(crate) mod header_names;
 pub(crate) mod json_number;
+pub(crate) mod outcome_lookup;
 pub(crate) mod payment;
 pub(crate) mod problem;
 pub(crate) mod record;

@@ -58,6 +58,12 @@ pub struct InvalidBody {
     pub detail: String,
 }
 
+/// A payment's idempotency key when its caller gave none: "this operation on this order"
+/// is its identity. The worker keys its results by it, and the outcome URL names it.
+pub fn default_idempotency_key(order_id: &str, operation: &str) -> String {
+    format!("{order_id}:{operation}")
+}
+
 impl PaymentRequest {
     /// Accepts a JSON object with a non-empty string `order_id`.
     pub fn parse(operation: &str, bytes: &[u8]) -> Result<PaymentRequest, InvalidBody> {

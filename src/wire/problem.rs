@@ -43,6 +43,10 @@ pub struct ReplyLocation {
     pub reply_url: String,
     /// The host-table suffix of the host that sent the request and reads its reply.
     pub reply_host: String,
+    /// `/v1/payments/{operation}/{idempotency_key}`: the payment's outcome from any host,
+    /// for as long as the idempotency window keeps it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome_url: Option<String>,
 }
 
 /// What the caller may conclude about the payment.
@@ -57,6 +61,10 @@ pub enum Outcome {
     Declined,
     /// Processed and failed: nothing was charged, a new attempt may succeed.
     Failed,
+    /// An outcome lookup: an attempt of the payment is on record and has not finished.
+    InProgress,
+    /// An outcome lookup: no payment with this key within the idempotency window.
+    NeverSeen,
 }
 
 impl Problem {
@@ -95,7 +103,17 @@ impl Problem {
         self.later = Some(Box::new(ReplyLocation {
             reply_url: url,
             reply_host: host.to_string(),
+            outcome_url: None,
         }));
+        self
+    }
+
+    /// Adds where the payment's outcome is answered by any host (after
+    /// [`Problem::with_reply_url`]).
+    pub fn with_outcome_url(mut self, url: Option<String>) -> Problem {
+        if let Some(later) = &mut self.later {
+            later.outcome_url = url;
+        }
         self
     }
 

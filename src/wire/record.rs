@@ -35,7 +35,6 @@ pub struct OutgoingRecord {
 
 impl OutgoingRecord {
     /// The first header of that name.
-    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()

@@ -13,6 +13,8 @@
 //! | `idempotency-key-reused` | 422 | `failed` | the key was first used for another request; this one was not charged |
 //! | `pg-error` | 502 | `failed` | the PG refused or failed (5xx, unreachable); nothing was charged |
 //! | `pg-unknown` | 504 | `unknown` | the PG did not answer in time, or an earlier attempt died mid-call |
+//! | `payment-in-progress` | 409 | `in_progress` | an outcome lookup: an attempt is on record and has not finished |
+//! | `no-such-payment` | 404 | `never_seen` | an outcome lookup: no payment with this key within the idempotency window |
 //! | anything else | 502 | `unknown` | a code this gateway does not know |
 
 use crate::wire::problem::Outcome;
@@ -26,6 +28,10 @@ pub enum ReplyError {
     KeyReused,
     PgError,
     PgUnknown,
+    /// An outcome lookup found an unfinished attempt.
+    InProgress,
+    /// An outcome lookup found nothing.
+    NeverSeen,
     /// A code from a newer or foreign worker.
     Unrecognised,
 }
@@ -39,6 +45,8 @@ impl ReplyError {
             b"idempotency-key-reused" => ReplyError::KeyReused,
             b"pg-error" => ReplyError::PgError,
             b"pg-unknown" => ReplyError::PgUnknown,
+            b"payment-in-progress" => ReplyError::InProgress,
+            b"no-such-payment" => ReplyError::NeverSeen,
             _ => ReplyError::Unrecognised,
         }
     }
@@ -51,6 +59,8 @@ impl ReplyError {
             ReplyError::KeyReused => "idempotency-key-reused",
             ReplyError::PgError => "pg-error",
             ReplyError::PgUnknown => "pg-unknown",
+            ReplyError::InProgress => "payment-in-progress",
+            ReplyError::NeverSeen => "no-such-payment",
             ReplyError::Unrecognised => "worker-error",
         }
     }
@@ -61,6 +71,8 @@ impl ReplyError {
             ReplyError::InvalidRequest | ReplyError::KeyReused => 422,
             ReplyError::PgError | ReplyError::Unrecognised => 502,
             ReplyError::PgUnknown => 504,
+            ReplyError::InProgress => 409,
+            ReplyError::NeverSeen => 404,
         }
     }
 
@@ -71,6 +83,8 @@ impl ReplyError {
                 Outcome::Failed
             }
             ReplyError::PgUnknown | ReplyError::Unrecognised => Outcome::Unknown,
+            ReplyError::InProgress => Outcome::InProgress,
+            ReplyError::NeverSeen => Outcome::NeverSeen,
         }
     }
 }
@@ -87,6 +101,8 @@ mod tests {
             (ReplyError::KeyReused, 422),
             (ReplyError::PgError, 502),
             (ReplyError::PgUnknown, 504),
+            (ReplyError::InProgress, 409),
+            (ReplyError::NeverSeen, 404),
         ] {
             assert_eq!(ReplyError::from_code(error.code().as_bytes()), error);
             assert_eq!(error.status(), status);

@@ -168,6 +168,7 @@ mod tests {
             key: b"A-1".to_vec(),
             trace: TraceParent::parse(TRACE.as_bytes()).unwrap(),
             payment: Err("not needed here".into()),
+            lookup: None,
         }
     }
 

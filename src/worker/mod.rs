@@ -24,6 +24,7 @@ mod commit;
 mod fingerprint;
 mod member_list;
 mod metrics;
+mod outcome;
 mod pg_client;
 mod pg_connections;
 mod pipeline;

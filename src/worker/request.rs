@@ -10,7 +10,8 @@
 
 use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
-use crate::wire::payment::PaymentRequest;
+use crate::wire::outcome_lookup;
+use crate::wire::payment::{PaymentRequest, default_idempotency_key};
 use crate::wire::record::headers;
 use crate::wire::traceparent::{self, TraceParent};
 use serde_json::Value;
@@ -38,6 +39,9 @@ pub struct WorkItem {
     pub trace: TraceParent,
     /// The payment, or why it cannot be processed.
     pub payment: Result<PaymentRequest, String>,
+    /// For an outcome lookup (`wire::outcome_lookup`), the idempotency key it asks about;
+    /// `payment` then says why there is none to charge.
+    pub lookup: Option<String>,
 }
 
 /// Reads a request record, its routing headers named by `names`; `Err` when no reply
@@ -71,8 +75,17 @@ pub fn read<'a>(
         },
         key: key.to_vec(),
         trace: TraceParent::or_start(header(traceparent::HEADER)),
+        lookup: lookup(value.unwrap_or_default(), key, idempotency_key.as_deref()),
         payment: payment(value.unwrap_or_default(), idempotency_key),
     })
+}
+
+/// The idempotency key an outcome lookup asks about: its `kreply_idempotencyKey` header,
+/// else its record key; `None` for a payment.
+fn lookup(value: &[u8], key: &[u8], idempotency_key: Option<&str>) -> Option<String> {
+    let envelope: Value = serde_json::from_slice(value).ok()?;
+    envelope.get(outcome_lookup::FIELD)?;
+    Some(idempotency_key.map_or_else(|| String::from_utf8_lossy(key).into_owned(), str::to_string))
 }
 
 /// The envelope `{"operation": ..., "body": {...}}`, checked like the gateway checks it.
@@ -88,7 +101,8 @@ fn payment(value: &[u8], idempotency_key: Option<String>) -> Result<PaymentReque
         PaymentRequest::from_value(operation, body).map_err(|invalid| invalid.detail)?;
     // Without the caller's key, "this operation on this order" is the payment's identity.
     payment.idempotency_key = Some(
-        idempotency_key.unwrap_or_else(|| format!("{}:{}", payment.order_id, payment.operation)),
+        idempotency_key
+            .unwrap_or_else(|| default_idempotency_key(&payment.order_id, &payment.operation)),
     );
     Ok(payment)
 }
@@ -151,6 +165,24 @@ mod tests {
         assert_eq!(
             item.payment.unwrap().idempotency_key.as_deref(),
             Some("k-7")
+        );
+    }
+
+    #[test]
+    fn an_outcome_lookup_names_the_key_it_asks_about() {
+        let list = [
+            ("kafka_replyTopic", &b"r"[..]),
+            ("kafka_correlationId", ID),
+            ("kreply_idempotencyKey", &b"k-9"[..]),
+        ];
+        let value = br#"{"lookup":{"operation":"approve"}}"#;
+        let item = read(headers_of(&list), b"k-9", Some(value)).unwrap();
+        assert_eq!(item.lookup.as_deref(), Some("k-9"));
+        assert!(item.payment.is_err());
+        let payment = br#"{"operation":"approve","body":{"order_id":"A"}}"#;
+        assert_eq!(
+            read(headers_of(&list), b"A", Some(payment)).unwrap().lookup,
+            None
         );
     }
 

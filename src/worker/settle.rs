@@ -15,6 +15,7 @@ use crate::wire::traceparent::TraceParent;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::fingerprint;
+use crate::worker::outcome;
 use crate::worker::pg_client::PgAnswer;
 use crate::worker::race::{self, Race};
 use crate::worker::request::WorkItem;
@@ -28,17 +29,18 @@ pub async fn settle_and_reply(
     item: WorkItem,
     written_ms: i64,
 ) -> Result<(), String> {
-    let answer = match &item.payment {
-        Err(why) => {
+    let answer = match (&item.lookup, &item.payment) {
+        (Some(key), _) => outcome::look_up(worker, key, &item.trace).await?,
+        (None, Err(why)) => {
             worker.metrics.request("invalid-request");
             Answer::invalid(why)
         }
         // Its key may be forgotten already: charging it could charge twice.
-        Ok(_) if worker.results.past_window(written_ms) => {
+        (None, Ok(_)) if worker.results.past_window(written_ms) => {
             worker.metrics.request("expired");
             Answer::invalid("the request is older than the idempotency window; it was not charged")
         }
-        Ok(payment) => settle(worker, payment, &item.trace).await?,
+        (None, Ok(payment)) => settle(worker, payment, &item.trace).await?,
     };
     let reply = answer.to_reply(&item, &worker.names);
     worker
@@ -259,7 +261,7 @@ fn refuse_reused(worker: &Worker, key: &str, trace: &TraceParent) -> Answer {
 }
 
 /// The answer a settled (final or retryable) record gives.
-fn answer_from(settled: &Recorded) -> Answer {
+pub(super) fn answer_from(settled: &Recorded) -> Answer {
     match settled {
         Recorded::Final { error, reply, .. } => Answer::from_final(error.as_deref(), reply),
         _ => Answer::failure(

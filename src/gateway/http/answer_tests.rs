@@ -246,15 +246,18 @@ fn dead_letter(
 /// is unknown, and where this host will report it.
 fn assert_unknown_with_reply_url(response: &Response, problem: &Value, id: &CorrelationId) {
     let url = format!("/v1/requests/{id}?host={OWN_SUFFIX}");
+    // A payment of ORDER without an Idempotency-Key: its key is `A-1:approve`.
+    let outcome_url = "/v1/payments/approve/A-1%3Aapprove";
     assert_eq!(problem["outcome"], "unknown", "{problem}");
     assert_eq!(problem["correlation_id"], id.to_string());
     assert_eq!(
         (&problem["reply_url"], &problem["reply_host"]),
         (&json!(url), &json!(OWN_SUFFIX))
     );
+    assert_eq!(problem["outcome_url"], outcome_url, "{problem}");
     assert_eq!(
         header(response, "link"),
-        Some(format!("<{url}>; rel=\"monitor\"").as_str())
+        Some(format!("<{url}>; rel=\"monitor\", <{outcome_url}>; rel=\"monitor\"").as_str())
     );
     assert_eq!(
         header(response, "x-correlation-id"),
@@ -313,7 +316,7 @@ fn an_operation_not_configured_is_404_unknown_operation_and_sends_nothing() {
 fn an_unknown_route_is_404_and_a_wrong_method_405() {
     for path in [
         "/v1/payments",
-        "/v1/payments/approve/now",
+        "/v1/payments/approve/now/later",
         "/v1/nothing",
         "/",
     ] {
@@ -322,6 +325,7 @@ fn an_unknown_route_is_404_and_a_wrong_method_405() {
     for (method, path) in [
         (Method::Get, "/v1/payments/approve"),
         (Method::Put, "/v1/payments/approve"),
+        (Method::Post, "/v1/payments/approve/key-1"),
         (
             Method::Post,
             "/v1/requests/0a6b8e6c-7f47-4a56-9b1e-0d4c1a6a9a01",

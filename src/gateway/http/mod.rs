@@ -1,6 +1,7 @@
 //! The HTTP side: tide on async-std.
 //!
-//! Routes: `POST /v1/payments/{operation}`, `GET /v1/requests/{correlation_id}`, `GET /healthz`,
+//! Routes: `POST /v1/payments/{operation}`, `GET /v1/payments/{operation}/{idempotency_key}`,
+//! `GET /v1/requests/{correlation_id}`, `GET /healthz`,
 //! `GET /readyz`, `GET /metrics`. Everything the handlers need is in one shared
 //! [`GatewayState`]; the Kafka side is reached only through its [`SendHandle`] and the
 //! correlation registry.
@@ -11,6 +12,7 @@ mod answer_tests;
 mod connection_tests;
 #[cfg(test)]
 mod hostile_tests;
+mod outcomes;
 mod payment_input;
 mod payments;
 mod probes;
@@ -53,6 +55,8 @@ pub type State = Arc<GatewayState>;
 pub fn app(gateway: State) -> tide::Server<State> {
     let mut app = tide::with_state(gateway);
     app.at("/v1/payments/:operation").post(payments::handle);
+    app.at("/v1/payments/:operation/:idempotency_key")
+        .get(outcomes::handle);
     app.at("/v1/requests/:correlation_id").get(requests::handle);
     app.at("/healthz").get(probes::healthz);
     app.at("/readyz").get(probes::readyz);

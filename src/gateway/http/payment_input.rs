@@ -25,7 +25,11 @@ pub fn idempotency_key(req: &Request<State>) -> Result<Option<String>, Problem> 
     let Some(values) = req.header(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
-    let key = values.last().as_str().trim();
+    valid_idempotency_key(values.last().as_str().trim()).map(Some)
+}
+
+/// `key` when it is a valid idempotency key: visible ASCII, 1 to 255 characters.
+pub fn valid_idempotency_key(key: &str) -> Result<String, Problem> {
     if key.is_empty()
         || key.len() > MAX_IDEMPOTENCY_KEY
         || !key.chars().all(|c| c.is_ascii_graphic())
@@ -36,7 +40,7 @@ pub fn idempotency_key(req: &Request<State>) -> Result<Option<String>, Problem> 
             format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
         ));
     }
-    Ok(Some(key.to_string()))
+    Ok(key.to_string())
 }
 
 /// JSON bodies only; a missing content type is taken as JSON, as curl users often omit it.

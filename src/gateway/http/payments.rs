@@ -34,6 +34,7 @@ use crate::ops::http_server::problem_response;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::dead_letter::{self, Cause, Written};
 use crate::wire::dialect::{Dialect, WorkerError};
+use crate::wire::outcome_lookup;
 use crate::wire::payment::PaymentRequest;
 use crate::wire::problem::{Outcome, Problem};
 use crate::wire::record::{OutgoingRecord, WrittenAt};
@@ -232,7 +233,7 @@ async fn exchange(gateway: &GatewayState, mut prepared: Prepared<'_>) -> Result<
 
 /// `work`'s output, or `None` once `deadline` has passed (which is then not polled again).
 /// Both are pinned by the caller: this future holds only the two references.
-fn before<'a, T: 'a>(
+pub(super) fn before<'a, T: 'a>(
     mut deadline: Pin<&'a mut impl Future<Output = ()>>,
     mut work: Pin<&'a mut impl Future<Output = T>>,
 ) -> impl Future<Output = Option<T>> + 'a {
@@ -337,7 +338,7 @@ async fn check(
 
 /// 503 `not-ready`: the reply consumer is not reading, so a reply could not be matched;
 /// nothing was read, registered or produced.
-fn not_ready() -> Problem {
+pub(super) fn not_ready() -> Problem {
     Problem::new(
         503,
         "not-ready",
@@ -368,7 +369,7 @@ fn give_up(
 }
 
 /// 503 `overloaded`: nothing was registered or produced (nor, on the early check, read).
-fn overloaded(gateway: &GatewayState) -> Problem {
+pub(super) fn overloaded(gateway: &GatewayState) -> Problem {
     gateway.metrics.overload_refusals.inc();
     Problem::new(
         503,
@@ -508,6 +509,7 @@ fn send_failed(
         )
         .with_outcome(Outcome::Unknown)
         .with_reply_url(reply_url(id, &gateway.route.suffix), &gateway.route.suffix)
+        .with_outcome_url(outcome_lookup::url_of_payment(record))
     } else {
         problem("nothing was written, so it is safe to try again").with_outcome(Outcome::NotSent)
     }
@@ -526,11 +528,12 @@ fn timed_out(
     Problem::new(
         504,
         "reply-timeout",
-        format!("{why}; the outcome is unknown and the payment may still complete: fetch reply_url for the worker's answer, or check the order's status, before trying again"),
+        format!("{why}; the outcome is unknown and the payment may still complete: fetch outcome_url (any host) or reply_url (this host) for the worker's answer before trying again"),
     )
     .with_correlation_id(id)
     .with_outcome(Outcome::Unknown)
     .with_reply_url(reply_url(id, &gateway.route.suffix), &gateway.route.suffix)
+    .with_outcome_url(outcome_lookup::url_of_payment(record))
 }
 
 /// Queues the dead letter of `record` on its flow's dead-letter topic.

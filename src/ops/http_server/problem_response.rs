@@ -20,8 +20,12 @@ pub fn respond(problem: &Problem) -> Response {
         response.insert_header("retry-after", seconds.to_string());
     }
     if let Some(later) = &problem.later {
-        // RFC 5989 `monitor`: the resource that will report this request's outcome.
-        response.insert_header("link", format!("<{}>; rel=\"monitor\"", later.reply_url));
+        // RFC 5989 `monitor`: the resources that will report this request's outcome.
+        let mut links = format!("<{}>; rel=\"monitor\"", later.reply_url);
+        if let Some(url) = &later.outcome_url {
+            links.push_str(&format!(", <{url}>; rel=\"monitor\""));
+        }
+        response.insert_header("link", links);
     }
     response
 }

@@ -1,0 +1,45 @@
+//! The answer to an outcome lookup (`wire::outcome_lookup`): what became of the payment
+//! with an idempotency key, read from the results store. The PG is never called and
+//! nothing is written, so a lookup can be asked any number of times, from any host.
+
+use crate::wire::reply_error::ReplyError;
+use crate::wire::traceparent::TraceParent;
+use crate::worker::Worker;
+use crate::worker::answer::{Answer, Recorded};
+use crate::worker::settle::answer_from;
+
+/// The payment's first answer when it is on record (as its caller got it), else
+/// `payment-in-progress` or `no-such-payment`; `Err` when the store cannot be read, so the
+/// lookup is read again.
+pub async fn look_up(worker: &Worker, key: &str, trace: &TraceParent) -> Result<Answer, String> {
+    let on_record = worker
+        .results
+        .lookup(key)
+        .await
+        .map_err(|e| format!("cannot read the result of {key} for a lookup: {e}"))?;
+    worker.metrics.request("lookup");
+    log::info!(
+        "lookup of {key}: {} traceparent={trace}",
+        match &on_record {
+            Some(Recorded::Final { .. }) => "settled",
+            Some(Recorded::Retryable) => "failed without charging",
+            Some(Recorded::Pending { .. }) => "in progress",
+            None => "not on record",
+        }
+    );
+    Ok(match on_record {
+        Some(Recorded::Pending { started_ms, .. }) => Answer::failure(
+            ReplyError::InProgress,
+            "IN_PROGRESS",
+            &format!(
+                "an attempt of this payment started at {started_ms} (ms since the epoch) has not finished; ask again shortly, or repeat the payment with the same key to have it settled"
+            ),
+        ),
+        Some(settled) => answer_from(&settled),
+        None => Answer::failure(
+            ReplyError::NeverSeen,
+            "NOT_FOUND",
+            "no payment with this idempotency key within the idempotency window",
+        ),
+    })
+}
