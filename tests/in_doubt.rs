@@ -76,7 +76,18 @@ fn a_pg_timeout_then_a_repeat_gets_the_real_answer_and_one_charge(kind: BrokerKi
 /// timeout is waited for) finds the dead attempt's `pending`, waits out its deadline,
 /// asks the PG again and answers the waiting caller with the first approval; one charge.
 fn a_worker_killed_after_the_pg_charged_is_settled_by_its_successor(kind: BrokerKind) {
-    let config = system_config_with(4000, |_| {});
+    killed_after_the_pg_charged(kind, "log");
+}
+
+/// The same with `worker.claim: "pg"`: there is no `pending` to wait out, the successor
+/// calls the PG at once and gets the first approval.
+#[test]
+fn with_the_claim_left_to_the_pg_a_killed_workers_payment_is_settled_by_its_successor() {
+    killed_after_the_pg_charged(BrokerKind::Tansu, "pg");
+}
+
+fn killed_after_the_pg_charged(kind: BrokerKind, claim: &str) {
+    let config = system_config_with(4000, |c| c["worker"]["claim"] = json!(claim));
     let system = System::start_kind(kind, 1, &["--slow-ms", "3000"], config);
     let victim = &system.workers[0];
     let answer = std::thread::scope(|s| {
@@ -87,10 +98,12 @@ fn a_worker_killed_after_the_pg_charged_is_settled_by_its_successor(kind: Broker
         victim.daemon.signal("KILL");
         let successor = system.spawn_worker_in_group("kreply-successors", "earliest");
         let answer = caller.join().unwrap();
-        successor.daemon.wait_for_log(
-            "SLOW-K1: an earlier attempt never finished; asking the PG again",
-            Duration::from_secs(5),
-        );
+        if claim == "log" {
+            successor.daemon.wait_for_log(
+                "SLOW-K1: an earlier attempt never finished; asking the PG again",
+                Duration::from_secs(5),
+            );
+        }
         answer
     });
     answer.assert_status(200);

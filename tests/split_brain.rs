@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::system::System;
+use common::system::{System, system_config_with};
 use common::*;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -36,6 +36,28 @@ fn count(worker: &Worker, series: &str) -> f64 {
 #[test]
 fn two_workers_settling_the_same_requests_charge_each_payment_once() {
     let system = System::start(1, &["--latency-ms", "300"], 3000);
+    settle_each_payment_twice(&system, Claim::Log);
+}
+
+/// `worker.claim: "pg"`: no `pending` is written, both workers call the PG for every
+/// payment, and the PG's de-duplication by key keeps each to one charge and one answer.
+#[test]
+fn with_the_claim_left_to_the_pg_two_workers_still_charge_each_payment_once() {
+    let config = system_config_with(3000, |c| c["worker"]["claim"] = json!("pg"));
+    let system = System::start_with(1, &["--latency-ms", "300"], config);
+    settle_each_payment_twice(&system, Claim::Pg);
+}
+
+#[derive(PartialEq)]
+enum Claim {
+    Log,
+    Pg,
+}
+
+/// Two workers in two groups settle the same 20 payments (10 of them sent through both
+/// hosts at once): one answer and one charge per key. With the log claim the PG is
+/// called once per payment and the losers say so; with the PG's claim it is called by both.
+fn settle_each_payment_twice(system: &System, claim: Claim) {
     let zombie = system.spawn_worker_in_group("kreply-zombies", "latest");
     wait_assigned(&[&zombie], 3);
     let other_host = system.second_gateway();
@@ -76,6 +98,10 @@ fn two_workers_settling_the_same_requests_charge_each_payment_once() {
     let charges = system.pg.charges();
     for key in approvals.keys() {
         assert_eq!(charges["charges"][key], 1, "{key}: {charges}");
+    }
+    if claim == Claim::Pg {
+        assert!(charges["calls"].as_u64() > Some(20), "{charges}");
+        return;
     }
     assert_eq!(charges["calls"], 20, "the PG was called twice: {charges}");
 

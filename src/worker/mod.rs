@@ -39,8 +39,8 @@ mod settled_prefix;
 mod stale_group;
 mod startup;
 
-use crate::config::Config;
 use crate::config::ignored::{self, Role};
+use crate::config::{Claim, Config};
 use crate::error::StartupError;
 use crate::kafka;
 use crate::ops::notify::notify;
@@ -67,6 +67,9 @@ pub(crate) struct Worker {
     /// Whether the PG de-duplicates by idempotency key, so an attempt left in doubt may
     /// be settled by asking it again (`worker.pg_idempotent`).
     pg_idempotent: bool,
+    /// Whether attempts claim a payment in the results log before the PG is called
+    /// (`worker.claim`).
+    claim: Claim,
     /// The routing headers' names, on requests and replies.
     names: HeaderNames,
 }

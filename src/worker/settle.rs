@@ -8,6 +8,7 @@
 //! Every log line names the request's `traceparent`, and the PG call carries a child of
 //! it, so one trace id finds the payment from the caller to the PG.
 
+use crate::config::Claim;
 use crate::wire::payment::PaymentRequest;
 use crate::wire::record::now_ms;
 use crate::wire::reply_error::ReplyError;
@@ -88,7 +89,10 @@ async fn settle(
         }
         Some(Recorded::Retryable) | None => {}
     }
-    if let Some(answer) = claim(worker, payment, key, trace).await? {
+    // With `claim: "pg"` overlapping attempts all call the PG, which answers them alike.
+    if worker.claim == Claim::Log
+        && let Some(answer) = claim(worker, payment, key, trace).await?
+    {
         return Ok(answer);
     }
     Ok(charge_and_record(worker, payment, key, trace).await)
@@ -118,9 +122,11 @@ async fn charge_and_record(
             error: Some(ReplyError::Declined),
             body,
         }),
+        // Without a claim, an overlapping attempt may have written the final record
+        // already: a failure of this one must not follow it.
         PgAnswer::Failed(why) => (
             Answer::failure(ReplyError::PgError, "FAILED", &why),
-            Some(Recorded::Retryable),
+            (worker.claim == Claim::Log).then_some(Recorded::Retryable),
         ),
         // Stays pending: the charge may have happened.
         PgAnswer::Unknown(why) => (Answer::in_doubt(&why), None),

@@ -8,7 +8,7 @@ use super::pg_client::PgClient;
 use super::results::ResultsStore;
 use super::results_layout;
 use super::stale_group::{self, Rounds, StaleGroup};
-use crate::config::{Config, StartFrom};
+use crate::config::{Claim, Config, StartFrom};
 use crate::error::StartupError;
 use crate::kafka::{self, topics, topics::NeededTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
@@ -119,11 +119,20 @@ pub(super) async fn start(
             ))
         })?;
     log::info!(
-        "startup: worker in group {} ({:?} protocol) on {}, PG {}",
+        "startup: worker in group {} ({:?} protocol) on {}, PG {} ({}; claim by {})",
         settings.group_id,
         compat.group_protocol(),
         config.request_topic,
-        settings.pg_url
+        settings.pg_url,
+        if settings.pg_idempotent {
+            "de-duplicates by key: payments left in doubt are asked again"
+        } else {
+            "does not de-duplicate: payments left in doubt stay unknown"
+        },
+        match settings.claim {
+            Claim::Log => "the results log",
+            Claim::Pg => "the PG",
+        }
     );
     log::info!(
         "startup: {}",
@@ -148,6 +157,7 @@ pub(super) async fn start(
             pg_calls,
             attempt_limit: Duration::from_millis(settings.pg_timeout_ms) + RECORDING_MARGIN,
             pg_idempotent: settings.pg_idempotent,
+            claim: settings.claim,
             names: config.header_names.clone(),
         },
         consumer,
