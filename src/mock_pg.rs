@@ -99,6 +99,8 @@ struct Pg {
     /// Calls per idempotency key.
     calls_by_key: Mutex<BTreeMap<String, u64>>,
     charges: Mutex<BTreeMap<String, u64>>,
+    /// The approval id of each key's latest charge.
+    approvals: Mutex<BTreeMap<String, String>>,
     /// Per idempotency key: its first call's answer, or `None` while that call runs.
     outcomes: Mutex<BTreeMap<String, Option<(StatusCode, Value)>>>,
     /// The `traceparent` header of each key's latest call ("-" without one).
@@ -134,6 +136,7 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
         calls: AtomicU64::new(0),
         calls_by_key: Mutex::new(BTreeMap::new()),
         charges: Mutex::new(BTreeMap::new()),
+        approvals: Mutex::new(BTreeMap::new()),
         outcomes: Mutex::new(BTreeMap::new()),
         traces: Mutex::new(BTreeMap::new()),
     });
@@ -278,11 +281,13 @@ async fn decision(pg: &Pg, payment: &Value, key: &str) -> (StatusCode, Value) {
         *count
     };
     log::info!("mock-pg: {key} approved (charge #{times} for this key)");
+    let approval_id = format!("pg-{}", uuid::Uuid::new_v4());
+    lock(&pg.approvals).insert(key.to_string(), approval_id.clone());
     (
         StatusCode::Ok,
         json!({
             "status": "APPROVED",
-            "approval_id": format!("pg-{}", uuid::Uuid::new_v4()),
+            "approval_id": approval_id,
             "order_id": order_id,
             "operation": payment["operation"],
             "amount": amount,
@@ -291,12 +296,14 @@ async fn decision(pg: &Pg, payment: &Value, key: &str) -> (StatusCode, Value) {
 }
 
 /// `{"calls": N, "calls_by_key": {"<idempotency key>": times called}, "charges":
-/// {"<idempotency key>": times charged}, "traces": {"<idempotency key>": "<traceparent of
-/// its latest call>"}}`.
+/// {"<idempotency key>": times charged}, "approvals": {"<idempotency key>": "<approval id
+/// of its latest charge>"}, "traces": {"<idempotency key>": "<traceparent of its latest
+/// call>"}}`.
 async fn charges(req: Request<State>) -> tide::Result {
     let pg = req.state();
     let calls_by_key = lock(&pg.calls_by_key).clone();
     let charges = lock(&pg.charges).clone();
+    let approvals = lock(&pg.approvals).clone();
     let traces = lock(&pg.traces).clone();
     Ok(answer(
         StatusCode::Ok,
@@ -304,6 +311,7 @@ async fn charges(req: Request<State>) -> tide::Result {
             "calls": pg.calls.load(Ordering::Relaxed),
             "calls_by_key": calls_by_key,
             "charges": charges,
+            "approvals": approvals,
             "traces": traces,
         }),
     ))

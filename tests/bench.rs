@@ -12,7 +12,9 @@
 //!   a gateway can spend per payment;
 //! - kreply with one gateway host and one worker, then with two gateway hosts (each its own
 //!   reply topic) and one worker, the PG simulator at 0 ms, driven over HTTP/1.1 keep-alive
-//!   by callers on threads of their own ([`KeepAlive`]);
+//!   by callers on threads of their own ([`KeepAlive`]); and one host and one worker with
+//!   `worker.claim: "pg"` (no `pending` claim: the PG's de-duplication keeps overlapping
+//!   attempts to one charge);
 //! - kreply on krafka's three-broker Kafka-rules cluster ([`Broker::start_kafka_rules`],
 //!   served in this process) with one gateway host and two workers: KIP-848 group,
 //!   `read_committed`, a fetch that returns when data arrives. Its column "assignment
@@ -93,44 +95,64 @@ struct Setup {
     broker: BrokerKind,
     hosts: usize,
     workers: usize,
+    /// `worker.claim: "pg"`: no `pending` claim, the PG's de-duplication instead.
+    claim_by_pg: bool,
 }
 
 /// The kreply rows of each connection count, in the order they run.
-const SETUPS: [Setup; 3] = [
+const SETUPS: [Setup; 4] = [
     Setup {
         broker: BrokerKind::Tansu,
         hosts: 1,
         workers: 1,
+        claim_by_pg: false,
+    },
+    Setup {
+        broker: BrokerKind::Tansu,
+        hosts: 1,
+        workers: 1,
+        claim_by_pg: true,
     },
     Setup {
         broker: BrokerKind::Tansu,
         hosts: 2,
         workers: 1,
+        claim_by_pg: false,
     },
     Setup {
         broker: BrokerKind::KafkaRules,
         hosts: 1,
         workers: 2,
+        claim_by_pg: false,
     },
 ];
 
 /// The kreply rows with the PG at `BENCH_PG_LATENCY_MS`, of each connection count, in the
 /// order they run.
-const PG_SETUPS: [Setup; 3] = [
+const PG_SETUPS: [Setup; 4] = [
     Setup {
         broker: BrokerKind::Tansu,
         hosts: 1,
         workers: 1,
+        claim_by_pg: false,
+    },
+    Setup {
+        broker: BrokerKind::Tansu,
+        hosts: 1,
+        workers: 1,
+        claim_by_pg: true,
     },
     Setup {
         broker: BrokerKind::Tansu,
         hosts: 1,
         workers: 2,
+        claim_by_pg: false,
     },
     Setup {
         broker: BrokerKind::KafkaRules,
         hosts: 1,
         workers: 2,
+        claim_by_pg: false,
     },
 ];
 
@@ -141,8 +163,13 @@ impl Setup {
             BrokerKind::KafkaRules => format!(" {ON_KAFKA_RULES}"),
         };
         let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let claim = if self.claim_by_pg {
+            ", claim by the PG"
+        } else {
+            ""
+        };
         format!(
-            "kreply{on}, {} gateway host{} + {} worker{}",
+            "kreply{on}, {} gateway host{} + {} worker{}{claim}",
             self.hosts,
             plural(self.hosts),
             self.workers,
@@ -684,6 +711,13 @@ fn kreply_row(
     connections: usize,
     pg_ms: u64,
 ) -> Row {
+    let claim_config;
+    let config = if setup.claim_by_pg {
+        claim_config = BenchConfig::new(|c| c["worker"]["claim"] = json!("pg"));
+        &claim_config
+    } else {
+        config
+    };
     let stack = Stack::start(setup, config, pg_ms);
     let addrs: Vec<SocketAddr> = stack.gateways.iter().map(|g| g.addr).collect();
     let mut meters: Vec<Meter> = stack

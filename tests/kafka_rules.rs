@@ -27,6 +27,15 @@ fn wait_one_owner_each(workers: &[&Worker], limit: Duration) -> Vec<Vec<i32>> {
     owned
 }
 
+/// A payment of 7 whose order id is its idempotency key `key`, with 20 s to answer.
+fn pay_keyed(system: &System, key: &str) -> HttpResponse {
+    system.gateway.pay_with(
+        "approve",
+        &[("idempotency-key", key), ("request-timeout", "20000")],
+        &json!({"order_id": key, "amount": 7}),
+    )
+}
+
 /// Answers the next `api` request that client `client_id` sends as `control` says, once;
 /// every other request passes. Whether it fired yet.
 fn once_for(
@@ -223,13 +232,7 @@ fn a_produce_answered_with_an_error_after_the_append_is_never_not_sent() {
 #[test]
 fn a_stalled_results_reader_is_waited_for_and_keeps_its_index() {
     let system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
-    let pay = |key: &str| {
-        system.gateway.pay_with(
-            "approve",
-            &[("idempotency-key", key), ("request-timeout", "20000")],
-            &json!({"order_id": key, "amount": 7}),
-        )
-    };
+    let pay = |key: &str| pay_keyed(&system, key);
     let first = pay("stall-1");
     first.assert_status(200);
 
@@ -265,13 +268,7 @@ fn a_stalled_results_reader_is_waited_for_and_keeps_its_index() {
 #[test]
 fn a_final_record_removed_by_compaction_is_answered_in_doubt_never_charged_again() {
     let system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
-    let pay = |key: &str| {
-        system.gateway.pay_with(
-            "approve",
-            &[("idempotency-key", key), ("request-timeout", "20000")],
-            &json!({"order_id": key, "amount": 7}),
-        )
-    };
+    let pay = |key: &str| pay_keyed(&system, key);
     pay("compacted-1").assert_status(200);
     let results = |key: &str| -> Vec<(i32, i64)> {
         let records = system

@@ -11,11 +11,8 @@
 //! The worker answers with the payment's own first answer (its reply, or its error code and
 //! body) when one is on record, or with one of the two codes below.
 
-use crate::wire::correlation_id::CorrelationId;
-use crate::wire::payment::default_idempotency_key;
-use crate::wire::record::{OutgoingRecord, headers, now_ms};
-use crate::wire::return_address::ReturnAddress;
-use crate::wire::traceparent::{self, TraceParent};
+use crate::wire::payment::{Destination, default_idempotency_key};
+use crate::wire::record::{OutgoingRecord, headers};
 
 /// The envelope field that makes a request a lookup.
 pub const FIELD: &str = "lookup";
@@ -65,33 +62,10 @@ pub fn decode_key(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The lookup request for the payment `operation` with `key`.
-pub fn record(
-    topic: &str,
-    id: &CorrelationId,
-    reply: &ReturnAddress,
-    trace: &TraceParent,
-    operation: &str,
-    key: &str,
-) -> OutgoingRecord {
+/// The lookup request for the payment `operation` with `key`, sent to `to`.
+pub fn record(to: &Destination<'_>, operation: &str, key: &str) -> OutgoingRecord {
     let envelope = serde_json::json!({ FIELD: { "operation": operation } });
-    let mut record_headers = reply.headers(id);
-    record_headers.push((
-        traceparent::HEADER.to_string(),
-        trace.to_string().into_bytes(),
-    ));
-    record_headers.push((
-        headers::IDEMPOTENCY_KEY.to_string(),
-        key.as_bytes().to_vec(),
-    ));
-    OutgoingRecord {
-        topic: topic.to_string(),
-        key: key.as_bytes().to_vec(),
-        value: envelope.to_string().into_bytes(),
-        headers: record_headers,
-        partition: None,
-        timestamp_ms: now_ms(),
-    }
+    to.record(key.as_bytes(), Some(key), &envelope)
 }
 
 #[cfg(test)]

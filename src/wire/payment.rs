@@ -136,20 +136,52 @@ impl PaymentRequest {
             "operation": self.operation,
             "body": self.body,
         });
-        let mut record_headers = reply.headers(id);
+        let to = Destination {
+            topic,
+            id,
+            reply,
+            trace,
+        };
+        to.record(
+            self.order_id.as_bytes(),
+            self.idempotency_key.as_deref(),
+            &envelope,
+        )
+    }
+}
+
+/// Where a request record goes and how its reply comes back: what a payment and an
+/// outcome lookup share.
+pub struct Destination<'a> {
+    pub topic: &'a str,
+    pub id: &'a CorrelationId,
+    pub reply: &'a ReturnAddress,
+    pub trace: &'a TraceParent,
+}
+
+impl Destination<'_> {
+    /// The request record of `envelope` under record key `key`, with the return address,
+    /// the trace and the idempotency key (when there is one) as headers.
+    pub fn record(
+        &self,
+        key: &[u8],
+        idempotency_key: Option<&str>,
+        envelope: &serde_json::Value,
+    ) -> OutgoingRecord {
+        let mut record_headers = self.reply.headers(self.id);
         record_headers.push((
             traceparent::HEADER.to_string(),
-            trace.to_string().into_bytes(),
+            self.trace.to_string().into_bytes(),
         ));
-        if let Some(key) = &self.idempotency_key {
+        if let Some(idempotency_key) = idempotency_key {
             record_headers.push((
                 headers::IDEMPOTENCY_KEY.to_string(),
-                key.as_bytes().to_vec(),
+                idempotency_key.as_bytes().to_vec(),
             ));
         }
         OutgoingRecord {
-            topic: topic.to_string(),
-            key: self.order_id.as_bytes().to_vec(),
+            topic: self.topic.to_string(),
+            key: key.to_vec(),
             value: envelope.to_string().into_bytes(),
             headers: record_headers,
             partition: None,

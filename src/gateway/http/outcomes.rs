@@ -24,6 +24,7 @@ use crate::gateway::http::GatewayState;
 use crate::gateway::registry::Refused;
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::outcome_lookup;
+use crate::wire::payment::Destination;
 use crate::wire::problem::Problem;
 use crate::wire::traceparent::{self, TraceParent};
 use async_std::task;
@@ -96,14 +97,13 @@ async fn look_up(
             ),
         })?;
     *id_out = Some(id.clone());
-    let record = outcome_lookup::record(
-        &flow.request_topic,
-        &id,
-        &flow.return_address,
+    let to = Destination {
+        topic: &flow.request_topic,
+        id: &id,
+        reply: &flow.return_address,
         trace,
-        operation,
-        &key,
-    );
+    };
+    let record = outcome_lookup::record(&to, operation, &key);
     let wait = gateway.config.default_timeout();
     let mut deadline = pin!(task::sleep(wait));
     let timed_out = || {
