@@ -85,7 +85,10 @@ fn a_timed_out_payment_names_its_outcome_url_and_any_host_answers_it() {
         &json!({"order_id": "SLOW-9", "amount": 3}),
     );
     let problem = assert_problem(&timed_out, 504, "reply-timeout");
-    let url = problem["outcome_url"].as_str().expect("outcome_url").to_string();
+    let url = problem["outcome_url"]
+        .as_str()
+        .expect("outcome_url")
+        .to_string();
     assert_eq!(url, "/v1/payments/approve/SLOW-9%3Aapprove");
     let other = system.second_gateway();
     let mut answer = None;
