@@ -9,6 +9,11 @@
 //! field gives each its partition: `10.0.1.11 prod1 partition=0`. The field is read in
 //! either mode, so one table can be prepared for a move between them, but only
 //! partition-per-host routing requires it ([`HostTable::check_partitions`]).
+//!
+//! A field `url=https://gw1.example.com` gives the host's public base URL: where a caller
+//! outside the load balancer reaches it, with TLS if it has it. A host asked for another's
+//! late reply (`GET /v1/requests/{id}?host=`) redirects there; without one, to the host's
+//! IP on this gateway's port, over plain HTTP.
 
 use crate::error::StartupError;
 use crate::wire::topic_name;
@@ -22,6 +27,8 @@ pub struct HostEntry {
     pub suffix: String,
     /// `partition=N`: this host's partition of the shared reply topic.
     pub partition: Option<i32>,
+    /// `url=...`: the host's public base URL (`http://` or `https://`, no trailing `/`).
+    pub public_url: Option<String>,
     /// Where the line is in the file (from 1), for error messages.
     pub line: usize,
 }
@@ -142,16 +149,20 @@ fn bad_lines(mut bad: Vec<String>) -> String {
 
 fn parse_line(line: &str, number: usize) -> Result<HostEntry, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    let (ip, suffix, partition) = match fields[..] {
-        [ip, suffix] => (ip, suffix, None),
-        [ip, suffix, partition] => (ip, suffix, Some(parse_partition(partition)?)),
-        _ => {
-            return Err(format!(
-                "expected \"IP SUFFIX\" or \"IP SUFFIX partition=N\", found {} field(s) in \"{line}\"",
-                fields.len()
-            ));
-        }
+    let [ip, suffix, ref extra @ ..] = fields[..] else {
+        return Err(format!(
+            "expected \"IP SUFFIX\", optionally followed by \"partition=N\" and \"url=BASE\", found {} field(s) in \"{line}\"",
+            fields.len()
+        ));
     };
+    let (mut partition, mut public_url) = (None, None);
+    for field in extra {
+        if field.starts_with("url=") {
+            public_url = Some(parse_url(field)?);
+        } else {
+            partition = Some(parse_partition(field)?);
+        }
+    }
     let ip: IpAddr = ip
         .parse()
         .map_err(|_| format!("\"{ip}\" is not an IP address"))?;
@@ -160,8 +171,26 @@ fn parse_line(line: &str, number: usize) -> Result<HostEntry, String> {
         ip,
         suffix: suffix.to_string(),
         partition,
+        public_url,
         line: number,
     })
+}
+
+/// `url=BASE`, BASE an `http://` or `https://` URL with a host and no query; a trailing
+/// `/` is dropped.
+fn parse_url(field: &str) -> Result<String, String> {
+    let base = field.strip_prefix("url=").unwrap_or_default();
+    let rest = base
+        .strip_prefix("https://")
+        .or_else(|| base.strip_prefix("http://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !base.contains(['?', '#']) => {
+            Ok(base.trim_end_matches('/').to_string())
+        }
+        _ => Err(format!(
+            "\"{field}\" is not \"url=BASE\" with BASE an http:// or https:// address such as https://gw1.example.com"
+        )),
+    }
 }
 
 /// `partition=N`, N a Kafka partition number (0 or more).
@@ -202,6 +231,34 @@ mod tests {
             err.starts_with("etc/hosts:2: expected \"IP SUFFIX\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_url_field_gives_the_public_base_url_in_any_order_with_the_partition() {
+        let table = parse(
+            "10.0.1.11 prod1 url=https://gw1.example.com/\n10.0.1.12 prod2 partition=1 url=http://gw2:8443\n",
+        )
+        .unwrap();
+        let first = table.lookup_suffix("prod1").unwrap();
+        assert_eq!(
+            (first.public_url.as_deref(), first.partition),
+            (Some("https://gw1.example.com"), None)
+        );
+        let second = table.lookup_suffix("prod2").unwrap();
+        assert_eq!(second.public_url.as_deref(), Some("http://gw2:8443"));
+        assert_eq!(second.partition, Some(1));
+        for bad in [
+            "url=",
+            "url=gw1",
+            "url=ftp://x",
+            "url=https://",
+            "url=https://x?y=1",
+        ] {
+            let err = parse(&format!("10.0.1.11 prod1 {bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("is not \"url=BASE\""), "{bad}: {err}");
+        }
     }
 
     #[test]

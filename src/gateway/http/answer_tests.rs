@@ -466,6 +466,12 @@ fn a_lookup_of_a_request_this_host_holds_nothing_for_is_a_4xx() {
             header(&elsewhere, "location"),
             Some(format!("http://127.0.0.3:8080/v1/requests/{id}?host=local3").as_str())
         );
+        // A host with a public base URL in the table is named by it.
+        let public = get(&app, &format!("/v1/requests/{id}?host=local4")).await;
+        assert_eq!(
+            header(&public, "location"),
+            Some(format!("https://gw4.example.com/v1/requests/{id}?host=local4").as_str())
+        );
     });
 }
 

@@ -4,8 +4,9 @@
 //! Only the host that sent the request reads its reply, so only that host can answer.
 //! The 504 names it: `reply_url` is `/v1/requests/{id}?host=<suffix>`, the suffix from the
 //! host table. A load balancer may send the lookup to any host; a host that is not the
-//! owner answers `307` to the owner's IP from the same table, on this gateway's own port
-//! (every gateway of a deployment listens on the same port). The owner answers from its
+//! owner answers `307` to the owner's public base URL from the same table (its `url=`
+//! field), else to its IP on this gateway's own port (every gateway of a deployment listens
+//! on the same port). The owner answers from its
 //! late-reply store:
 //!
 //! - the reply came: the same answer the payment call would have had (200 with the value,
@@ -153,6 +154,12 @@ fn owner_url(gateway: &GatewayState, id: &CorrelationId, suffix: &str) -> Result
         )
         .with_correlation_id(id)
     })?;
-    let at = SocketAddr::new(owner.ip, gateway.config.listen.port());
-    Ok(format!("http://{at}{}", reply_url(id, suffix)))
+    let base = match &owner.public_url {
+        Some(url) => url.clone(),
+        None => format!(
+            "http://{}",
+            SocketAddr::new(owner.ip, gateway.config.listen.port())
+        ),
+    };
+    Ok(format!("{base}{}", reply_url(id, suffix)))
 }

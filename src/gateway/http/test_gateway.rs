@@ -40,8 +40,11 @@ pub(super) fn gateway_with(config: Config) -> (tide::Server<State>, SendQueue) {
         metrics: Arc::default(),
         flows,
         route,
-        hosts: HostTable::parse(Path::new("hosts"), "127.0.0.2 local2\n127.0.0.3 local3\n")
-            .unwrap(),
+        hosts: HostTable::parse(
+            Path::new("hosts"),
+            "127.0.0.2 local2\n127.0.0.3 local3\n127.0.0.4 local4 url=https://gw4.example.com\n",
+        )
+        .unwrap(),
         sender,
         readiness,
     };
