@@ -1,6 +1,7 @@
 //! The answer to an outcome lookup (`wire::outcome_lookup`): what became of the payment
-//! with an idempotency key, read from the results store. The PG is never called and
-//! nothing is written, so a lookup can be asked any number of times, from any host.
+//! with an idempotency key, read from the results store after reading its log to the end
+//! (the payment is often another worker's). The PG is never called and no payment record
+//! is written, so a lookup can be asked any number of times, from any host.
 
 use crate::wire::reply_error::ReplyError;
 use crate::wire::traceparent::TraceParent;
@@ -12,6 +13,11 @@ use crate::worker::settle::answer_from;
 /// `payment-in-progress` or `no-such-payment`; `Err` when the store cannot be read, so the
 /// lookup is read again.
 pub async fn look_up(worker: &Worker, key: &str, trace: &TraceParent) -> Result<Answer, String> {
+    // The store reads the log only when a payment needs it, so what it knows may be old:
+    // another worker may have settled this payment since. Read the log to its end first.
+    worker.results.catch_up().await.map_err(|e| {
+        format!("cannot read the results log to its end for a lookup of {key}: {e}")
+    })?;
     let on_record = worker
         .results
         .lookup(key)
