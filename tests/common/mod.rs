@@ -536,7 +536,8 @@ impl MockPg {
         }
     }
 
-    /// `{"calls": N, "charges": {key: times}}`.
+    /// `{"calls": N, "calls_by_key": {key: times called}, "charges": {key: times charged},
+    /// "approvals": {key: approval id}, "traces": {key: traceparent}}` (`src/mock_pg.rs`).
     pub fn charges(&self) -> serde_json::Value {
         get(self.addr, "/charges").unwrap().json()
     }
