@@ -113,7 +113,7 @@ fn a_request_older_than_the_idempotency_window_is_answered_but_not_charged() {
 }
 
 /// The window is what bounds the worker's memory: a key is dropped once it is older, and
-/// only then may the same key be charged again (as the README's guarantees say).
+/// only then may the same key be charged again (as docs/guarantees.md says).
 #[test]
 fn a_key_is_forgotten_only_after_the_window() {
     let window = Duration::from_secs(3);

@@ -17,8 +17,8 @@ const RESULTS_TOPIC: &str = "payment_results";
 
 /// The shipped config with topics created on demand. The worker keeps the shipped 10 s
 /// session: the 4 s outage below must not outlast it, or tansu evicts the worker and its
-/// rejoin can loop for many seconds (a tansu group-forming fault, see README "Known
-/// limits"), which is not what these tests are about.
+/// rejoin can loop for many seconds (a tansu group-forming fault, see
+/// docs/known-limits.md), which is not what these tests are about.
 fn test_config() -> PathBuf {
     config_with(|c| {
         c["topics"]["auto_create"] = json!(true);

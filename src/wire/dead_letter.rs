@@ -3,7 +3,7 @@
 //! A timed-out request, or one whose send failed, may still have been (or may still be)
 //! processed, so the gateway cannot say "failed". It writes the original request to the
 //! DLQ topic with Spring's `kafka_dlt-*` headers, so that Spring tooling and operators can
-//! find and reconcile it. Replaying it blindly could charge twice; the README says so.
+//! find and reconcile it. Replaying it blindly could charge twice; docs/guarantees.md says so.
 //!
 //! Every failed send is dead-lettered, also one the brokers definitely refused: the DLQ
 //! is the operator's record of every request that did not get its answer. So that a

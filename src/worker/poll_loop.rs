@@ -255,7 +255,7 @@ async fn anchor(
         };
         if let Some(start) = start {
             // Where a new owner starts is what to compare with a request's offset when one
-            // is never settled after partitions moved (see README, Soak).
+            // is never settled after partitions moved (docs/testing.md, the soak).
             log::info!("worker: {topic}/{partition} starts at offset {start}");
             anchors.push((
                 TopicPartition::new(topic, partition),
