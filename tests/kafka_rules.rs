@@ -259,6 +259,12 @@ fn a_stalled_results_reader_is_waited_for_and_keeps_its_index() {
     );
     let log = system.workers[0].daemon.log_text();
     assert!(!log.contains("may have started over"), "{log}");
+    // The cluster has no DescribeConfigs: the worker says so, with the command, and starts.
+    assert!(
+        log.contains("do not report the settings of \"payment_results\"")
+            && log.contains("kafka-configs.sh"),
+        "{log}"
+    );
 }
 
 /// Compaction removed a payment's final record (its place holds a later record now) while

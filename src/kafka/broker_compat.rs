@@ -167,6 +167,12 @@ impl BrokerCompat {
         !self.is_tansu()
     }
 
+    /// Whether the brokers are asked for a topic's settings (`DescribeConfigs`). tansu 0.6
+    /// drops the connection on it, which the client retries for a minute; Kafka answers.
+    pub fn reports_topic_settings(self) -> bool {
+        !self.is_tansu()
+    }
+
     /// The results reader's fetch wait: its reads are for records already written.
     /// Kafka answers a fetch as soon as there is data, so the configured wait costs
     /// nothing; tansu sleeps out the whole wait.
@@ -202,6 +208,7 @@ mod tests {
         assert!(!kafka.commits_on_batch_boundaries());
         assert_eq!(kafka.poll_records_cap(4096), 4096);
         assert!(kafka.fetches_inside_batches());
+        assert!(kafka.reports_topic_settings());
         assert_eq!(BrokerCompat::Tansu06.poll_records_cap(4096), -1);
         assert_eq!(kafka.isolation(), IsolationLevel::ReadCommitted);
         assert_eq!(kafka.group_protocol(), GroupProtocol::Consumer);

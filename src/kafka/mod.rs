@@ -9,6 +9,7 @@ pub(crate) mod metadata_keeper;
 pub mod offset_gaps;
 pub(crate) mod producer_session;
 mod security;
+pub(crate) mod topic_settings;
 pub(crate) mod topics;
 pub mod whole_batches;
 

@@ -10,7 +10,7 @@ use super::results_layout;
 use super::stale_group::{self, Rounds, StaleGroup};
 use crate::config::{Claim, Config, StartFrom};
 use crate::error::StartupError;
-use crate::kafka::{self, topics, topics::NeededTopic};
+use crate::kafka::{self, topic_settings, topics, topics::NeededTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +41,10 @@ pub(super) async fn start(
         NeededTopic::compacted(&settings.results_topic, "results"),
     ];
     let mut partitions = topics::ensure(&admin, config, config_path, &needed).await?;
+    let attempt_limit = Duration::from_millis(settings.pg_timeout_ms) + RECORDING_MARGIN;
+    let results_topic = &settings.results_topic;
+    topic_settings::check_results(&admin, config.broker_compat, results_topic, attempt_limit)
+        .await?;
     let results_partitions = partitions.swap_remove(1);
     let request_partitions = partitions.swap_remove(0).len();
     let pg = PgClient::new(
@@ -155,7 +159,7 @@ pub(super) async fn start(
             results,
             pg,
             pg_calls,
-            attempt_limit: Duration::from_millis(settings.pg_timeout_ms) + RECORDING_MARGIN,
+            attempt_limit,
             pg_idempotent: settings.pg_idempotent,
             claim: settings.claim,
             names: config.header_names.clone(),
