@@ -24,7 +24,7 @@ use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 use crate::wire::topic_name;
 use ignored::SetKeys;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,7 +33,7 @@ use std::time::Duration;
 pub const DEFAULT_CONFIG_PATH: &str = "etc/kreply.json";
 
 /// Everything the gateway reads at startup.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Bootstrap brokers, `host:port` each.
@@ -120,7 +120,7 @@ pub struct Config {
 }
 
 /// The reference worker's settings (`kreply worker`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct WorkerConfig {
     /// The consumer group the workers share the request topic in.
@@ -161,7 +161,7 @@ pub(crate) struct WorkerConfig {
 }
 
 /// Who makes sure overlapping attempts of one payment charge once (`worker.claim`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Claim {
     /// The first `pending` in the results log wins; the others never call the PG.
@@ -172,7 +172,7 @@ pub(crate) enum Claim {
 }
 
 /// Where a new consumer group starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum StartFrom {
     /// Only requests produced from now on (the safe choice against an old topic).
@@ -182,7 +182,7 @@ pub(crate) enum StartFrom {
 }
 
 /// How many late replies are kept, and for how long (`GET /v1/requests/{id}`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct LateRepliesConfig {
     /// Ids given up on (answered or not) remembered at once; the oldest go first. 0 keeps none.
@@ -203,7 +203,7 @@ impl Default for LateRepliesConfig {
 
 /// How long a client may take, and how many may be connected at once. Without these a
 /// slow client (or a stuck load balancer) holds memory and a file descriptor forever.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct HttpConfig {
     /// A request's head must arrive within this, from its first byte (else `408`), and a new
@@ -253,7 +253,7 @@ impl HttpConfig {
 }
 
 /// Whether startup may create missing topics, and how.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct TopicsConfig {
     /// Create missing request, reply and DLQ topics instead of refusing to start.

@@ -6,20 +6,21 @@
 //! startup (and `kreply check-config`) with one sentence naming the setting and the path,
 //! rather than failing later inside a connection attempt.
 //!
-//! The password is secret: it is held in a [`Secret`], whose `Debug` prints `[redacted]`
-//! and which has no `Display`, so it can reach no log line or report by accident, and
-//! which overwrites its bytes when dropped, so a freed config leaves no copy behind. A
+//! The password is secret: it is held in a [`Secret`], whose `Debug` prints `[redacted]`,
+//! which serializes as [`MASK`] (`check-config --print`) and has no `Display`, so it can
+//! reach no log line or report by accident, and which overwrites its bytes when dropped,
+//! so a freed config leaves no copy behind. A
 //! relative `password_file` (or `key_file`) is looked up in `$CREDENTIALS_DIRECTORY` when
 //! systemd set it (`LoadCredential=`), else beside the config file.
 
 use crate::error::StartupError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 /// `"tls"`: TLS to every broker.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TlsSettings {
     /// The CA bundle (PEM) that issued the brokers' certificates; it alone is trusted.
@@ -35,7 +36,7 @@ pub(crate) struct TlsSettings {
 }
 
 /// `"sasl"`: SASL authentication on every broker connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SaslSettings {
     pub(crate) mechanism: SaslMechanism,
@@ -44,13 +45,15 @@ pub(crate) struct SaslSettings {
     pub(crate) password_file: Option<PathBuf>,
     /// The name of an environment variable holding the password.
     pub(crate) password_env: Option<String>,
-    /// Read from `password_file` or `password_env` at load.
-    #[serde(skip)]
+    /// Read from `password_file` or `password_env` at load. Never a key of the file (the
+    /// password stays out of it); printed as [`MASK`] by `check-config --print`, to show
+    /// that one was read.
+    #[serde(skip_deserializing)]
     pub(crate) password: Secret,
 }
 
 /// The SASL mechanisms kreply speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub(crate) enum SaslMechanism {
     /// The password itself goes to the broker: use it only with `"tls"`.
     #[serde(rename = "PLAIN")]
@@ -87,6 +90,17 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// What a secret serializes as, whatever it holds.
+pub(crate) const MASK: &str = "***";
+
+/// Serializing a config (`check-config --print`) cannot leak the password: the type
+/// itself writes [`MASK`].
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(MASK)
     }
 }
 
@@ -388,17 +402,29 @@ mod tests {
             let config = load_in(&dir, json, &env).unwrap();
             let sasl = config.sasl.clone().unwrap();
             assert_eq!(sasl.password.expose(), password);
+            let printed = serde_json::to_value(&config).unwrap();
             for shown in [
                 format!("{config:?}"),
                 format!("{config:#?}"),
                 format!("{sasl:?}"),
                 format!("{:?}", sasl.password),
                 config.broker_security(),
+                printed.to_string(),
             ] {
                 assert!(!shown.contains(password), "the password leaked: {shown}");
             }
             assert!(format!("{sasl:?}").contains("[redacted]"));
+            assert_eq!(printed["sasl"]["password"], MASK);
         }
+    }
+
+    #[test]
+    fn the_password_itself_is_no_key_of_the_file() {
+        let json = r#"{"sasl": {"mechanism": "PLAIN", "username": "u", "password_env": "PW", "password": "x"}}"#;
+        let err = Config::parse(Path::new("k.json"), json)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `password`"), "{err}");
     }
 
     /// Compiles only for types whose `Drop` zeroizes them: the derive that gives

@@ -17,10 +17,10 @@ use crate::wire::dialect::Dialect;
 use crate::wire::header_names::HeaderNames;
 use crate::wire::return_address::ReturnAddress;
 use crate::wire::topic_name;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One flow as `"flows"` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowConfig {
     /// The `{operation}` values that go to this flow's topic.

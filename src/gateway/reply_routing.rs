@@ -13,10 +13,10 @@
 
 use crate::error::StartupError;
 use crate::gateway::host_table::{HostEntry, HostTable};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `"reply_routing"` in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ReplyRouting {
     #[default]

@@ -24,11 +24,11 @@
 //! high watermark would do, the markers cost a few records per gained partition).
 
 use krafka::consumer::{GroupProtocol, IsolationLevel};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Whose rules the brokers keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 pub enum BrokerCompat {
     /// Apache Kafka 4.x, or any broker that keeps its rules (Kafka 3.7-3.9 with
     /// `group.coordinator.new.enable=true` for the KIP-848 group protocol).

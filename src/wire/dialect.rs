@@ -17,7 +17,7 @@
 use crate::wire::correlation_id::CorrelationId;
 use crate::wire::record::headers;
 use crate::wire::reply_error::ReplyError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ const NEST_ID_LEN: usize = 36;
 const NEST_LOWEST_PARTITION: i32 = 0;
 
 /// One way of spelling the exchange, as `"dialect"` names it in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dialect {
     #[default]

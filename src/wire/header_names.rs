@@ -9,10 +9,10 @@
 
 use crate::wire::record::headers;
 use crate::wire::traceparent;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The names in use, read from `"header_names"`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderNames {
     /// On the request and echoed on the reply: 16 raw bytes.
