@@ -8,6 +8,8 @@
 //! first failure ends the report with the same one sentence startup would give. A key the
 //! gateway or the worker would ignore gets a `!!` line, the one each logs at startup
 //! (see [`ignored`]); it fails nothing.
+//!
+//! `--print` prints the effective config instead: see [`print()`].
 
 use crate::config::Config;
 use crate::config::ignored::{self, Role};
@@ -18,6 +20,22 @@ use crate::gateway::route_in;
 use crate::kafka::{self, topics};
 use krafka::admin::AdminClient;
 use std::path::Path;
+
+/// Prints the effective config (the file, the environment's overrides and the defaults,
+/// with relative paths resolved) as JSON, and checks nothing beyond what loading it checks.
+/// The password is printed as `***`: its type serializes so (`config/security.rs`), so
+/// no printing can leak it.
+pub fn print(config_path: &Path) -> Result<(), StartupError> {
+    let config = Config::load(config_path)?;
+    let json = serde_json::to_string_pretty(&config).map_err(|e| {
+        StartupError::new(format!(
+            "cannot print {} as JSON (a path it names is not UTF-8; rename it): {e}",
+            config_path.display()
+        ))
+    })?;
+    println!("{json}");
+    Ok(())
+}
 
 /// Prints the report; `Err` on the first problem.
 pub fn run(config_path: &Path) -> Result<(), StartupError> {

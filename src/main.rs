@@ -20,7 +20,7 @@ kreply: HTTP payment calls answered through Kafka request-reply, one reply topic
 Usage:
   kreply gateway [--config PATH] [--print-route]
   kreply worker [--config PATH]
-  kreply check-config [--config PATH]
+  kreply check-config [--config PATH] [--print]
   kreply mock-pg [--listen ADDR] [--latency-ms N] [--jitter-ms N] [--failure-rate F]
                  [--decline-over AMOUNT] [--slow-ms N]
   kreply --help | --version
@@ -37,6 +37,9 @@ Options:
   --config PATH  The JSON config file (default: $KREPLY_CONFIG, else etc/kreply.json).
   --print-route  Print this host's reply route (IP, suffix, reply topic, and the
                  reply partition in partition-per-host routing) and exit.
+  --print        (check-config) Print the effective config as JSON (the file, the
+                 environment's overrides, the defaults; the password as \"***\") and
+                 exit, without reaching the brokers.
 
 Environment:
   KREPLY_CONFIG   config file path      KREPLY_BROKERS  host:port[,host:port...]
@@ -51,7 +54,7 @@ enum Command {
     Version,
     Gateway { config: PathBuf, print_route: bool },
     Worker { config: PathBuf },
-    CheckConfig { config: PathBuf },
+    CheckConfig { config: PathBuf, print: bool },
     MockPg(MockPgOptions),
 }
 
@@ -70,9 +73,10 @@ fn parse(args: &[String]) -> Result<Command, String> {
 
 /// What `parse` accepts as a command, for suggestions.
 const COMMANDS: &[&str] = &["gateway", "worker", "check-config", "mock-pg", "help"];
-/// The options of `worker` and `check-config`; the gateway adds `--print-route`.
+/// The options of `worker`; the gateway adds `--print-route`, `check-config` `--print`.
 const DAEMON_OPTIONS: &[&str] = &["--config", "--help"];
 const GATEWAY_OPTIONS: &[&str] = &["--config", "--print-route", "--help"];
+const CHECK_OPTIONS: &[&str] = &["--config", "--print", "--help"];
 
 /// "unknown option \"--confg\" (did you mean \"--config\"?)", the suggestion only for a slip.
 fn unknown(what: &str, word: &str, candidates: &[&str]) -> String {
@@ -108,11 +112,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// `gateway` and `worker` options: `--config PATH`, and `--print-route` for the gateway.
+/// `gateway`, `worker` and `check-config` options: `--config PATH`, `--print-route` for the
+/// gateway, `--print` for `check-config`.
 fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
     let mut args = args.iter();
     let mut config = std::env::var_os("KREPLY_CONFIG").map(PathBuf::from);
-    let mut print_route = false;
+    let (mut print_route, mut print) = (false, false);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => {
@@ -120,10 +125,12 @@ fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
                 config = Some(PathBuf::from(path));
             }
             "--print-route" if command == "gateway" => print_route = true,
+            "--print" if command == "check-config" => print = true,
             "-h" | "--help" => return Ok(Command::Help),
             other => {
                 let options = match command {
                     "gateway" => GATEWAY_OPTIONS,
+                    "check-config" => CHECK_OPTIONS,
                     _ => DAEMON_OPTIONS,
                 };
                 return Err(unknown("option", other, options));
@@ -133,7 +140,7 @@ fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     Ok(match command {
         "worker" => Command::Worker { config },
-        "check-config" => Command::CheckConfig { config },
+        "check-config" => Command::CheckConfig { config, print },
         _ => Command::Gateway {
             config,
             print_route,
@@ -186,7 +193,11 @@ fn main() -> ExitCode {
         }) => print_route(&config),
         Ok(Command::Gateway { config, .. }) => gateway::run(&config),
         Ok(Command::Worker { config }) => worker::run(&config),
-        Ok(Command::CheckConfig { config }) => check_config::run(&config),
+        Ok(Command::CheckConfig {
+            config,
+            print: true,
+        }) => check_config::print(&config),
+        Ok(Command::CheckConfig { config, .. }) => check_config::run(&config),
         Ok(Command::MockPg(options)) => mock_pg::run(options),
     };
     match result {
@@ -250,5 +261,23 @@ mod tests {
             panic!("worker --print-rout parsed")
         };
         assert_eq!(why, "unknown option \"--print-rout\"");
+    }
+
+    #[test]
+    fn check_config_takes_print_and_the_other_commands_do_not() {
+        let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let Ok(Command::CheckConfig { print: true, .. }) =
+            parse(&args(&["check-config", "--print", "--config", "k.json"]))
+        else {
+            panic!("check-config --print did not parse")
+        };
+        let Err(why) = parse(&args(&["check-config", "--prnt"])) else {
+            panic!("--prnt parsed")
+        };
+        assert_eq!(why, "unknown option \"--prnt\" (did you mean \"--print\"?)");
+        let Err(why) = parse(&args(&["worker", "--print"])) else {
+            panic!("worker --print parsed")
+        };
+        assert_eq!(why, "unknown option \"--print\"");
     }
 }
