@@ -2,10 +2,11 @@
 
 #![forbid(unsafe_code)]
 
+use kreply::check_config::{self, Scope};
 use kreply::config::{Config, DEFAULT_CONFIG_PATH};
 use kreply::error::StartupError;
 use kreply::mock_pg::{self, MockPgOptions};
-use kreply::{check_config, gateway, worker};
+use kreply::{gateway, worker};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,7 +21,7 @@ kreply: HTTP payment calls answered through Kafka request-reply, one reply topic
 Usage:
   kreply gateway [--config PATH] [--print-route]
   kreply worker [--config PATH]
-  kreply check-config [--config PATH] [--print]
+  kreply check-config [--config PATH] [--print] [gateway|worker]
   kreply mock-pg [--listen ADDR] [--latency-ms N] [--jitter-ms N] [--failure-rate F]
                  [--decline-over AMOUNT] [--slow-ms N]
   kreply --help | --version
@@ -28,8 +29,10 @@ Usage:
 Commands:
   gateway        Serve POST /v1/payments/{operation}, /healthz and /readyz.
   worker         Consume payment requests in a group, charge the PG once, reply.
-  check-config   Check the config, this host's route, the brokers and the topics;
-                 print a report and exit non-zero on the first problem.
+  check-config   Check what a role needs: the gateway its host-table route, the brokers,
+                 its request, reply and dead-letter topics; the worker its PG URL, the
+                 brokers, its request and results topics. Without a role, both.
+                 Print a report and exit non-zero on the first problem.
   mock-pg        A payment provider simulator (orders named DECLINE*, FAIL*, SLOW*
                  are declined, fail, or are slow); GET /charges counts charges by key.
 
@@ -52,9 +55,18 @@ Environment:
 enum Command {
     Help,
     Version,
-    Gateway { config: PathBuf, print_route: bool },
-    Worker { config: PathBuf },
-    CheckConfig { config: PathBuf, print: bool },
+    Gateway {
+        config: PathBuf,
+        print_route: bool,
+    },
+    Worker {
+        config: PathBuf,
+    },
+    CheckConfig {
+        config: PathBuf,
+        scope: Scope,
+        print: bool,
+    },
     MockPg(MockPgOptions),
 }
 
@@ -73,10 +85,13 @@ fn parse(args: &[String]) -> Result<Command, String> {
 
 /// What `parse` accepts as a command, for suggestions.
 const COMMANDS: &[&str] = &["gateway", "worker", "check-config", "mock-pg", "help"];
-/// The options of `worker`; the gateway adds `--print-route`, `check-config` `--print`.
+/// The options of `worker`; the gateway adds `--print-route`, `check-config` `--print` and
+/// a role.
 const DAEMON_OPTIONS: &[&str] = &["--config", "--help"];
 const GATEWAY_OPTIONS: &[&str] = &["--config", "--print-route", "--help"];
 const CHECK_OPTIONS: &[&str] = &["--config", "--print", "--help"];
+/// The roles `check-config` takes.
+const ROLES: &[&str] = &["gateway", "worker"];
 
 /// "unknown option \"--confg\" (did you mean \"--config\"?)", the suggestion only for a slip.
 fn unknown(what: &str, word: &str, candidates: &[&str]) -> String {
@@ -113,11 +128,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// `gateway`, `worker` and `check-config` options: `--config PATH`, `--print-route` for the
-/// gateway, `--print` for `check-config`.
+/// gateway, `--print` and a role for `check-config`.
 fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
     let mut args = args.iter();
     let mut config = std::env::var_os("KREPLY_CONFIG").map(PathBuf::from);
-    let (mut print_route, mut print) = (false, false);
+    let (mut print_route, mut print, mut role) = (false, false, None);
+    let checking = command == "check-config";
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--config" => {
@@ -125,27 +141,46 @@ fn parse_daemon(command: &str, args: &[String]) -> Result<Command, String> {
                 config = Some(PathBuf::from(path));
             }
             "--print-route" if command == "gateway" => print_route = true,
-            "--print" if command == "check-config" => print = true,
+            "--print" if checking => print = true,
             "-h" | "--help" => return Ok(Command::Help),
-            other => {
-                let options = match command {
-                    "gateway" => GATEWAY_OPTIONS,
-                    "check-config" => CHECK_OPTIONS,
-                    _ => DAEMON_OPTIONS,
-                };
-                return Err(unknown("option", other, options));
+            word if checking && Scope::parse(word).is_some() => {
+                if let Some(first) = role {
+                    return Err(format!(
+                        "check-config checks one role, \"{first}\" or \"{word}\"; name neither to check both"
+                    ));
+                }
+                role = Some(word);
             }
+            other => return Err(unknown_word(command, other)),
         }
     }
     let config = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let scope = role.and_then(Scope::parse).unwrap_or(Scope::Both);
     Ok(match command {
         "worker" => Command::Worker { config },
-        "check-config" => Command::CheckConfig { config, print },
+        "check-config" => Command::CheckConfig {
+            config,
+            scope,
+            print,
+        },
         _ => Command::Gateway {
             config,
             print_route,
         },
     })
+}
+
+/// What `command` says of a word it does not take: `check-config` takes a role too.
+fn unknown_word(command: &str, word: &str) -> String {
+    match command {
+        "gateway" => unknown("option", word, GATEWAY_OPTIONS),
+        "check-config" if !word.starts_with('-') => match nearest(word, ROLES) {
+            Some(_) => unknown("role", word, ROLES),
+            None => format!("unknown role \"{word}\" (the roles are gateway and worker)"),
+        },
+        "check-config" => unknown("option", word, CHECK_OPTIONS),
+        _ => unknown("option", word, DAEMON_OPTIONS),
+    }
 }
 
 fn print_route(path: &std::path::Path) -> Result<(), StartupError> {
@@ -196,8 +231,9 @@ fn main() -> ExitCode {
         Ok(Command::CheckConfig {
             config,
             print: true,
+            ..
         }) => check_config::print(&config),
-        Ok(Command::CheckConfig { config, .. }) => check_config::run(&config),
+        Ok(Command::CheckConfig { config, scope, .. }) => check_config::run(&config, scope),
         Ok(Command::MockPg(options)) => mock_pg::run(options),
     };
     match result {
@@ -263,19 +299,43 @@ mod tests {
         assert_eq!(why, "unknown option \"--print-rout\"");
     }
 
+    /// The role and `--print` of `check-config`, as (scope, print).
+    fn check_args(words: &[&str]) -> Result<(Scope, bool), String> {
+        let mut args = vec!["check-config".to_string()];
+        args.extend(words.iter().map(|w| w.to_string()));
+        match parse(&args)? {
+            Command::CheckConfig { scope, print, .. } => Ok((scope, print)),
+            _ => panic!("{words:?} parsed as another command"),
+        }
+    }
+
     #[test]
-    fn check_config_takes_print_and_the_other_commands_do_not() {
-        let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
-        let Ok(Command::CheckConfig { print: true, .. }) =
-            parse(&args(&["check-config", "--print", "--config", "k.json"]))
-        else {
-            panic!("check-config --print did not parse")
-        };
-        let Err(why) = parse(&args(&["check-config", "--prnt"])) else {
-            panic!("--prnt parsed")
-        };
-        assert_eq!(why, "unknown option \"--prnt\" (did you mean \"--print\"?)");
-        let Err(why) = parse(&args(&["worker", "--print"])) else {
+    fn check_config_takes_one_role_and_print_anywhere() {
+        assert_eq!(check_args(&[]), Ok((Scope::Both, false)));
+        assert_eq!(check_args(&["worker"]), Ok((Scope::Worker, false)));
+        assert_eq!(
+            check_args(&["--config", "k.json", "gateway", "--print"]),
+            Ok((Scope::Gateway, true))
+        );
+        let twice = check_args(&["worker", "gateway"]).unwrap_err();
+        assert_eq!(
+            twice,
+            "check-config checks one role, \"worker\" or \"gateway\"; name neither to check both"
+        );
+        let slip = check_args(&["wroker"]).unwrap_err();
+        assert_eq!(slip, "unknown role \"wroker\" (did you mean \"worker\"?)");
+        let other = check_args(&["mock-pg"]).unwrap_err();
+        assert_eq!(
+            other,
+            "unknown role \"mock-pg\" (the roles are gateway and worker)"
+        );
+        let option = check_args(&["--prnt"]).unwrap_err();
+        assert_eq!(
+            option,
+            "unknown option \"--prnt\" (did you mean \"--print\"?)"
+        );
+        // The other commands take no role and no --print.
+        let Err(why) = parse(&["worker".to_string(), "--print".to_string()]) else {
             panic!("worker --print parsed")
         };
         assert_eq!(why, "unknown option \"--print\"");

@@ -39,6 +39,8 @@ mod settled_prefix;
 mod stale_group;
 mod startup;
 
+pub(crate) use pg_client::charge_target;
+
 use crate::config::ignored::{self, Role};
 use crate::config::{Claim, Config};
 use crate::error::StartupError;

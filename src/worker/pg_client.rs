@@ -39,6 +39,26 @@ pub struct PgClient {
     timeout: Duration,
 }
 
+/// Where charges go (`{pg_url}/charge`) and the `host:port` to connect to. Also what
+/// `check-config worker` checks, so a URL the worker cannot call fails there, not at start.
+pub(crate) fn charge_target(pg_url: &str) -> Result<(Url, String), StartupError> {
+    let bad = |why: &str| {
+        StartupError::new(format!(
+            "\"worker.pg_url\" {pg_url:?} {why}; use http://host:port"
+        ))
+    };
+    let base = Url::parse(pg_url).map_err(|_| bad("is not a URL"))?;
+    if base.scheme() != "http" {
+        return Err(bad("is not an http:// URL"));
+    }
+    let host = base.host_str().ok_or_else(|| bad("has no host"))?;
+    let address = format!("{host}:{}", base.port_or_known_default().unwrap_or(80));
+    let charge_url = base
+        .join("charge")
+        .map_err(|_| bad("cannot take a /charge path"))?;
+    Ok((charge_url, address))
+}
+
 /// How far a call got before it failed.
 enum CallError {
     NotSent(String),
@@ -52,20 +72,7 @@ impl PgClient {
         timeout: Duration,
         connections: usize,
     ) -> Result<PgClient, StartupError> {
-        let bad = |why: &str| {
-            StartupError::new(format!(
-                "\"worker.pg_url\" {pg_url:?} {why}; use http://host:port"
-            ))
-        };
-        let base = Url::parse(pg_url).map_err(|_| bad("is not a URL"))?;
-        if base.scheme() != "http" {
-            return Err(bad("is not an http:// URL"));
-        }
-        let host = base.host_str().ok_or_else(|| bad("has no host"))?;
-        let address = format!("{host}:{}", base.port_or_known_default().unwrap_or(80));
-        let charge_url = base
-            .join("charge")
-            .map_err(|_| bad("cannot take a /charge path"))?;
+        let (charge_url, address) = charge_target(pg_url)?;
         Ok(PgClient {
             charge_url,
             connections: PgConnections::new(address, connections),
