@@ -6,9 +6,13 @@
 //! keys are rejected so a misspelt setting fails loudly instead of silently defaulting.
 //! The optional `"tls"` and `"sasl"` sections, and the secrets they name, are in
 //! [`security`]. Keys a role ignores (a top-level `"operations"` beside `"flows"`) are
-//! named at startup and by `check-config`: [`ignored`].
+//! named at startup and by `check-config`: [`ignored`]. Every key is described in
+//! `docs/configuration.md`, which a test keeps complete (`reference.rs`); the whole config
+//! serializes (`check-config --print`), the password as `***`.
 
 pub(crate) mod ignored;
+#[cfg(test)]
+mod reference;
 mod security;
 
 pub(crate) use security::{SaslMechanism, SaslSettings, TlsSettings};
