@@ -313,7 +313,7 @@ fn an_operation_not_configured_is_404_unknown_operation_and_sends_nothing() {
 }
 
 #[test]
-fn an_unknown_route_is_404_and_a_wrong_method_405() {
+fn an_unknown_route_is_404_and_a_wrong_method_405_naming_the_methods_in_allow() {
     for path in [
         "/v1/payments",
         "/v1/payments/approve/now/later",
@@ -322,17 +322,36 @@ fn an_unknown_route_is_404_and_a_wrong_method_405() {
     ] {
         refused_fresh(request(Method::Post, path), 404, "unknown-route");
     }
-    for (method, path) in [
-        (Method::Get, "/v1/payments/approve"),
-        (Method::Put, "/v1/payments/approve"),
-        (Method::Post, "/v1/payments/approve/key-1"),
+    let (app, mut queue) = gateway();
+    let id = "0a6b8e6c-7f47-4a56-9b1e-0d4c1a6a9a01";
+    for (method, path, allow) in [
+        (Method::Get, "/v1/payments/approve".to_string(), "POST"),
+        (Method::Put, "/v1/payments/approve".to_string(), "POST"),
+        (Method::Head, "/v1/payments/approve".to_string(), "POST"),
         (
             Method::Post,
-            "/v1/requests/0a6b8e6c-7f47-4a56-9b1e-0d4c1a6a9a01",
+            "/v1/payments/approve/key-1".to_string(),
+            "GET, HEAD",
         ),
-        (Method::Delete, "/readyz"),
+        (Method::Post, format!("/v1/requests/{id}"), "GET, HEAD"),
+        (Method::Delete, "/healthz".to_string(), "GET, HEAD"),
+        (Method::Delete, "/readyz".to_string(), "GET, HEAD"),
+        (Method::Put, "/metrics".to_string(), "GET, HEAD"),
     ] {
-        refused_fresh(request(method, path), 405, "method-not-allowed");
+        let req = request(method, &path);
+        let (response, _) = block_on(refused(&app, &mut queue, req, 405, "method-not-allowed"));
+        assert_eq!(header(&response, "allow"), Some(allow), "{method} {path}");
+    }
+}
+
+/// The catch-all that answers 405 must not take `HEAD` from the `GET` routes, which tide
+/// answers with the `GET` handler.
+#[test]
+fn head_is_answered_where_get_is() {
+    let (app, _queue) = gateway();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response: Response = block_on(answer(app.clone(), request(Method::Head, path)));
+        assert_eq!(response.status() as u16, 200, "HEAD {path}");
     }
 }
 

@@ -28,10 +28,12 @@ use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::readiness::Readiness;
 use crate::gateway::registry::Registry;
 use crate::gateway::reply_route::ReplyRoute;
+use crate::ops::http_server::one_method::route;
 use crate::ops::http_server::{self, Limits};
 use crate::ops::signals::Shutdown;
 use async_std::net::TcpListener;
 use std::sync::Arc;
+use tide::http::Method::{Get, Post};
 
 /// What every request handler shares: the gateway's running state (the `gateway` module
 /// builds it at startup and drains it on stop).
@@ -51,16 +53,22 @@ pub struct GatewayState {
 
 pub type State = Arc<GatewayState>;
 
-/// The tide application with every route (an error without a body becomes a problem in [`http_server`]).
+/// The tide application with every route (an error without a body becomes a problem in
+/// [`http_server`]). Each route takes one method; any other is answered `405` with `Allow`.
 pub fn app(gateway: State) -> tide::Server<State> {
     let mut app = tide::with_state(gateway);
-    app.at("/v1/payments/:operation").post(payments::handle);
-    app.at("/v1/payments/:operation/:idempotency_key")
-        .get(outcomes::handle);
-    app.at("/v1/requests/:correlation_id").get(requests::handle);
-    app.at("/healthz").get(probes::healthz);
-    app.at("/readyz").get(probes::readyz);
-    app.at("/metrics").get(probes::metrics);
+    route(&mut app, "/v1/payments/:operation", Post, payments::handle);
+    let outcome = "/v1/payments/:operation/:idempotency_key";
+    route(&mut app, outcome, Get, outcomes::handle);
+    route(
+        &mut app,
+        "/v1/requests/:correlation_id",
+        Get,
+        requests::handle,
+    );
+    route(&mut app, "/healthz", Get, probes::healthz);
+    route(&mut app, "/readyz", Get, probes::readyz);
+    route(&mut app, "/metrics", Get, probes::metrics);
     app
 }
 

@@ -13,6 +13,7 @@
 
 mod connection;
 mod connection_metrics;
+pub(crate) mod one_method;
 pub(crate) mod problem_response;
 
 pub(crate) use connection::BodyDeadline;

@@ -37,7 +37,8 @@ fn problem_mime() -> Mime {
 }
 
 /// Gives an error response with nothing to read a problem body. kreply's handlers never
-/// fail (they answer with a problem), so what comes here is tide's own 404 and 405. An
+/// fail (they answer with a problem), so what comes here is tide's own 404, and its 405 on
+/// a server whose routes are not made with [`super::one_method::route`]. An
 /// error a handler wrote a body for is its own (the PG simulator's JSON 402, which the
 /// worker reads) and passes unchanged.
 pub fn as_problem(response: http::Response) -> http::Response {
