@@ -585,6 +585,87 @@ fn a_payment_whose_slot_is_taken_while_its_body_arrives_is_503_overloaded() {
     });
 }
 
+/// An outcome lookup at `path`, answered by a test broker on this task with `reply` (the
+/// lookup's record acknowledged first): the answer.
+async fn looked_up(
+    app: &Server<State>,
+    queue: &mut SendQueue,
+    path: &str,
+    reply: Reply,
+) -> Response {
+    let registry = &app.state().registry;
+    let (response, ()) = with_broker(app, request(Method::Get, path), async {
+        let (record, ack) = next_payment(queue).await;
+        let written = WrittenAt {
+            partition: 0,
+            offset: 1,
+        };
+        ack.send(Ok(written)).unwrap();
+        registry.deliver(correlation_id(&record).as_bytes(), reply);
+    })
+    .await;
+    response
+}
+
+/// No payment answer or lookup answer may be kept by a cache, whatever its status:
+/// `Cache-Control: no-store` on each (issue 19, item 3).
+#[test]
+fn payment_and_lookup_answers_are_never_stored() {
+    let (app, mut queue) = gateway();
+    let registry = &app.state().registry;
+    let approved = json!({ "status": "APPROVED" });
+    let id = CorrelationId::new_spring();
+    block_on(async {
+        let mut answers = vec![
+            answer(app.clone(), payment(b"{not json")).await,
+            answer(app.clone(), payment(ORDER)).await,
+        ];
+        queue.take_records();
+        let (paid, ()) = with_broker(&app, patient_payment(), async {
+            let (record, ack) = next_payment(&mut queue).await;
+            registry.deliver(correlation_id(&record).as_bytes(), reply(&approved, None));
+            ack.send(Ok(WrittenAt {
+                partition: 0,
+                offset: 2,
+            }))
+            .unwrap();
+        })
+        .await;
+        answers.push(paid);
+        let outcome = "/v1/payments/approve/A-1%3Aapprove";
+        answers.push(looked_up(&app, &mut queue, outcome, reply(&approved, None)).await);
+        let never = reply(&json!({}), Some("no-such-payment"));
+        answers.push(looked_up(&app, &mut queue, outcome, never).await);
+        for path in [
+            "/v1/payments/approve/%zz".to_string(),
+            "/v1/payments/teleport/k-1".to_string(),
+            "/v1/requests/not-an-id".to_string(),
+            format!("/v1/requests/{id}"),
+            format!("/v1/requests/{id}?host=local3"),
+        ] {
+            answers.push(get(&app, &path).await);
+        }
+        let (problem, _, record) = timed_out(&app, &mut queue, None).await;
+        let url = problem["reply_url"].as_str().unwrap();
+        answers.push(get(&app, url).await);
+        registry.deliver(correlation_id(&record).as_bytes(), reply(&approved, None));
+        answers.push(get(&app, url).await);
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status() as u16).collect();
+        assert_eq!(
+            statuses,
+            [400, 504, 200, 200, 404, 400, 404, 400, 404, 307, 404, 200]
+        );
+        for response in &answers {
+            let status = response.status();
+            assert_eq!(
+                header(response, "cache-control"),
+                Some("no-store"),
+                "{status}"
+            );
+        }
+    });
+}
+
 // Payments that reach the send queue, answered by a test broker.
 
 #[test]

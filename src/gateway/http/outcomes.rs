@@ -19,7 +19,7 @@
 
 use super::State;
 use super::payment_input::valid_idempotency_key;
-use super::payments::{before, not_ready, overloaded, respond, worker_answer};
+use super::payments::{before, never_stored, not_ready, overloaded, respond, worker_answer};
 use crate::gateway::http::GatewayState;
 use crate::gateway::registry::Refused;
 use crate::wire::correlation_id::CorrelationId;
@@ -46,6 +46,7 @@ pub async fn handle(req: Request<State>) -> tide::Result {
     let answer = look_up(&gateway, &operation, &segment, &trace, &mut id).await;
     let mut response = respond(answer, id.as_ref());
     response.insert_header(traceparent::HEADER, trace.to_string());
+    never_stored(&mut response);
     log::info!(
         "lookup operation={operation} idempotency_key={segment} status={} latency_ms={:.1} traceparent={trace}",
         response.status() as u16,

@@ -49,6 +49,11 @@ use tide::{Request, Response, StatusCode};
 
 /// Every payment answer carries its correlation id here, for support tickets.
 const CORRELATION_HEADER: &str = "x-correlation-id";
+/// A lookup's answer changes (`404 reply-pending` becomes the reply, `409` the outcome),
+/// and a payment's answer is one caller's outcome: a cache (a proxy's, a browser's, a
+/// client library's) that kept one would show a stale or another caller's outcome. HTTP
+/// lets caches keep a 404 or 405 unless told not to (RFC 9111 section 4.2.2).
+const NO_STORE: (&str, &str) = ("cache-control", "no-store");
 /// Seconds an overloaded caller is asked to wait: any of `max_in_flight` payments ending
 /// frees a slot, and most end well within a second.
 const OVERLOADED_RETRY_AFTER_S: u16 = 1;
@@ -157,6 +162,7 @@ async fn pay(mut req: Box<Request<State>>) -> tide::Result {
     );
     let trace = trail.trace.to_string();
     response.insert_header(traceparent::HEADER, trace.as_str());
+    never_stored(&mut response);
     log::info!(
         "payment correlation_id={} operation={} order_id={} status={} latency_ms={:.1} traceparent={trace}",
         trail
@@ -381,6 +387,11 @@ pub(super) fn overloaded(gateway: &GatewayState) -> Problem {
     )
     .with_outcome(Outcome::NotSent)
     .with_retry_after(OVERLOADED_RETRY_AFTER_S)
+}
+
+/// Marks `response` as one that no cache may keep (see [`NO_STORE`]).
+pub(super) fn never_stored(response: &mut Response) {
+    response.insert_header(NO_STORE.0, NO_STORE.1);
 }
 
 /// The HTTP answer to a payment (or to a later lookup of it), with its correlation id.

@@ -17,7 +17,7 @@
 //! - never given up on here, or forgotten: 404 `unknown-request`.
 
 use super::State;
-use super::payments::{respond, worker_answer};
+use super::payments::{never_stored, respond, worker_answer};
 use crate::gateway::http::GatewayState;
 use crate::gateway::late_replies::LateLookup;
 use crate::gateway::registry::Reply;
@@ -48,7 +48,7 @@ pub async fn handle(req: Request<State>) -> tide::Result {
         .find(|(k, _)| k == HOST_QUERY)
         .map(|(_, v)| v.into_owned());
     let id_text = req.param("correlation_id").unwrap_or_default();
-    let response = match find(gateway, id_text, host.as_deref()) {
+    let mut response = match find(gateway, id_text, host.as_deref()) {
         Ok(Found::Here(answer, id, trace)) => {
             let mut response = respond(answer, Some(&id));
             if let Some(trace) = trace {
@@ -63,6 +63,7 @@ pub async fn handle(req: Request<State>) -> tide::Result {
         }
         Err(problem) => problem_response::respond(&problem),
     };
+    never_stored(&mut response);
     Ok(response)
 }
 
