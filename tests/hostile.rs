@@ -5,7 +5,7 @@
 mod common;
 
 use common::answers::{assert_problem, counter};
-use common::raw::{exchange, payment_request};
+use common::raw::{RawClient, exchange, payment_head, payment_request};
 use common::*;
 use krafka::Record;
 use serde_json::json;
@@ -89,6 +89,70 @@ fn raw_hostile_requests_get_4xx_problems_and_produce_nothing() {
         ),
         5.0
     );
+}
+
+// Issue 19, item 7: requests whose end the gateway cannot know for sure (RFC 9112
+// section 6.3) are answered 400 at once, and the connection is closed.
+
+/// A payment body that every check passes, so only the framing around it can refuse it.
+const FRAMED: &[u8] = br#"{"order_id":"H-FRAMED","amount":1}"#;
+
+/// A header value with a space and a letter outside ASCII: http-types used to panic on it,
+/// so the connection was dropped without a word.
+#[test]
+fn a_non_ascii_idempotency_key_is_400_and_produces_nothing() {
+    let request = payment_request(FRAMED, "idempotency-key: ab ü\r\n".as_bytes());
+    refused_then_closed(&request, "malformed-request", "0xc3");
+}
+
+/// Two lengths: async-h1 took the last, so a front proxy that took the first would see
+/// one request where the gateway read another (here: a payment, then garbage).
+#[test]
+fn two_different_content_lengths_are_400_and_produce_nothing() {
+    let smuggled = b"GET /healthz HTTP/1.1\r\n\r\n";
+    let second = format!("content-length: {}\r\nconnection: close\r\n", FRAMED.len());
+    let mut request = payment_head("approve", FRAMED.len() + smuggled.len(), second.as_bytes());
+    request.extend_from_slice(FRAMED);
+    request.extend_from_slice(smuggled);
+    refused_then_closed(
+        &request,
+        "malformed-request",
+        "Content-Length is given twice",
+    );
+}
+
+/// A chunk size beyond 64 bits: the body's end is unknowable.
+#[test]
+fn a_chunk_size_beyond_64_bits_is_400_and_produces_nothing() {
+    let mut request = b"POST /v1/payments/approve HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\nffffffffffffffffffff\r\n".to_vec();
+    request.extend_from_slice(FRAMED);
+    request.extend_from_slice(b"\r\n0\r\n\r\n");
+    refused_then_closed(&request, "malformed-request", "overflowed 64 bits");
+}
+
+/// Sends `request` to a fresh gateway and asserts its answer: `400 Bad Request` with the
+/// problem `code` (its detail naming `cause`), then the connection closed; and that of it
+/// and a well-formed payment sent after, only the latter reached the request topic.
+fn refused_then_closed(request: &[u8], code: &str, cause: &str) {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    let _responder = broker.responder();
+    let gateway = Gateway::start(&broker.addr, "127.0.0.2");
+    let seen = RawClient::send(gateway.addr, request).wait_closed(Duration::from_secs(5));
+    assert!(
+        seen.raw.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&seen.raw)
+    );
+    let problem = assert_problem(&seen.response.unwrap(), 400, code);
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(cause), "{detail}");
+    gateway
+        .pay("approve", &json!({"order_id": "H-AFTER"}))
+        .assert_status(200);
+    let produced = broker.read_topic(REQUEST_TOPIC, 1);
+    let keys: Vec<_> = produced.iter().map(|r| r.key.clone().unwrap()).collect();
+    assert_eq!(keys, [&b"H-AFTER"[..]]);
 }
 
 /// A payment body nested `depth` levels.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Seen {
     pub response: Option<HttpResponse>,
+    /// The bytes as they came, for what parsing drops (the status line's reason phrase).
+    pub raw: Vec<u8>,
     /// From the last byte sent to the end of the connection.
     pub closed_after: Duration,
 }
@@ -55,6 +57,7 @@ impl RawClient {
         }
         Seen {
             response: (!raw.is_empty()).then(|| parse_response(&raw)),
+            raw,
             closed_after: self.sent_at.elapsed(),
         }
     }

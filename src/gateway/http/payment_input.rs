@@ -115,17 +115,30 @@ pub async fn read_body(req: &mut Request<State>, limit: usize) -> Result<Vec<u8>
             timeout(left, read).await.map_err(|_| body_timeout(req))?
         }
     };
-    read.map_err(|e| {
-        Problem::new(
-            400,
-            "unreadable-body",
-            format!("the body could not be read: {e}"),
-        )
-    })?;
+    read.map_err(unreadable)?;
     if body.len() > limit {
         return Err(too_large());
     }
     Ok(body)
+}
+
+/// A body read that failed: a chunked body whose framing is broken (a chunk size that is
+/// no number, or beyond 64 bits) is `malformed-request` (RFC 9112 section 6.3: its end
+/// cannot be known, so the connection closes after the answer); a connection that broke
+/// mid-body is `unreadable-body`.
+fn unreadable(e: std::io::Error) -> Problem {
+    if e.kind() == std::io::ErrorKind::InvalidData {
+        return Problem::new(
+            400,
+            "malformed-request",
+            format!("the chunked body is not valid chunked encoding ({e}); nothing was sent"),
+        );
+    }
+    Problem::new(
+        400,
+        "unreadable-body",
+        format!("the body could not be read: {e}"),
+    )
 }
 
 fn body_timeout(req: &Request<State>) -> Problem {

@@ -13,12 +13,15 @@
 //! - body: the body must arrive within `http.body_timeout_ms` of the head; the payment
 //!   handler reads it against [`BodyDeadline`] and answers `408 body-timeout`;
 //! - a head async-h1 cannot read (stray CR or LF, control bytes or non-UTF-8 in a header,
-//!   over 8 KiB, not HTTP/1.1) gets `400 malformed-request`;
+//!   over 8 KiB, not HTTP/1.1), or one it would take wrongly (see [`head_rules`]: a
+//!   header byte outside ASCII, two different `Content-Length`s) gets `400
+//!   malformed-request`;
 //! - a connection whose request body was not read to its end is closed after the answer.
 //!
 //! Waiting for a request costs only the task: the head buffer exists once bytes arrive.
 
 use super::Limits;
+use super::head_rules::{self, AsciiHeaders};
 use super::problem_response;
 use super::{ConnectionCut, ConnectionMetrics};
 use crate::config::HttpConfig;
@@ -182,7 +185,7 @@ async fn next_request(
     }
     let decoded = timeout(
         limits.head_timeout(),
-        Box::pin(async_h1::server::decode(stream.clone())),
+        Box::pin(async_h1::server::decode(AsciiHeaders::new(stream.clone()))),
     )
     .await;
     match decoded {
@@ -197,19 +200,30 @@ async fn next_request(
                 ),
             )),
         )),
+        Ok(Ok(Some((req, _)))) if let Some(why) = head_rules::conflicting_lengths(&req) => {
+            Err(malformed(why))
+        }
         Ok(Ok(request)) => Ok(request),
-        Ok(Err(e)) if e.downcast_ref::<std::io::Error>().is_some() => Ok(None),
-        Ok(Err(e)) => Err((
-            ConnectionCut::MalformedHead,
-            Some(Problem::new(
-                400,
-                "malformed-request",
-                format!(
-                    "the request head is not HTTP/1.1 this gateway can read ({e}); nothing was sent"
-                ),
-            )),
-        )),
+        Ok(Err(e)) => match head_rules::not_ascii(&e) {
+            Some(refused) => Err(malformed(refused.to_string())),
+            None if e.downcast_ref::<std::io::Error>().is_some() => Ok(None),
+            None => Err(malformed(e.to_string())),
+        },
     }
+}
+
+/// `400 malformed-request`, the head refused for `why`; the connection is then closed.
+fn malformed(why: String) -> Cut {
+    (
+        ConnectionCut::MalformedHead,
+        Some(Problem::new(
+            400,
+            "malformed-request",
+            format!(
+                "the request head is not HTTP/1.1 this gateway can read ({why}); nothing was sent"
+            ),
+        )),
+    )
 }
 
 fn asks_to_close(req: &Request) -> bool {

@@ -13,6 +13,7 @@
 
 mod connection;
 mod connection_metrics;
+mod head_rules;
 pub(crate) mod one_method;
 pub(crate) mod problem_response;
 
