@@ -2,7 +2,9 @@
 //!
 //! Routes: `POST /v1/payments/{operation}`, `GET /v1/payments/{operation}/{idempotency_key}`,
 //! `GET /v1/requests/{correlation_id}`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`. Everything the handlers need is in one shared
+//! `GET /readyz`, `GET /metrics`, described (every status, problem code and header) by the
+//! OpenAPI 3.1 document `docs/openapi.json`, which `tests/openapi.rs` checks against the
+//! source and the binary's answers. Everything the handlers need is in one shared
 //! [`GatewayState`]; the Kafka side is reached only through its [`SendHandle`] and the
 //! correlation registry.
 
