@@ -11,6 +11,7 @@ pub mod floor;
 pub mod hosts;
 pub mod keep_alive;
 pub mod nest;
+pub mod openapi_doc;
 pub mod raw;
 pub mod restart;
 pub mod rss;

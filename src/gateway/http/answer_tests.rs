@@ -30,6 +30,7 @@ use crate::wire::traceparent::TraceParent;
 use async_std::io::{BufReader, Cursor, WriteExt};
 use async_std::os::unix::net::UnixStream;
 use async_std::task::block_on;
+use openapi_doc::{IN_PROCESS, OUTCOME, OpenApi, PAY, READYZ};
 use serde_json::{Value, json};
 use std::future::{Future, poll_fn};
 use std::io;
@@ -39,6 +40,10 @@ use std::time::Instant;
 use tide::Server;
 use tide::http::{Body, Method, Request, Response, Url};
 use tokio::sync::oneshot;
+
+#[allow(dead_code)] // what only tests/openapi.rs uses
+#[path = "../../../tests/common/openapi_doc.rs"]
+mod openapi_doc;
 
 /// A payment body that passes every check.
 const ORDER: &[u8] = br#"{"order_id":"A-1","amount":100}"#;
@@ -960,6 +965,110 @@ fn a_flow_that_requires_an_idempotency_key_refuses_a_payment_without_one() {
     let mut response: Response = block_on(answer(app.clone(), refund));
     block_on(expect_problem(&mut response, 504, "reply-timeout"));
     assert_eq!(queue.take_records()[0].topic, "refund_request");
+}
+
+// docs/openapi.json: the answers tests/openapi.rs cannot provoke in the binary.
+
+/// Status, problem code and header names of `response`, for [`OpenApi::mismatch`].
+async fn as_seen(mut response: Response) -> (u16, Option<String>, Vec<String>) {
+    let names = response.header_names().map(|n| n.as_str().to_lowercase());
+    let headers: Vec<String> = names.collect();
+    let status = response.status() as u16;
+    let body = response.body_string().await.unwrap();
+    let code = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|problem| {
+            let code = problem.get("code")?.as_str()?;
+            Some(code.to_string())
+        });
+    (status, code.filter(|_| status >= 400), headers)
+}
+
+/// The answer to `req` (a payment or an outcome lookup) whose send the test broker fails.
+async fn send_failing(
+    app: &Server<State>,
+    queue: &mut SendQueue,
+    req: Request,
+    possibly_written: bool,
+) -> Response {
+    let (response, ()) = with_broker(app, req, async {
+        let (_, ack) = next_payment(queue).await;
+        let failure = SendFailure {
+            possibly_written,
+            message: "NOT_ENOUGH_REPLICAS".into(),
+        };
+        ack.send(Err(failure)).unwrap();
+    })
+    .await;
+    queue.take_records();
+    response
+}
+
+/// The answers of a gateway that is not ready, one at its in-flight cap, one whose broker
+/// fails or never acknowledges a send: each is the route's documented status, code and
+/// headers, and together they cover [`IN_PROCESS`].
+#[test]
+fn answers_only_a_broken_broker_gives_are_as_docs_openapi_json_says() {
+    let doc = OpenApi::parse(include_str!("../../../docs/openapi.json"));
+    let lookup = "/v1/payments/approve/k-1";
+    let mut answers: Vec<(&str, Response)> = Vec::new();
+    block_on(async {
+        let (app, _queue) = not_ready_gateway();
+        answers.push((PAY, answer(app.clone(), payment(ORDER)).await));
+        answers.push((OUTCOME, get(&app, lookup).await));
+        answers.push((READYZ, get(&app, "/readyz").await));
+
+        let (app, mut queue) = gateway_with(Config {
+            max_in_flight: 1,
+            ..Config::default()
+        });
+        let last_slot = app.state().registry.register(CorrelationId::new_spring());
+        answers.push((PAY, answer(app.clone(), payment(ORDER)).await));
+        answers.push((OUTCOME, get(&app, lookup).await));
+        drop(last_slot);
+        for possibly_written in [true, false] {
+            let paid = send_failing(&app, &mut queue, patient_payment(), possibly_written);
+            answers.push((PAY, paid.await));
+        }
+        let req = request(Method::Get, lookup);
+        answers.push((OUTCOME, send_failing(&app, &mut queue, req, false).await));
+
+        let (app, _queue) = gateway_with(Config {
+            default_timeout_ms: 1,
+            ..Config::default()
+        });
+        answers.push((OUTCOME, get(&app, lookup).await));
+    });
+    let mut seen = Vec::new();
+    let mut wrong = Vec::new();
+    for (route, response) in answers {
+        let (status, code, headers) = block_on(as_seen(response));
+        wrong.extend(doc.mismatch(route, status, code.as_deref(), &headers));
+        seen.push((route, status, code.unwrap_or_default()));
+    }
+    assert!(wrong.is_empty(), "docs/openapi.json: {wrong:#?}");
+    let codes: Vec<&str> = seen.iter().map(|(.., code)| code.as_str()).collect();
+    assert_eq!(
+        codes,
+        [
+            "not-ready",
+            "not-ready",
+            "not-ready",
+            "overloaded",
+            "overloaded",
+            "send-failed",
+            "send-failed",
+            "lookup-not-sent",
+            "lookup-timeout"
+        ]
+    );
+    for (route, status) in IN_PROCESS {
+        let covered = seen.iter().any(|(r, s, _)| (*r, *s) == (route, status));
+        assert!(
+            covered,
+            "{route} {status} is listed in IN_PROCESS but not provoked here"
+        );
+    }
 }
 
 // Traces: the caller's `traceparent`, or a new one, on the request, its dead letter and
