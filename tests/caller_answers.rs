@@ -104,7 +104,7 @@ fn callers_beyond_max_in_flight_get_503_overloaded_and_nothing_is_produced() {
     assert_eq!(
         metric(
             &gateway,
-            "kreply_requests_total{operation=\"approve\",outcome=\"rejected\"}"
+            "kreply_requests_total{operation=\"approve\",outcome=\"unavailable\"}"
         ),
         refused as f64
     );

@@ -54,15 +54,15 @@ fn gateway_metrics_count_known_traffic() {
     let text = String::from_utf8(response.body).unwrap();
     let expected = [
         (
-            r#"kreply_requests_total{operation="approve",outcome="ok"}"#,
+            r#"kreply_requests_total{operation="approve",outcome="approved"}"#,
             2.0,
         ),
         (
-            r#"kreply_requests_total{operation="refund",outcome="rejected"}"#,
+            r#"kreply_requests_total{operation="refund",outcome="refused"}"#,
             1.0,
         ),
         (
-            r#"kreply_requests_total{operation="unknown",outcome="rejected"}"#,
+            r#"kreply_requests_total{operation="unknown",outcome="refused"}"#,
             1.0,
         ),
         (
@@ -70,14 +70,24 @@ fn gateway_metrics_count_known_traffic() {
             1.0,
         ),
         (
-            r#"kreply_request_duration_seconds_count{operation="approve"}"#,
+            r#"kreply_request_duration_seconds_count{operation="approve",outcome="approved"}"#,
             2.0,
         ),
         (
-            r#"kreply_request_duration_seconds_bucket{operation="approve",le="+Inf"}"#,
+            r#"kreply_request_duration_seconds_bucket{operation="approve",outcome="approved",le="+Inf"}"#,
             2.0,
         ),
-        ("kreply_dlq_writes_total", 1.0),
+        (r#"kreply_dlq_writes_total{cause="reply-timeout"}"#, 1.0),
+        (r#"kreply_dlq_writes_total{cause="send-failed"}"#, 0.0),
+        // The timeout's 300 ms stay out of the approved payments' latency.
+        (
+            r#"kreply_request_duration_seconds_count{operation="cancel",outcome="timeout"}"#,
+            1.0,
+        ),
+        (
+            r#"kreply_request_duration_seconds_count{operation="cancel",outcome="approved"}"#,
+            0.0,
+        ),
         ("kreply_in_flight_requests", 0.0),
         ("kreply_ready", 1.0),
         ("kreply_produce_errors_total", 0.0),

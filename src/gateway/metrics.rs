@@ -8,42 +8,108 @@ use crate::gateway::registry::Registry;
 use crate::gateway::reply_check::BadReply;
 use crate::kafka::offset_gaps::Checked;
 use crate::ops::http_server::ConnectionMetrics;
-use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
+use crate::ops::metrics::{
+    ACK_BUCKETS, Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS,
+};
+use crate::ops::process;
+use crate::wire::dead_letter::Cause;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// How a payment request ended, for `kreply_requests_total{outcome}`.
+/// How a payment request ended, for `kreply_requests_total{outcome}` and the latency
+/// histogram. Bounded on purpose: an SLO divides the bad outcomes by all of them, and
+/// each is a series per operation. A decline is the system working (the PG said no), a
+/// refusal is the caller's input, an unavailable answer is the gateway's own capacity or
+/// health: an error ratio that mixed them would page for a card limit or a client's bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestOutcome {
     /// 200 with the worker's reply.
-    Ok,
-    /// No reply (or acknowledgement) in time.
+    Approved,
+    /// 402: the worker answered `declined`; nothing was charged.
+    Declined,
+    /// 4xx for the caller's input: refused before anything was produced (unknown
+    /// operation, bad body or headers), or by the worker (`invalid-request`,
+    /// `idempotency-key-reused`).
+    Refused,
+    /// 503 `not-ready` or `overloaded`: turned away before the body was read, nothing
+    /// produced; safe to retry.
+    Unavailable,
+    /// 504 `reply-timeout`: no reply (or acknowledgement) in time; the outcome is unknown.
     Timeout,
-    /// The send failed, the worker answered with an error, or the gateway failed itself
-    /// (a correlation id already in use).
+    /// Everything else: the send failed, the worker answered with an error of its own
+    /// (`pg-error`, `pg-unknown`, a code the gateway does not know) or with no JSON, or
+    /// the gateway failed itself (a correlation id already in use).
     Error,
-    /// Refused before anything was produced (bad input, not ready, overloaded).
-    Rejected,
 }
 
 impl RequestOutcome {
+    /// Every outcome, in the order the docs list them.
+    pub const ALL: [RequestOutcome; 6] = [
+        RequestOutcome::Approved,
+        RequestOutcome::Declined,
+        RequestOutcome::Refused,
+        RequestOutcome::Unavailable,
+        RequestOutcome::Timeout,
+        RequestOutcome::Error,
+    ];
+
     fn label(self) -> &'static str {
         match self {
-            RequestOutcome::Ok => "ok",
+            RequestOutcome::Approved => "approved",
+            RequestOutcome::Declined => "declined",
+            RequestOutcome::Refused => "refused",
+            RequestOutcome::Unavailable => "unavailable",
             RequestOutcome::Timeout => "timeout",
             RequestOutcome::Error => "error",
-            RequestOutcome::Rejected => "rejected",
+        }
+    }
+
+    /// The outcome of a worker's error answer, by the status its code maps to
+    /// (`wire::reply_error`): 402 is a decline, another 4xx the caller's input, the rest
+    /// (502, 504 `pg-unknown`) the system's.
+    pub fn of_worker_error(status: u16) -> RequestOutcome {
+        match status {
+            402 => RequestOutcome::Declined,
+            400..=499 => RequestOutcome::Refused,
+            _ => RequestOutcome::Error,
         }
     }
 }
+
+/// Which record a produce acknowledgement was for, for `kreply_produce_ack_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Produced {
+    Request,
+    DeadLetter,
+}
+
+impl Produced {
+    fn label(self) -> &'static str {
+        match self {
+            Produced::Request => "request",
+            Produced::DeadLetter => "dead-letter",
+        }
+    }
+}
+
+/// The operation label of a payment that named no configured operation: a client cannot
+/// grow the series by inventing operations.
+pub const UNKNOWN_OPERATION: &str = "unknown";
 
 pub struct GatewayMetrics {
     requests: CounterVec,
     latency: HistogramVec,
     /// Payment requests being answered now.
     pub in_flight: Gauge,
-    pub dlq_writes: Counter,
+    /// Dead letters handed to the producer, by cause.
+    dlq_writes: CounterVec,
+    /// Dead letters the brokers did not acknowledge: a payment of unknown outcome that
+    /// left no record for reconciliation.
+    pub dlq_write_failures: Counter,
     pub produce_errors: Counter,
+    /// From handing a record to the producer to the brokers' acknowledgement, by record.
+    produce_ack: HistogramVec,
     /// Payments refused with 503 `overloaded` (`max_in_flight` reached).
     pub overload_refusals: Counter,
     /// Times the reply consumer was opened again (its log started over, or it heard
@@ -66,8 +132,10 @@ impl Default for GatewayMetrics {
             requests: CounterVec::default(),
             latency: HistogramVec::new(LATENCY_BUCKETS),
             in_flight: Gauge::default(),
-            dlq_writes: Counter::default(),
+            dlq_writes: CounterVec::default(),
+            dlq_write_failures: Counter::default(),
             produce_errors: Counter::default(),
+            produce_ack: HistogramVec::new(ACK_BUCKETS),
             overload_refusals: Counter::default(),
             reply_consumer_reopens: Counter::default(),
             producer_sessions_renewed: Counter::default(),
@@ -80,6 +148,39 @@ impl Default for GatewayMetrics {
 }
 
 impl GatewayMetrics {
+    /// The metrics of a gateway taking `operations`: every labelled series an alert or a
+    /// dashboard reads exists from the start, at 0.
+    pub fn new(operations: &[String]) -> GatewayMetrics {
+        let metrics = GatewayMetrics::default();
+        for operation in operations {
+            for outcome in RequestOutcome::ALL {
+                metrics.requests.register(&[operation, outcome.label()]);
+                metrics.latency.register(&[operation, outcome.label()]);
+            }
+        }
+        // An operation nobody configured is refused before anything else happens.
+        let unknown = [UNKNOWN_OPERATION, RequestOutcome::Refused.label()];
+        metrics.requests.register(&unknown);
+        metrics.latency.register(&unknown);
+        for cause in [Cause::ReplyTimeout, Cause::SendFailed] {
+            metrics.dlq_writes.register(&[cause.label()]);
+        }
+        for produced in [Produced::Request, Produced::DeadLetter] {
+            metrics.produce_ack.register(&[produced.label()]);
+        }
+        metrics
+    }
+
+    /// Counts one dead letter handed to the producer.
+    pub fn dlq_write(&self, cause: Cause) {
+        self.dlq_writes.inc(&[cause.label()]);
+    }
+
+    /// Times one acknowledged produce.
+    pub fn produce_acked(&self, produced: Produced, elapsed: Duration) {
+        self.produce_ack.observe(&[produced.label()], elapsed);
+    }
+
     /// Counts the holes one poll of the reply topic found.
     pub fn reply_offset_holes(&self, checked: &Checked) {
         for outcome in checked.outcomes() {
@@ -88,9 +189,10 @@ impl GatewayMetrics {
     }
 
     /// Counts one finished request; `operation` must already be a known label.
-    pub fn record(&self, operation: &str, outcome: RequestOutcome, elapsed: std::time::Duration) {
-        self.requests.inc(&[operation, outcome.label()]);
-        self.latency.observe(operation, elapsed);
+    pub fn record(&self, operation: &str, outcome: RequestOutcome, elapsed: Duration) {
+        let labels = [operation, outcome.label()];
+        self.requests.inc(&labels);
+        self.latency.observe(&labels, elapsed);
     }
 
     pub fn bad_reply(&self, what: BadReply) {
@@ -108,14 +210,14 @@ impl GatewayMetrics {
         let mut out = Exposition::default();
         out.counter_vec(
             "kreply_requests_total",
-            "Payment requests by operation and outcome (ok, timeout, error, rejected).",
+            "Payment requests by operation and outcome (approved, declined, refused, unavailable, timeout, error).",
             &["operation", "outcome"],
             &self.requests,
         );
         out.histogram_vec(
             "kreply_request_duration_seconds",
-            "Time from request to answer, by operation.",
-            "operation",
+            "Time from request to answer, by operation and outcome.",
+            &["operation", "outcome"],
             &self.latency,
         );
         out.gauge(
@@ -139,15 +241,27 @@ impl GatewayMetrics {
             self.overload_refusals.get(),
         );
         render_late_replies(&mut out, registry.late_stats());
-        out.counter(
+        out.counter_vec(
             "kreply_dlq_writes_total",
-            "Dead-letter records sent.",
-            self.dlq_writes.get(),
+            "Dead-letter records handed to the producer, by cause (reply-timeout, send-failed).",
+            &["cause"],
+            &self.dlq_writes,
+        );
+        out.counter(
+            "kreply_dlq_write_failures_total",
+            "Dead-letter records the brokers did not acknowledge: payments of unknown outcome with no record to reconcile.",
+            self.dlq_write_failures.get(),
         );
         out.counter(
             "kreply_produce_errors_total",
-            "Records the brokers did not acknowledge.",
+            "Records the brokers did not acknowledge (requests and dead letters).",
             self.produce_errors.get(),
+        );
+        out.histogram_vec(
+            "kreply_produce_ack_duration_seconds",
+            "Time from handing a record to the producer to the brokers' acknowledgement, by record (request, dead-letter).",
+            &["record"],
+            &self.produce_ack,
         );
         out.counter(
             "kreply_reply_consumer_reopens_total",
@@ -190,6 +304,7 @@ impl GatewayMetrics {
             "1 while the gateway takes payments.",
             if ready { 1.0 } else { 0.0 },
         );
+        process::render(&mut out);
         out.finish()
     }
 }
@@ -243,9 +358,13 @@ mod tests {
     fn known_traffic_shows_up_in_the_text() {
         let metrics = GatewayMetrics::default();
         let guard = metrics.in_flight.track();
-        metrics.record("approve", RequestOutcome::Ok, Duration::from_millis(3));
+        metrics.record(
+            "approve",
+            RequestOutcome::Approved,
+            Duration::from_millis(3),
+        );
         metrics.record("approve", RequestOutcome::Timeout, Duration::from_secs(5));
-        metrics.dlq_writes.inc();
+        metrics.dlq_write(Cause::ReplyTimeout);
         metrics.overload_refusals.inc();
         metrics.set_reply_lag([(0, 2), (1, 0)]);
         metrics.connections.cut(ConnectionCut::BodyTimeout);
@@ -259,15 +378,21 @@ mod tests {
         });
         let text = metrics.render(&Registry::default(), true);
         assert!(
-            text.contains("kreply_requests_total{operation=\"approve\",outcome=\"ok\"} 1\n"),
+            text.contains("kreply_requests_total{operation=\"approve\",outcome=\"approved\"} 1\n"),
             "{text}"
         );
         assert!(
             text.contains("kreply_requests_total{operation=\"approve\",outcome=\"timeout\"} 1\n")
         );
-        assert!(text.contains("kreply_request_duration_seconds_count{operation=\"approve\"} 2\n"));
+        // A 5 s timeout stays out of the approved payments' latency.
+        assert!(text.contains(
+            "kreply_request_duration_seconds_count{operation=\"approve\",outcome=\"approved\"} 1\n"
+        ));
+        assert!(text.contains(
+            "kreply_request_duration_seconds_sum{operation=\"approve\",outcome=\"approved\"} 0.003\n"
+        ));
         assert!(text.contains("kreply_in_flight_requests 1\n"));
-        assert!(text.contains("kreply_dlq_writes_total 1\n"));
+        assert!(text.contains("kreply_dlq_writes_total{cause=\"reply-timeout\"} 1\n"));
         assert!(text.contains("kreply_overload_refusals_total 1\n"));
         assert!(text.contains("kreply_late_replies_kept_total 0\n"));
         assert!(text.contains("kreply_late_replies_stored 0\n"));
@@ -278,5 +403,42 @@ mod tests {
         assert!(text.contains("kreply_reply_offset_holes_total{outcome=\"read-again\"} 1\n"));
         drop(guard);
         assert_eq!(metrics.in_flight.get(), 0);
+    }
+
+    #[test]
+    fn every_configured_series_is_there_at_zero_before_the_first_payment() {
+        let metrics = GatewayMetrics::new(&["approve".to_string(), "refund".to_string()]);
+        let text = metrics.render(&Registry::default(), true);
+        for operation in ["approve", "refund"] {
+            for outcome in RequestOutcome::ALL {
+                let labels = format!("operation=\"{operation}\",outcome=\"{}\"", outcome.label());
+                assert!(
+                    text.contains(&format!("kreply_requests_total{{{labels}}} 0\n")),
+                    "{labels} in {text}"
+                );
+                assert!(text.contains(&format!(
+                    "kreply_request_duration_seconds_count{{{labels}}} 0\n"
+                )));
+            }
+        }
+        for cause in ["reply-timeout", "send-failed"] {
+            assert!(text.contains(&format!("kreply_dlq_writes_total{{cause=\"{cause}\"}} 0\n")));
+        }
+        assert!(text.contains("kreply_dlq_write_failures_total 0\n"));
+        assert!(text.contains("kreply_produce_ack_duration_seconds_count{record=\"request\"} 0\n"));
+        assert!(text.contains("kreply_build_info{version="), "{text}");
+        assert!(text.contains("process_open_fds "), "{text}");
+    }
+
+    #[test]
+    fn a_decline_is_not_an_error_and_a_refused_input_is_not_the_systems() {
+        use crate::wire::reply_error::ReplyError;
+        let outcome = |error: ReplyError| RequestOutcome::of_worker_error(error.status());
+        assert_eq!(outcome(ReplyError::Declined), RequestOutcome::Declined);
+        assert_eq!(outcome(ReplyError::InvalidRequest), RequestOutcome::Refused);
+        assert_eq!(outcome(ReplyError::KeyReused), RequestOutcome::Refused);
+        assert_eq!(outcome(ReplyError::PgError), RequestOutcome::Error);
+        assert_eq!(outcome(ReplyError::PgUnknown), RequestOutcome::Error);
+        assert_eq!(outcome(ReplyError::Unrecognised), RequestOutcome::Error);
     }
 }

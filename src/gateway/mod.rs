@@ -60,6 +60,7 @@ pub(crate) fn route_in(table: &HostTable, config: &Config) -> Result<ReplyRoute,
 
 /// Runs the gateway until it is stopped by a signal.
 pub fn run(config_path: &Path) -> Result<(), StartupError> {
+    crate::ops::process::mark_start();
     let config = Config::load(config_path)?;
     let hosts = HostTable::load(&config.host_table)?;
     let route = route_in(&hosts, &config)?;
@@ -68,8 +69,13 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
     let shutdown = signals::listen("gateway")?;
     let registry = Registry::with_limits(config.max_in_flight, config.late_replies.limits());
     let readiness = Readiness::new(config.readiness_hysteresis());
-    let metrics = Arc::new(GatewayMetrics::default());
-    let flows = Flows::new(&config.flows(), &route, &config.header_names);
+    let flow_configs = config.flows();
+    let operations: Vec<String> = flow_configs
+        .iter()
+        .flat_map(|flow| flow.operations.iter().cloned())
+        .collect();
+    let metrics = Arc::new(GatewayMetrics::new(&operations));
+    let flows = Flows::new(&flow_configs, &route, &config.header_names);
     let sender = kafka::start(KafkaSetup {
         config: config.clone(),
         config_path: config_path.display().to_string(),

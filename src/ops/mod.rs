@@ -1,7 +1,8 @@
-//! Running under an operator: systemd notification, signals, metrics, and the HTTP server
-//! loop every endpoint of the binary runs on.
+//! Running under an operator: systemd notification, signals, metrics (and the process's
+//! own), and the HTTP server loop every endpoint of the binary runs on.
 
 pub mod http_server;
 pub mod metrics;
 pub mod notify;
+pub mod process;
 pub mod signals;

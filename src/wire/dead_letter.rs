@@ -50,6 +50,14 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Its `cause` label in `kreply_dlq_writes_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::ReplyTimeout => "reply-timeout",
+            Cause::SendFailed => "send-failed",
+        }
+    }
+
     /// A Java-style class name, since Spring tooling shows `kafka_dlt-exception-fqcn`.
     fn fqcn(self) -> &'static str {
         match self {

@@ -19,7 +19,7 @@ use krafka::ConsumerRecord;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// The first pause before a failed request is tried again; it doubles up to [`MAX_RETRY`].
@@ -38,8 +38,9 @@ pub(super) struct Settled {
     pub(super) reading: u64,
 }
 
-/// A request as a chain holds it: the record and the reading it came from.
-type Held = (ConsumerRecord, u64);
+/// A request as a chain holds it: the record, the reading it came from, and when it was
+/// polled (for `kreply_worker_settle_duration_seconds`).
+type Held = (ConsumerRecord, u64, Instant);
 
 /// The chains of every order with requests queued, and what they share.
 pub(super) struct Chains {
@@ -95,9 +96,11 @@ impl Chains {
             record.key.as_deref().unwrap_or_default().to_vec(),
         );
         self.shared.held.fetch_add(1, Ordering::AcqRel);
+        // The poll that brought it has just returned.
+        let polled = Instant::now();
         let mut queues = lock(&self.shared.queues);
         if let Some(queue) = queues.get_mut(&order) {
-            queue.push_back((record, reading));
+            queue.push_back((record, reading, polled));
             return;
         }
         queues.insert(order.clone(), VecDeque::new());
@@ -108,7 +111,7 @@ impl Chains {
             settled: self.settled.clone(),
             order,
         };
-        tokio::spawn(chain.run((record, reading)));
+        tokio::spawn(chain.run((record, reading, polled)));
     }
 }
 
@@ -124,11 +127,12 @@ impl Chain {
     /// Settles `first`, then every request queued behind it, until none is left.
     async fn run(self, first: Held) {
         let mut next = Some(first);
-        while let Some((record, reading)) = next {
+        while let Some((record, reading, polled)) = next {
             let done = self.settle(&record).await;
             self.shared.held.fetch_sub(1, Ordering::AcqRel);
             next = if done { self.next() } else { self.give_up() };
             if done {
+                self.worker.metrics.settled(polled.elapsed());
                 let settled = Settled {
                     partition: record.partition,
                     offset: record.offset,

@@ -1,18 +1,64 @@
 //! The worker's metrics and its small HTTP listener for `/metrics` and `/healthz`.
 
 use crate::kafka::offset_gaps::Checked;
-use crate::ops::metrics::{Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS};
+use crate::ops::metrics::{
+    ACK_BUCKETS, Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS,
+};
+use crate::ops::process;
 use crate::ops::signals::Shutdown;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Every `result` of `kreply_worker_requests_total`, shown at 0 from the start so that an
+/// alert on the rate of one (`pg-unknown`) works before its first event.
+pub const RESULTS: [&str; 10] = [
+    "approved",
+    "declined",
+    "pg-error",
+    "pg-unknown",
+    "invalid-request",
+    "idempotency-key-reused",
+    "expired",
+    "repeat",
+    "skipped",
+    "lookup",
+];
+
+/// The results a PG call can have, for `kreply_worker_pg_call_duration_seconds`.
+const PG_RESULTS: [&str; 4] = ["approved", "declined", "pg-error", "pg-unknown"];
+
+/// Which record a produce acknowledgement was for, for
+/// `kreply_worker_produce_ack_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Produced {
+    Reply,
+    Result,
+}
+
+impl Produced {
+    fn label(self) -> &'static str {
+        match self {
+            Produced::Reply => "reply",
+            Produced::Result => "result",
+        }
+    }
+}
 use tide::{Request, Response, StatusCode};
 
 pub struct WorkerMetrics {
-    /// By result: approved, declined, pg-error, pg-unknown, invalid-request, expired, repeat,
-    /// skipped.
+    /// By result: [`RESULTS`].
     requests: CounterVec,
     pg_calls: HistogramVec,
+    /// From the poll that brought a request to its reply's acknowledgement (or its skip),
+    /// the wait behind its order's earlier requests and any retries included.
+    settle: HistogramVec,
+    /// From handing a reply or results record to the producer to its acknowledgement.
+    produce_ack: HistogramVec,
+    /// Per owned request partition: its high watermark (as the last fetch said) minus
+    /// where its settled prefix ends, the offset committed or about to be.
+    lag: Mutex<BTreeMap<i32, i64>>,
     pub pg_calls_in_flight: Gauge,
     pub partitions: Gauge,
     /// Idempotency keys held in memory (those within the idempotency window).
@@ -36,9 +82,12 @@ pub struct WorkerMetrics {
 
 impl Default for WorkerMetrics {
     fn default() -> Self {
-        WorkerMetrics {
+        let metrics = WorkerMetrics {
             requests: CounterVec::default(),
             pg_calls: HistogramVec::new(LATENCY_BUCKETS),
+            settle: HistogramVec::new(LATENCY_BUCKETS),
+            produce_ack: HistogramVec::new(ACK_BUCKETS),
+            lag: Mutex::default(),
             pg_calls_in_flight: Gauge::default(),
             partitions: Gauge::default(),
             results_keys: Gauge::default(),
@@ -49,17 +98,47 @@ impl Default for WorkerMetrics {
             lost_races: Counter::default(),
             asked_pg_again: Counter::default(),
             offset_holes: CounterVec::default(),
-        }
+        };
+        metrics.register();
+        metrics
     }
 }
 
 impl WorkerMetrics {
+    /// Every labelled series an alert or a dashboard reads, at 0 until it counts.
+    fn register(&self) {
+        for result in RESULTS {
+            self.requests.register(&[result]);
+        }
+        for result in PG_RESULTS {
+            self.pg_calls.register(&[result]);
+        }
+        self.settle.register(&[]);
+        for produced in [Produced::Reply, Produced::Result] {
+            self.produce_ack.register(&[produced.label()]);
+        }
+    }
+
     pub fn request(&self, result: &str) {
         self.requests.inc(&[result]);
     }
 
     pub fn pg_call(&self, result: &str, elapsed: Duration) {
-        self.pg_calls.observe(result, elapsed);
+        self.pg_calls.observe(&[result], elapsed);
+    }
+
+    /// A request settled (its reply acknowledged) `elapsed` after the poll that brought it.
+    pub fn settled(&self, elapsed: Duration) {
+        self.settle.observe(&[], elapsed);
+    }
+
+    pub fn produce_acked(&self, produced: Produced, elapsed: Duration) {
+        self.produce_ack.observe(&[produced.label()], elapsed);
+    }
+
+    /// The lag of every partition owned now; partitions no longer owned drop out.
+    pub fn set_lag(&self, lag: BTreeMap<i32, i64>) {
+        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
     }
 
     /// Counts the holes one poll of `log` found.
@@ -80,8 +159,33 @@ impl WorkerMetrics {
         out.histogram_vec(
             "kreply_worker_pg_call_duration_seconds",
             "PG call time, by result.",
-            "result",
+            &["result"],
             &self.pg_calls,
+        );
+        out.histogram_vec(
+            "kreply_worker_settle_duration_seconds",
+            "Time from the poll that brought a request to its reply's acknowledgement (the wait behind its order's earlier requests included).",
+            &[],
+            &self.settle,
+        );
+        out.histogram_vec(
+            "kreply_worker_produce_ack_duration_seconds",
+            "Time from handing a record to the producer to the brokers' acknowledgement, by record (reply, result).",
+            &["record"],
+            &self.produce_ack,
+        );
+        let lag: Vec<(String, f64)> = self
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(partition, lag)| (partition.to_string(), *lag as f64))
+            .collect();
+        out.gauge_vec(
+            "kreply_worker_lag",
+            "Requests not settled yet, per owned request partition: the high watermark of the last fetch minus the end of the settled prefix (what is committed).",
+            "partition",
+            &lag,
         );
         out.gauge(
             "kreply_worker_pg_calls_in_flight",
@@ -134,6 +238,7 @@ impl WorkerMetrics {
             &["log", "outcome"],
             &self.offset_holes,
         );
+        process::render(&mut out);
         out.finish()
     }
 }
@@ -185,5 +290,37 @@ mod tests {
         };
         assert!(text.contains(&line("read-past")), "{text}");
         assert!(text.contains(&line("old")), "{text}");
+    }
+
+    #[test]
+    fn every_result_is_there_at_zero_before_the_first_request() {
+        let text = WorkerMetrics::default().render();
+        for result in RESULTS {
+            let line = format!("kreply_worker_requests_total{{result=\"{result}\"}} 0\n");
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        assert!(text.contains("kreply_worker_settle_duration_seconds_count 0\n"));
+        assert!(
+            text.contains(
+                "kreply_worker_produce_ack_duration_seconds_count{record=\"result\"} 0\n"
+            )
+        );
+        assert!(text.contains("kreply_build_info{"), "{text}");
+    }
+
+    #[test]
+    fn lag_shows_the_partitions_owned_now() {
+        let metrics = WorkerMetrics::default();
+        metrics.set_lag(BTreeMap::from([(0, 5), (2, 0)]));
+        metrics.set_lag(BTreeMap::from([(2, 7)]));
+        let text = metrics.render();
+        assert!(
+            text.contains("kreply_worker_lag{partition=\"2\"} 7\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("kreply_worker_lag{partition=\"0\"}"),
+            "{text}"
+        );
     }
 }

@@ -54,7 +54,7 @@ use pg_client::PgClient;
 use results::ResultsStore;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// What every request task shares.
@@ -77,13 +77,20 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Sends a reply and waits for its acknowledgement.
     async fn send(&self, record: OutgoingRecord) -> krafka::Result<()> {
-        self.producer.send(kafka::to_krafka(record)).await.map(drop)
+        let handed_over = Instant::now();
+        let _acknowledged = self.producer.send(kafka::to_krafka(record)).await?;
+        let elapsed = handed_over.elapsed();
+        self.metrics
+            .produce_acked(metrics::Produced::Reply, elapsed);
+        Ok(())
     }
 }
 
 /// Runs the worker until SIGTERM or SIGINT; returns early only on a startup failure.
 pub fn run(config_path: &Path) -> Result<(), StartupError> {
+    crate::ops::process::mark_start();
     let config = Config::load(config_path)?;
     ignored::log(&config, Role::Worker, config_path);
     let runtime = tokio::runtime::Builder::new_current_thread()

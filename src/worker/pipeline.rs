@@ -115,6 +115,12 @@ impl Pipeline {
         }
     }
 
+    /// Where `partition`'s settled prefix ends (committed, or committed next); `None`
+    /// before anything of it was read.
+    pub(super) fn settled_to(&self, partition: i32) -> Option<i64> {
+        self.tracks.get(&partition).map(|(track, _)| track.base())
+    }
+
     /// Whether as many requests are held as may be.
     pub(super) fn full(&self) -> bool {
         self.chains.held() >= self.max_held

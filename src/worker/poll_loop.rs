@@ -52,6 +52,14 @@ pub(super) async fn serve(
     let mut ready = false;
     loop {
         pipeline.commit(consumer, topic, &worker.metrics).await;
+        report_lag(
+            consumer,
+            topic,
+            &owned.partitions,
+            &pipeline,
+            &worker.metrics,
+        )
+        .await;
         worker.metrics.held.set(pipeline.held() as i64);
         worker
             .metrics
@@ -323,6 +331,30 @@ async fn read_from_start(
         metrics.commit_errors.inc();
         log::warn!("worker: committing the start of {topic}'s new logs: {e}");
     }
+}
+
+/// `kreply_worker_lag`: for each owned partition, its high watermark as the last fetch
+/// said minus where its settled prefix ends (the committed offset), or, before this
+/// worker read anything there, minus the consumer's position. Held requests count: a
+/// request polled and stuck at the PG is not done.
+async fn report_lag(
+    consumer: &Consumer,
+    topic: &str,
+    owned: &HashSet<i32>,
+    pipeline: &Pipeline,
+    metrics: &WorkerMetrics,
+) {
+    let lag = consumer
+        .lag()
+        .await
+        .into_iter()
+        .filter(|(tp, _)| &*tp.topic == topic && owned.contains(&tp.partition))
+        .filter_map(|(tp, lag)| {
+            let from = pipeline.settled_to(tp.partition).or(lag.position)?;
+            Some((tp.partition, (lag.high_watermark? - from).max(0)))
+        })
+        .collect();
+    metrics.set_lag(lag);
 }
 
 /// Each partition's high watermark, as the consumer's last fetches said (no request).

@@ -35,7 +35,7 @@ use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::{self, ProducerSession};
 use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
-use crate::worker::metrics::WorkerMetrics;
+use crate::worker::metrics::{Produced, WorkerMetrics};
 use crate::worker::results_index::{Kept, Known, LogPlace, ResultsIndex};
 use crate::worker::results_layout;
 use krafka::consumer::{AutoOffsetReset, Consumer};
@@ -413,10 +413,13 @@ impl ResultsStore {
     /// Writes `recorded` for `key` (acks=all) and remembers it.
     pub async fn put(&self, key: &str, recorded: &Recorded) -> Result<(), KrafkaError> {
         let value = serde_json::to_vec(recorded).unwrap_or_default();
+        let handed_over = Instant::now();
         let meta = self
             .producer
             .send(Record::new(self.topic.as_str(), value).key(key.as_bytes().to_vec()))
             .await?;
+        let elapsed = handed_over.elapsed();
+        self.metrics.produce_acked(Produced::Result, elapsed);
         let place = LogPlace {
             partition: meta.partition,
             offset: meta.offset,

@@ -27,7 +27,7 @@ use super::requests::reply_url;
 use crate::gateway::flows::Flow;
 use crate::gateway::http::GatewayState;
 use crate::gateway::kafka::SendFailure;
-use crate::gateway::metrics::RequestOutcome;
+use crate::gateway::metrics::{RequestOutcome, UNKNOWN_OPERATION};
 use crate::gateway::registry::{Refused, Reply, ReplyWaiter};
 use crate::gateway::reply_check;
 use crate::ops::http_server::problem_response;
@@ -66,12 +66,15 @@ struct Failed {
 }
 
 impl Failed {
-    /// Refused before anything was produced: bad input, not ready, overloaded.
+    /// Refused before anything was produced: the caller's input (`refused`), or the
+    /// gateway's own state, not ready or overloaded (`unavailable`: the only 503s a
+    /// refusal has, and the ones a caller may simply retry).
     fn rejected(problem: Problem) -> Failed {
-        Failed {
-            problem,
-            outcome: RequestOutcome::Rejected,
-        }
+        let outcome = match problem.status {
+            503 => RequestOutcome::Unavailable,
+            _ => RequestOutcome::Refused,
+        };
+        Failed { problem, outcome }
     }
 
     /// No reply (or acknowledgement) in time.
@@ -82,12 +85,19 @@ impl Failed {
         }
     }
 
-    /// The send failed, the worker answered with an error, or the gateway broke.
+    /// The send failed, or the gateway broke.
     fn error(problem: Problem) -> Failed {
         Failed {
             problem,
             outcome: RequestOutcome::Error,
         }
+    }
+
+    /// The worker answered with an error: a decline, a refusal of the input, or a
+    /// failure of its own ([`RequestOutcome::of_worker_error`]).
+    fn worker(problem: Problem) -> Failed {
+        let outcome = RequestOutcome::of_worker_error(problem.status);
+        Failed { problem, outcome }
     }
 }
 
@@ -143,17 +153,17 @@ async fn pay(mut req: Box<Request<State>>) -> tide::Result {
                 trail.correlation_id.as_ref(),
                 dialect.unwrap_or_default(),
             )
-            .map_err(Failed::error)
+            .map_err(Failed::worker)
         }),
         Err(failed) => Err(failed),
     };
     let outcome = answer
         .as_ref()
-        .map_or_else(|failed| failed.outcome, |_| RequestOutcome::Ok);
+        .map_or_else(|failed| failed.outcome, |_| RequestOutcome::Approved);
     let label = if gateway.config.accepts_operation(&operation) {
         operation.as_str()
     } else {
-        "unknown"
+        UNKNOWN_OPERATION
     };
     gateway.metrics.record(label, outcome, started.elapsed());
     let mut response = respond(
@@ -557,7 +567,7 @@ fn dead_letter(
     why: &str,
 ) {
     let letter = dead_letter::record(&flow.dlq_topic, record, written, cause, why);
-    gateway.metrics.dlq_writes.inc();
+    gateway.metrics.dlq_write(cause);
     gateway.sender.send_and_forget(letter);
 }
 

@@ -13,12 +13,13 @@
 //! the failed record is reported and later records go to a new session
 //! ([`crate::kafka::producer_session`]).
 
-use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::metrics::{GatewayMetrics, Produced};
 use crate::kafka::{ProducerSession, to_krafka};
 use crate::wire::record::{OutgoingRecord, WrittenAt};
 use krafka::KrafkaError;
 use krafka::error::ErrorCode;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 /// Why a send did not succeed, and whether the record may be in the log anyway.
@@ -142,6 +143,7 @@ pub async fn run(
         // Fire-and-forget records have nobody to report to, so remember what to log.
         let label = ack.is_none().then(|| label(&record));
         let metrics = Arc::clone(&metrics);
+        let handed_over = Instant::now();
         match producer.enqueue(to_krafka(record)).await {
             // Not queued: it never left this process.
             Err((session, e)) => {
@@ -158,6 +160,15 @@ pub async fn run(
                             partition: m.partition,
                             offset: m.offset,
                         });
+                    if result.is_ok() {
+                        // Only dead letters are sent without an acknowledgement channel.
+                        let produced = if ack.is_some() {
+                            Produced::Request
+                        } else {
+                            Produced::DeadLetter
+                        };
+                        metrics.produce_acked(produced, handed_over.elapsed());
+                    }
                     finish(ack, label, result.map_err(|e| failure(true, e)), &metrics);
                 });
             }
@@ -188,12 +199,16 @@ fn finish(
     match (ack, result) {
         // The waiter may have given up (timeout); its own path reports that.
         (Some(ack), result) => drop(ack.send(result)),
-        (None, Err(e)) => log::error!(
-            "send to {} failed: {} (possibly written: {})",
-            label.unwrap_or_default(),
-            e.message,
-            e.possibly_written
-        ),
+        // Fire-and-forget records are the dead letters.
+        (None, Err(e)) => {
+            metrics.dlq_write_failures.inc();
+            log::error!(
+                "send to {} failed: {} (possibly written: {})",
+                label.unwrap_or_default(),
+                e.message,
+                e.possibly_written
+            );
+        }
         (None, Ok(_)) => {}
     }
 }
