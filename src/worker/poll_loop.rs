@@ -12,6 +12,7 @@ use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::whole_batches::{self, Span};
 use crate::ops::notify::notify;
 use crate::ops::signals::{Shutdown, SignalName};
+use crate::ops::watchdog::Watchdog;
 use krafka::consumer::{Consumer, OffsetAndMetadata, TopicPartition};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -50,7 +51,10 @@ pub(super) async fn serve(
         requests.compat.commits_on_batch_boundaries(),
     );
     let mut ready = false;
+    // Fed here, on every turn: a loop that stops turning is a worker systemd restarts.
+    let mut watchdog = Watchdog::from_env();
     loop {
+        watchdog.tick();
         pipeline.commit(consumer, topic, &worker.metrics).await;
         report_lag(
             consumer,
@@ -66,7 +70,7 @@ pub(super) async fn serve(
             .results_keys
             .set(worker.results.keys() as i64);
         if let Some(reason) = requests.group.check(consumer, owned.partitions.len()).await {
-            if !rejoin(requests, &reason, &worker.metrics, shutdown).await {
+            if !rejoin(requests, &reason, &worker.metrics, shutdown, &mut watchdog).await {
                 return Ok(stop(&mut pipeline, requests, &worker, shutdown).await);
             }
             owned.regaining = Some(Instant::now());
@@ -284,6 +288,7 @@ async fn rejoin(
     reason: &str,
     metrics: &WorkerMetrics,
     shutdown: &Shutdown,
+    watchdog: &mut Watchdog,
 ) -> bool {
     log::warn!(
         "worker: stale group assignment: {reason}; leaving the group and joining again as a new member"
@@ -294,6 +299,8 @@ async fn rejoin(
     }
     requests.group.rejoined();
     loop {
+        // Retrying is progress: brokers that refuse for a while are no reason to restart.
+        watchdog.tick();
         match requests.consumer.subscribe([requests.topic]).await {
             Ok(()) => return true,
             Err(e) => log::warn!("worker: subscribing to {} again: {e}", requests.topic),
