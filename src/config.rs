@@ -47,6 +47,9 @@ pub struct Config {
     pub(crate) broker_compat: BrokerCompat,
     /// The HTTP listen address.
     pub(crate) listen: SocketAddr,
+    /// Where the gateway serves `/metrics` instead of on `listen`: a port the payment
+    /// clients and their load balancer never reach. None: on `listen`, beside the payments.
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// The IP-to-suffix table; a relative path is resolved against the config file's folder.
     pub(crate) host_table: PathBuf,
     /// Use this IP for the host-table lookup instead of detecting the host's IPs.
@@ -274,6 +277,7 @@ impl Default for Config {
             brokers: vec!["127.0.0.1:9092".to_string()],
             broker_compat: BrokerCompat::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             host_table: PathBuf::from("reply-hosts.txt"),
             host_ip: None,
             client_id: "kreply-gateway".to_string(),

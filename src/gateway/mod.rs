@@ -104,6 +104,16 @@ pub fn run(config_path: &Path) -> Result<(), StartupError> {
                 config_path.display()
             ))
         })?;
+        if let Some(at) = gateway.config.metrics_listen {
+            let metrics = async_std::net::TcpListener::bind(at).await.map_err(|e| {
+                StartupError::new(format!(
+                    "cannot serve /metrics on {at} (set \"metrics_listen\" in {} to a free address, or remove it to serve /metrics on \"listen\"): {e}",
+                    config_path.display()
+                ))
+            })?;
+            task::spawn(http::serve_metrics(Arc::clone(&gateway), metrics));
+            log::info!("startup: gateway metrics on http://{at}/metrics");
+        }
         let server = task::spawn(http::serve_gateway(
             http::app(Arc::clone(&gateway)),
             listener,

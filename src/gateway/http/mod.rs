@@ -2,9 +2,10 @@
 //!
 //! Routes: `POST /v1/payments/{operation}`, `GET /v1/payments/{operation}/{idempotency_key}`,
 //! `GET /v1/requests/{correlation_id}`, `GET /healthz`,
-//! `GET /readyz`, `GET /metrics`, described (every status, problem code and header) by the
-//! OpenAPI 3.1 document `docs/openapi.json`, which `tests/openapi.rs` checks against the
-//! source and the binary's answers. Everything the handlers need is in one shared
+//! `GET /readyz`, `GET /metrics` (or `/metrics` on a listener of its own, `metrics_listen`),
+//! described (every status, problem code and header) by the OpenAPI 3.1 document
+//! `docs/openapi.json`, which `tests/openapi.rs` checks against the source and the
+//! binary's answers. Everything the handlers need is in one shared
 //! [`GatewayState`]; the Kafka side is reached only through its [`SendHandle`] and the
 //! correlation registry.
 
@@ -57,7 +58,9 @@ pub type State = Arc<GatewayState>;
 
 /// The tide application with every route (an error without a body becomes a problem in
 /// [`http_server`]). Each route takes one method; any other is answered `405` with `Allow`.
+/// `/metrics` only when no `metrics_listen` takes it elsewhere.
 pub fn app(gateway: State) -> tide::Server<State> {
+    let metrics_here = gateway.config.metrics_listen.is_none();
     let mut app = tide::with_state(gateway);
     route(&mut app, "/v1/payments/:operation", Post, payments::handle);
     let outcome = "/v1/payments/:operation/:idempotency_key";
@@ -70,8 +73,18 @@ pub fn app(gateway: State) -> tide::Server<State> {
     );
     route(&mut app, "/healthz", Get, probes::healthz);
     route(&mut app, "/readyz", Get, probes::readyz);
-    route(&mut app, "/metrics", Get, probes::metrics);
+    if metrics_here {
+        route(&mut app, "/metrics", Get, probes::metrics);
+    }
     app
+}
+
+/// `/metrics` alone, for its own listener (`metrics_listen`). It stays open through a
+/// graceful stop, so the drain itself can be watched.
+pub async fn serve_metrics(gateway: State, listener: TcpListener) {
+    let mut app = tide::with_state(gateway);
+    app.at("/metrics").get(probes::metrics);
+    http_server::serve(app, listener, Shutdown::never()).await;
 }
 
 /// The gateway: [`http_server::serve`] with the limits of its config, counted in its `/metrics`.

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (it takes payments now), `/metrics`.
+//! `/healthz` (the process answers), `/readyz` (it takes payments now), `/metrics` (on the
+//! payment port, or alone on `metrics_listen`).
 
 use super::State;
 use crate::wire::problem::Problem;
@@ -48,4 +49,31 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response {
     let mut response = Response::new(status);
     response.set_body(body);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_gateway::gateway_with;
+    use crate::config::Config;
+    use crate::ops::http_server::answer;
+    use tide::http::{Method, Request, Url};
+
+    fn status_of(config: Config, path: &str) -> u16 {
+        let (app, _queue) = gateway_with(config);
+        let url = Url::parse("http://gw").unwrap().join(path).unwrap();
+        async_std::task::block_on(answer(app, Request::new(Method::Get, url))).status() as u16
+    }
+
+    /// With a listener of its own, `/metrics` is no longer on the port the payment clients
+    /// and their load balancer reach.
+    #[test]
+    fn metrics_leave_the_payment_port_when_metrics_listen_is_set() {
+        assert_eq!(status_of(Config::default(), "/metrics"), 200);
+        let apart = Config {
+            metrics_listen: Some("127.0.0.1:9311".parse().unwrap()),
+            ..Config::default()
+        };
+        assert_eq!(status_of(apart.clone(), "/metrics"), 404);
+        assert_eq!(status_of(apart, "/healthz"), 200);
+    }
 }
