@@ -38,7 +38,7 @@
 //! | [`wire::problem`], [`wire::reply_error`] | `application/problem+json` answers; the `kreply_error` reply header: worker error code -> HTTP status |
 //! | [`wire::topic_name`] | Kafka's rules for a topic name |
 //! | [`kafka`] | shared by gateway and worker: whose rules the brokers keep (`broker_compat.rs`: Kafka's, or tansu 0.6's, and every remedy for tansu in one place), a client per role (`security.rs`: the config's TLS and SASL on every client, and what a failed first connection means), the payment producer (`producer_session.rs`: a new producer id when the brokers stop honouring the old one), the topic check, `metadata_keeper.rs` (a re-created topic read under its new id), `whole_batches.rs` (reading multi-record batches on tansu's memory storage, runtime-free), `offset_gaps.rs` (reading again a batch tansu stored after a later one) |
-//! | [`ops`] | systemd notify, signals (one [`ops::signals::Shutdown`] passed to whatever must stop; the second signal exits), the Prometheus exporter, and [`ops::http_server`]: the `TCP_NODELAY` accept loop with the connection cap, per-connection deadlines, problem answers |
+//! | [`ops`] | systemd notify and the worker's watchdog (`watchdog.rs`), signals (one [`ops::signals::Shutdown`] passed to whatever must stop; the second signal exits), the Prometheus exporter with the process's own metrics (`process.rs`), the log line's shape (`log_format.rs`: journald priorities, JSON), and [`ops::http_server`]: the `TCP_NODELAY` accept loop with the connection cap, per-connection deadlines, problem answers |
 //! | [`config`], [`error`] | the JSON config and its environment overrides, with the brokers' TLS and SASL and their secrets (`config/security.rs`), and the keys a role ignores, named at startup (`config/ignored.rs`); the one-sentence startup error |
 //! | [`check_config`] | `kreply check-config`: the startup checks as a report |
 //! | [`mock_pg`] | `kreply mock-pg`: the PG simulator |
@@ -57,7 +57,7 @@
 //!
 //! # Public surface
 //!
-//! Only what the binary (`main.rs`) calls is public, plus [`kafka::whole_batches`] and
+//! Only what the binary (`main.rs`) calls is public ([`log_format`] among it), plus [`kafka::whole_batches`] and
 //! [`kafka::offset_gaps`], whose repeat filter and hole check the integration tests'
 //! readers share. Everything else is private, so
 //! the compiler reports what nothing uses; and no `unsafe` is allowed anywhere.
@@ -74,6 +74,7 @@ pub mod gateway;
 pub mod kafka;
 pub mod mock_pg;
 mod ops;
+pub use ops::log_format;
 #[cfg(test)]
 mod testing;
 mod wire;

@@ -49,6 +49,7 @@ Environment:
   KREPLY_LISTEN   HTTP ip:port          KREPLY_HOST_IP  IP to look up in the host table
   KREPLY_PG_URL   the worker's PG URL   KREPLY_METRICS_LISTEN  the worker's /metrics ip:port
   RUST_LOG        log filter (default: info,krafka=warn)
+  KREPLY_LOG_FORMAT  json: one JSON object per line (ts, level, target, message)
 ";
 
 /// What the command line asked for.
@@ -208,7 +209,9 @@ fn main() -> ExitCode {
     } else {
         "info,krafka=warn"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter)).init();
+    // Under systemd: priorities journald reads, no second timestamp; KREPLY_LOG_FORMAT=json
+    // for a log shipper.
+    kreply::log_format::init(filter);
     let result = match parse(&args) {
         Err(why) => {
             eprintln!("kreply: {why}; run \"kreply --help\" for usage");
@@ -239,7 +242,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kreply: {e}");
+            kreply::log_format::fatal(&format!("kreply: {e}"));
             ExitCode::FAILURE
         }
     }

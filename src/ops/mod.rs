@@ -2,6 +2,7 @@
 //! process's own), and the HTTP server loop every endpoint of the binary runs on.
 
 pub mod http_server;
+pub mod log_format;
 pub mod metrics;
 pub mod notify;
 pub mod process;
