@@ -60,6 +60,8 @@ pub struct WorkerMetrics {
     /// where its settled prefix ends, the offset committed or about to be.
     lag: Mutex<BTreeMap<i32, i64>>,
     pub pg_calls_in_flight: Gauge,
+    /// `worker.concurrency`, so an alert can tell calls in flight at the cap.
+    pub pg_concurrency: Gauge,
     pub partitions: Gauge,
     /// Idempotency keys held in memory (those within the idempotency window).
     pub results_keys: Gauge,
@@ -89,6 +91,7 @@ impl Default for WorkerMetrics {
             produce_ack: HistogramVec::new(ACK_BUCKETS),
             lag: Mutex::default(),
             pg_calls_in_flight: Gauge::default(),
+            pg_concurrency: Gauge::default(),
             partitions: Gauge::default(),
             results_keys: Gauge::default(),
             held: Gauge::default(),
@@ -191,6 +194,11 @@ impl WorkerMetrics {
             "kreply_worker_pg_calls_in_flight",
             "PG calls under way.",
             self.pg_calls_in_flight.get() as f64,
+        );
+        out.gauge(
+            "kreply_worker_pg_concurrency",
+            "PG calls this worker makes at once at most (worker.concurrency).",
+            self.pg_concurrency.get() as f64,
         );
         out.gauge(
             "kreply_worker_partitions_assigned",

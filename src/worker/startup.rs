@@ -55,6 +55,7 @@ pub(super) async fn start(
     // Replies and results records have no caller deadline; 30 s bounds a stuck send. The
     // producer has a client of its own, so its sends never wait behind a fetch.
     let metrics = Arc::new(WorkerMetrics::default());
+    metrics.pg_concurrency.set(settings.concurrency as i64);
     let producing = kafka::connect_brokers(config, config_path, WORKER_CLIENTS[1]).await?;
     let renewals = Arc::clone(&metrics);
     let producer = kafka::payment_producer(
