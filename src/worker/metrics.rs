@@ -155,7 +155,7 @@ impl WorkerMetrics {
         let mut out = Exposition::default();
         out.counter_vec(
             "kreply_worker_requests_total",
-            "Requests settled, by result (approved, declined, pg-error, pg-unknown, invalid-request, expired, repeat, skipped).",
+            "Requests settled, by result (approved, declined, pg-error, pg-unknown, invalid-request, idempotency-key-reused, expired, repeat, skipped, lookup).",
             &["result"],
             &self.requests,
         );
