@@ -176,6 +176,25 @@ fn no_reply_gives_504_with_unknown_outcome_and_one_dead_letter() {
     assert_eq!(original["body"]["order_id"], "T-1");
 }
 
+/// A payment with no `content-type` at all is taken as JSON, as the docs promise (curl
+/// users often leave it out): it is produced, and with no worker its caller hears 504.
+/// (The HTTP library fills in `application/octet-stream` for a body without a type, which
+/// the gateway once refused with 415.)
+#[test]
+fn a_payment_without_a_content_type_is_taken_as_json() {
+    let broker = Broker::start();
+    broker.create_standard_topics();
+    let gateway = Gateway::start(&broker.addr, "127.0.0.2");
+    let before = broker.end_offset(REQUEST_TOPIC);
+    let response = gateway.post(
+        "/v1/payments/approve",
+        &[("request-timeout", "300")],
+        br#"{"order_id":"NO-TYPE-1","amount":1}"#,
+    );
+    assert_problem(&response, 504, "reply-timeout");
+    assert_eq!(broker.end_offset(REQUEST_TOPIC), before + 1);
+}
+
 #[test]
 fn bad_input_gets_a_problem_and_produces_nothing() {
     let broker = Broker::start();

@@ -45,20 +45,23 @@ pub fn valid_idempotency_key(key: &str) -> Result<String, Problem> {
 
 /// JSON bodies only; a missing content type is taken as JSON, as curl users often omit it.
 pub fn check_content_type(req: &Request<State>) -> Result<(), Problem> {
-    match req.content_type() {
-        None => Ok(()),
-        Some(mime) if mime.essence() == "application/json" || mime.subtype().ends_with("+json") => {
-            Ok(())
-        }
-        Some(mime) => Err(Problem::new(
-            415,
-            "unsupported-media-type",
-            format!(
-                "the body must be JSON (content-type: application/json), not {}",
-                mime.essence()
-            ),
-        )),
+    let Some(mime) = req.content_type() else {
+        return Ok(());
+    };
+    // A body sent without a type reaches the handler typed `application/octet-stream`
+    // (http-types fills it in), so that type counts as none: untyped, read as JSON.
+    let json = mime.essence() == "application/json" || mime.subtype().ends_with("+json");
+    if json || mime.essence() == "application/octet-stream" {
+        return Ok(());
     }
+    Err(Problem::new(
+        415,
+        "unsupported-media-type",
+        format!(
+            "the body must be JSON (content-type: application/json), not {}",
+            mime.essence()
+        ),
+    ))
 }
 
 /// The caller's requested wait: `request-timeout` header or `?timeout_ms=`, capped.
