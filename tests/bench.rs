@@ -56,7 +56,9 @@ use common::cpu::{own_threads_cpu, process_cpu};
 use common::floor::{Floor, FloorSettings, REQUESTER_THREADS, RESPONDER_THREADS, Requester};
 use common::hosts::gateway_on_own_ip_logging;
 use common::keep_alive::KeepAlive;
+use common::machine::{Machine, load_average};
 use common::raw::payment_head;
+use common::report::{fixed, megabytes, thousands};
 use common::rss::rss_kb;
 use common::*;
 use serde_json::{Value, json};
@@ -64,7 +66,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -934,111 +935,6 @@ fn send_unanswered(addr: SocketAddr, n: usize) -> std::io::Result<TcpStream> {
     let mut stream = TcpStream::connect(addr)?;
     stream.write_all(&request)?;
     Ok(stream)
-}
-
-/// The output of a command, trimmed; `-` when it cannot run.
-fn command_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map_or("-".into(), |out| {
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        })
-}
-
-/// The three load averages `uptime` shows.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn cpu_model() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'));
-    model.map_or("-".into(), |(_, name)| name.trim().to_string())
-}
-
-/// What the report says about the run before its table.
-struct Machine {
-    date: String,
-    cores: usize,
-    cpu: String,
-    load_at_start: String,
-    commit: String,
-    /// Which kreply binary the rows measure.
-    binary: String,
-    tansu: String,
-    /// The krafka whose test broker serves the Kafka-rules rows.
-    krafka: String,
-}
-
-impl Machine {
-    fn now() -> Machine {
-        let dirty = !command_output("git", &["status", "--porcelain", "--untracked-files=no"])
-            .trim_matches('-')
-            .is_empty();
-        let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-        let tansu = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        Machine {
-            date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            cpu: cpu_model(),
-            load_at_start: load_average(),
-            commit: if dirty {
-                format!("{commit} with uncommitted changes")
-            } else {
-                commit
-            },
-            binary: std::env::var("KREPLY_BIN").map_or_else(
-                |_| "this cargo build (glibc malloc)".into(),
-                |path| format!("binary {path}"),
-            ),
-            tansu: command_output(&tansu, &["--version"]),
-            krafka: locked_version("krafka"),
-        }
-    }
-}
-
-/// The version of `package` in `Cargo.lock`; `-` when it is not there.
-fn locked_version(package: &str) -> String {
-    let lock = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock");
-    let text = std::fs::read_to_string(lock).unwrap_or_default();
-    let mut lines = text.lines();
-    let name = format!("name = \"{package}\"");
-    lines.find(|l| *l == name);
-    let version = lines.next().and_then(|l| l.strip_prefix("version = \""));
-    version.map_or("-".into(), |v| {
-        format!("{package} {}", v.trim_end_matches('"'))
-    })
-}
-
-fn fixed(value: Option<f64>, decimals: usize) -> String {
-    value.map_or("-".into(), |v| format!("{v:.decimals$}"))
-}
-
-/// `10000` as `10,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut text = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            text.push(',');
-        }
-        text.push(digit);
-    }
-    text
-}
-
-fn megabytes(kb: Option<u64>) -> String {
-    fixed(kb.map(|kb| kb as f64 / 1024.0), 1)
 }
 
 fn ratio(value: Option<f64>, floor: Option<f64>) -> String {

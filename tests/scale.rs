@@ -44,6 +44,8 @@
 mod common;
 
 use common::cpu::process_cpu;
+use common::machine::{Machine, load_average};
+use common::report::{fixed, megabytes, thousands};
 use common::rss::rss_kb;
 use common::*;
 use krafka::Record;
@@ -51,7 +53,6 @@ use krafka::admin::{CreateTopicsOptions, NewTopic};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const RESULTS_TOPIC: &str = "payment_results";
@@ -538,50 +539,8 @@ fn run(records: usize, settings: &Settings, config: &Path, batch_bytes: usize) -
     (run, [one, two])
 }
 
-fn command_output(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|out| out.status.success())
-        .map_or("-".into(), |out| {
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        })
-}
-
-/// The three load averages `uptime` shows.
-fn load_average() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn fixed(value: Option<f64>, decimals: usize) -> String {
-    value.map_or("-".into(), |v| format!("{v:.decimals$}"))
-}
-
 fn seconds(value: Option<Duration>) -> String {
     fixed(value.map(|d| d.as_secs_f64()), 1)
-}
-
-/// `10000` as `10,000`.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut text = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            text.push(',');
-        }
-        text.push(digit);
-    }
-    text
-}
-
-fn megabytes(kb: Option<u64>) -> String {
-    fixed(kb.map(|kb| kb as f64 / 1024.0), 1)
 }
 
 /// Each worker's `of`, joined by ` / `.
@@ -628,40 +587,6 @@ fn table_line(row: &mut Row, baseline_kb: Option<u64>) -> String {
 fn catch_up_rate(row: &Row) -> Option<f64> {
     let took = row.workers.first()?.caught_up?.as_secs_f64();
     (row.records > 0 && took > 0.0).then(|| row.records as f64 / took)
-}
-
-struct Machine {
-    date: String,
-    cores: usize,
-    load_at_start: String,
-    commit: String,
-    binary: String,
-    tansu: String,
-}
-
-impl Machine {
-    fn now() -> Machine {
-        let dirty = !command_output("git", &["status", "--porcelain", "--untracked-files=no"])
-            .trim_matches('-')
-            .is_empty();
-        let commit = command_output("git", &["rev-parse", "--short", "HEAD"]);
-        let tansu = std::env::var("TANSU").unwrap_or_else(|_| "tansu".into());
-        Machine {
-            date: command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            load_at_start: load_average(),
-            commit: if dirty {
-                format!("{commit} with uncommitted changes")
-            } else {
-                commit
-            },
-            binary: std::env::var("KREPLY_BIN").map_or_else(
-                |_| "this cargo build (glibc malloc)".into(),
-                |path| format!("binary {path}"),
-            ),
-            tansu: command_output(&tansu, &["--version"]),
-        }
-    }
 }
 
 fn report(
