@@ -50,13 +50,34 @@ pub async fn settle_and_reply(
         .map_err(|e| format!("reply to {} not acknowledged: {e}", item.reply_to.topic))
 }
 
+/// One payment being settled: the request, its idempotency key, the fingerprint that binds
+/// the key to this request (`fingerprint`), and its trace.
+struct Settling<'a> {
+    payment: &'a PaymentRequest,
+    key: &'a str,
+    fingerprint: String,
+    trace: &'a TraceParent,
+}
+
+impl<'a> Settling<'a> {
+    fn of(payment: &'a PaymentRequest, trace: &'a TraceParent) -> Settling<'a> {
+        Settling {
+            payment,
+            key: payment.idempotency_key.as_deref().unwrap_or_default(),
+            fingerprint: fingerprint::of(payment),
+            trace,
+        }
+    }
+}
+
 /// The answer for `payment`, calling the PG only if no attempt is on record.
 async fn settle(
     worker: &Worker,
     payment: &PaymentRequest,
     trace: &TraceParent,
 ) -> Result<Answer, String> {
-    let key = payment.idempotency_key.as_deref().unwrap_or_default();
+    let this = Settling::of(payment, trace);
+    let key = this.key;
     let on_record = worker
         .results
         .lookup(key)
@@ -64,9 +85,9 @@ async fn settle(
         .map_err(|e| format!("cannot read the result of {key}, PG not called: {e}"))?;
     if on_record
         .as_ref()
-        .is_some_and(|r| r.bound_elsewhere(&fingerprint::of(payment)))
+        .is_some_and(|r| r.bound_elsewhere(&this.fingerprint))
     {
-        return Ok(refuse_reused(worker, key, trace));
+        return Ok(refuse_reused(worker, &this));
     }
     if matches!(
         on_record,
@@ -85,27 +106,23 @@ async fn settle(
             log::info!(
                 "repeat of {key}: an earlier attempt has not finished; PG not called, waiting for its record traceparent={trace}"
             );
-            return Ok(await_earlier(worker, payment, key, started_ms, trace).await);
+            return Ok(await_earlier(worker, &this, started_ms).await);
         }
         Some(Recorded::Retryable) | None => {}
     }
     // With `claim: "pg"` overlapping attempts all call the PG, which answers them alike.
     if worker.claim == Claim::Log
-        && let Some(answer) = claim(worker, payment, key, trace).await?
+        && let Some(answer) = claim(worker, &this).await?
     {
         return Ok(answer);
     }
-    Ok(charge_and_record(worker, payment, key, trace).await)
+    Ok(charge_and_record(worker, &this).await)
 }
 
-/// Calls the PG for `payment` and puts what it said on record: the final answer, or
+/// Calls the PG for the payment and puts what it said on record: the final answer, or
 /// `retryable` when it charged nothing; an unknown outcome leaves the `pending` standing.
-async fn charge_and_record(
-    worker: &Worker,
-    payment: &PaymentRequest,
-    key: &str,
-    trace: &TraceParent,
-) -> Answer {
+async fn charge_and_record(worker: &Worker, this: &Settling<'_>) -> Answer {
+    let (payment, key, trace) = (this.payment, this.key, this.trace);
     // Only the PG call is bounded by `worker.concurrency`: the Kafka work around it (the
     // claim, the records) waits on the brokers, and bounding it too capped throughput at
     // concurrency / (time per payment), whatever the PG could take.
@@ -131,7 +148,7 @@ async fn charge_and_record(
         // Stays pending: the charge may have happened.
         PgAnswer::Unknown(why) => (Answer::in_doubt(&why), None),
     };
-    if let Some(recorded) = recorded.map(|r| r.bound_to(&fingerprint::of(payment)))
+    if let Some(recorded) = recorded.map(|r| r.bound_to(&this.fingerprint))
         && let Err(e) = worker.results.put(key, &recorded).await
     {
         // The caller still gets the real answer; a repeat settles it again (or, with a PG
@@ -154,18 +171,13 @@ async fn charge_and_record(
 /// Puts this attempt's `pending` on record before the call (if this worker dies
 /// mid-call, a repeat knows) and reads the log back to it: `None` when it is first, so
 /// the PG may be called; else the answer of the earlier attempt it lost to.
-async fn claim(
-    worker: &Worker,
-    payment: &PaymentRequest,
-    key: &str,
-    trace: &TraceParent,
-) -> Result<Option<Answer>, String> {
+async fn claim(worker: &Worker, this: &Settling<'_>) -> Result<Option<Answer>, String> {
+    let (key, trace) = (this.key, this.trace);
     let attempt = uuid::Uuid::new_v4().to_string();
-    let request = fingerprint::of(payment);
     let pending = Recorded::Pending {
         attempt: attempt.clone(),
         started_ms: now_ms(),
-        fingerprint: request.clone(),
+        fingerprint: this.fingerprint.clone(),
     };
     let claiming = Instant::now();
     let before = worker
@@ -181,7 +193,7 @@ async fn claim(
     if race != Race::Won {
         worker.metrics.lost_races.inc();
     }
-    if let Some(earlier) = before.filter(|r| r.bound_elsewhere(&request)) {
+    if let Some(earlier) = before.filter(|r| r.bound_elsewhere(&this.fingerprint)) {
         // The key's newest record must be the other request's again, or its own
         // repeats would find ours and be refused.
         if let Err(e) = worker.results.put(key, &earlier).await {
@@ -189,7 +201,7 @@ async fn claim(
                 "cannot record {key}'s earlier record again after ours: {e} traceparent={trace}"
             );
         }
-        return Ok(Some(refuse_reused(worker, key, trace)));
+        return Ok(Some(refuse_reused(worker, this)));
     }
     match race {
         Race::Won => Ok(None),
@@ -210,9 +222,7 @@ async fn claim(
             log::warn!(
                 "lost the race for {key}: an earlier attempt is still running; PG not called, waiting for its record traceparent={trace}"
             );
-            Ok(Some(
-                await_earlier(worker, payment, key, started_ms, trace).await,
-            ))
+            Ok(Some(await_earlier(worker, this, started_ms).await))
         }
     }
 }
@@ -222,17 +232,12 @@ async fn claim(
 /// the payment in doubt: a PG that de-duplicates by key is asked again with the same key
 /// (it answers what it did the first time, or charges now if it never got the call);
 /// otherwise the answer is `pg-unknown`.
-async fn await_earlier(
-    worker: &Worker,
-    payment: &PaymentRequest,
-    key: &str,
-    started_ms: i64,
-    trace: &TraceParent,
-) -> Answer {
+async fn await_earlier(worker: &Worker, this: &Settling<'_>, started_ms: i64) -> Answer {
+    let (key, trace) = (this.key, this.trace);
     let wait = race::wait_left(started_ms, now_ms(), worker.attempt_limit);
     let why = match worker.results.wait_settled(key, wait).await {
-        Ok(Some(settled)) if settled.bound_elsewhere(&fingerprint::of(payment)) => {
-            return refuse_reused(worker, key, trace);
+        Ok(Some(settled)) if settled.bound_elsewhere(&this.fingerprint) => {
+            return refuse_reused(worker, this);
         }
         Ok(Some(settled)) => {
             log::info!(
@@ -247,7 +252,7 @@ async fn await_earlier(
             "{key}: an earlier attempt never finished{why}; asking the PG again with the same idempotency key traceparent={trace}"
         );
         worker.metrics.asked_pg_again.inc();
-        return charge_and_record(worker, payment, key, trace).await;
+        return charge_and_record(worker, this).await;
     }
     log::warn!(
         "{key}: an earlier attempt never finished{why}; answering unknown, PG not called (worker.pg_idempotent is false) traceparent={trace}"
@@ -258,9 +263,11 @@ async fn await_earlier(
 }
 
 /// The answer to a request whose idempotency key another request used first.
-fn refuse_reused(worker: &Worker, key: &str, trace: &TraceParent) -> Answer {
+fn refuse_reused(worker: &Worker, this: &Settling<'_>) -> Answer {
     log::warn!(
-        "{key}: the idempotency key was first used for another request; refused, PG not called traceparent={trace}"
+        "{}: the idempotency key was first used for another request; refused, PG not called traceparent={}",
+        this.key,
+        this.trace
     );
     worker.metrics.request("idempotency-key-reused");
     Answer::key_reused()
