@@ -48,6 +48,8 @@ use std::time::{Duration, Instant};
 /// How long a catch-up, or reading an attempt's own `pending` back, may take before the
 /// worker reports it and tries again.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+/// How many times startup reads the results topic to its end before it gives up.
+const FIRST_CATCH_UP_TRIES: u32 = 3;
 /// One poll of the reader; it returns as soon as records come.
 const READ_POLL: Duration = Duration::from_millis(200);
 /// Reading a `pending` back takes a few milliseconds; this long means the reader is stuck
@@ -133,8 +135,29 @@ impl ResultsStore {
                 layout: None,
             }),
         };
-        store.catch_up().await?;
+        store.first_catch_up().await?;
         Ok(store)
+    }
+
+    /// The first catch-up, tried [`FIRST_CATCH_UP_TRIES`] times. Workers starting
+    /// together on a results topic created on demand can find its log starting over under
+    /// them (seen on tansu 0.6.0: three workers at once, one reader's markers never came
+    /// back): a fresh reader then finds the topic as it now is.
+    async fn first_catch_up(&self) -> Result<(), KrafkaError> {
+        let mut tries = 1;
+        loop {
+            match self.catch_up().await {
+                Err(e) if tries < FIRST_CATCH_UP_TRIES => {
+                    log::warn!(
+                        "worker: reading {} to its end at startup (try {tries} of {FIRST_CATCH_UP_TRIES}): {e}; trying again on a new connection",
+                        self.topic
+                    );
+                    self.reopen(self.reopens.load(Ordering::Acquire)).await?;
+                    tries += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Reads every partition up to the end it has now: writes a marker record to each and
