@@ -153,8 +153,13 @@ pub(crate) struct WorkerConfig {
     /// Requests one worker holds at once, polled and not settled yet; past it the worker
     /// stops polling until some settle. Bounds memory whatever the PG's latency.
     pub(crate) max_held_requests: usize,
-    /// The compacted topic of payment results, keyed by idempotency key.
+    /// The compacted topic of payment results, partitioned like the requests and keyed
+    /// by (order id, idempotency key).
     pub(crate) results_topic: String,
+    /// Where the worker keeps its idempotency state on disk: one file per results
+    /// partition it owns, a cache of the results topic that lets a restart resume where
+    /// it stopped. One directory per worker process; losing it costs a restore.
+    pub(crate) state_dir: PathBuf,
     /// How long a payment's result is kept by idempotency key: a repeat within it is
     /// answered from the record; a request older than it is not charged. The results
     /// topic must keep records at least this long (it is compacted, so it keeps them).
@@ -324,6 +329,7 @@ impl Default for WorkerConfig {
             max_held_requests: 4096,
             results_topic: "payment_results".to_string(),
             idempotency_window_ms: 24 * 60 * 60 * 1000,
+            state_dir: PathBuf::from("/var/lib/kreply/worker"),
             session_timeout_ms: 10_000,
             start_from: StartFrom::Latest,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9310)),
@@ -380,8 +386,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `KREPLY_BROKERS`, `KREPLY_BROKER_COMPAT`, `KREPLY_LISTEN`, `KREPLY_HOST_IP`
-    /// and `KREPLY_PG_URL`.
+    /// Applies `KREPLY_BROKERS`, `KREPLY_BROKER_COMPAT`, `KREPLY_LISTEN`, `KREPLY_HOST_IP`,
+    /// `KREPLY_PG_URL`, `KREPLY_METRICS_LISTEN` and `KREPLY_STATE_DIR`.
     pub(crate) fn apply_env(
         &mut self,
         env: impl Fn(&str) -> Option<String>,
@@ -417,6 +423,9 @@ impl Config {
         }
         if let Some(url) = env("KREPLY_PG_URL") {
             self.worker.pg_url = url;
+        }
+        if let Some(dir) = env("KREPLY_STATE_DIR") {
+            self.worker.state_dir = PathBuf::from(dir);
         }
         if let Some(ip) = env("KREPLY_HOST_IP") {
             self.host_ip = Some(parse_env("KREPLY_HOST_IP", &ip, "an IP address")?);

@@ -8,7 +8,9 @@
 //! Like real PGs (Stripe, Toss Payments) it de-duplicates by idempotency key: a repeated
 //! key gets the first call's approval or decline again, at once and without charging; a
 //! repeat while the first call is still running waits for it; a call that failed (500)
-//! charged nothing and leaves the key free. `--idempotent no` makes a PG that charges
+//! charged nothing and leaves the key free. A key is bound to the order of its first call:
+//! the same key on another order is refused with `422`, nothing charged, as a real PG
+//! refuses a key reused with other parameters. `--idempotent no` makes a PG that charges
 //! every call, for the worker's `"pg_idempotent": false`. Deterministic rules by order id make each path easy to reach:
 //! `DECLINE…` is declined (402), `FAIL…` fails (500), `SLOW…` is decided at the usual time but answered `--slow-ms` later.
 //! Random failures (`--failure-rate`) and latency jitter are for load runs.
@@ -103,6 +105,10 @@ struct Pg {
     approvals: Mutex<BTreeMap<String, String>>,
     /// Per idempotency key: its first call's answer, or `None` while that call runs.
     outcomes: Mutex<BTreeMap<String, Option<(StatusCode, Value)>>>,
+    /// Per idempotency key: the order its first call was for. A key is bound to its
+    /// order, as real PGs bind a key to its request's parameters (Stripe: "Keys for
+    /// idempotent requests can only be used with the same parameters").
+    orders: Mutex<BTreeMap<String, String>>,
     /// The `traceparent` header of each key's latest call ("-" without one).
     traces: Mutex<BTreeMap<String, String>>,
 }
@@ -138,6 +144,7 @@ pub fn run(options: MockPgOptions) -> Result<(), StartupError> {
         charges: Mutex::new(BTreeMap::new()),
         approvals: Mutex::new(BTreeMap::new()),
         outcomes: Mutex::new(BTreeMap::new()),
+        orders: Mutex::new(BTreeMap::new()),
         traces: Mutex::new(BTreeMap::new()),
     });
     let mut app = tide::with_state(pg);
@@ -172,6 +179,13 @@ async fn charge(mut req: Request<State>) -> tide::Result {
     log::info!("mock-pg: {key} called traceparent={trace}");
     lock(&pg.traces).insert(key.clone(), trace);
     *lock(&pg.calls_by_key).entry(key.clone()).or_insert(0) += 1;
+    if pg.options.idempotent && bound_elsewhere(&pg, &key, &order_id) {
+        log::info!("mock-pg: {key} was first used for another order: refused (422)");
+        return Ok(answer(
+            StatusCode::UnprocessableEntity,
+            json!({"status": "ERROR", "detail": "this idempotency key was first used for another order"}),
+        ));
+    }
     if pg.options.idempotent
         && let Some(first) = first_answer(&pg, &key).await
     {
@@ -219,6 +233,15 @@ impl Drop for Running<'_> {
             lock(&self.pg.outcomes).remove(self.key);
         }
     }
+}
+
+/// Whether `key` was first used for another order than `order_id` (binding it if new).
+fn bound_elsewhere(pg: &Pg, key: &str, order_id: &str) -> bool {
+    let mut orders = lock(&pg.orders);
+    let first = orders
+        .entry(key.to_string())
+        .or_insert_with(|| order_id.to_string());
+    first != order_id
 }
 
 /// The first answer for `key` when it was seen before, waiting for a call still running;

@@ -6,10 +6,10 @@
 //! tansu's rules one crashed broker stopped the whole host: 0 of 443 payments answered 200
 //! in those 9 s, and the worker took the silent results log for one that started over.)
 //!
-//! Keys and partitions: a request is keyed by its order id, and so is its reply; the
-//! results record by its idempotency key, `<order_id>:approve` when the caller gives none.
-//! Every topic has 3 partitions and Kafka's partitioner (murmur2), so which partitions a
-//! payment touches is known before it is sent.
+//! Keys and partitions: a request is keyed by its order id, and so is its reply; its
+//! results records go to the results partition numbered like the request's
+//! (`worker/slot.rs`). Every topic has 3 partitions and Kafka's partitioner (murmur2), so
+//! which partitions a payment touches is known before it is sent.
 
 mod common;
 
@@ -67,7 +67,7 @@ fn partition_of(key: &str) -> i32 {
 struct Route {
     /// Request, reply and dead-letter partition (key: the order id).
     request: i32,
-    /// Results partition (key: `<order_id>:approve`).
+    /// Results partition: the request's.
     results: i32,
 }
 
@@ -75,7 +75,7 @@ impl Route {
     fn of(order: &str) -> Route {
         Route {
             request: partition_of(order),
-            results: partition_of(&format!("{order}:approve")),
+            results: partition_of(order),
         }
     }
 
@@ -141,7 +141,7 @@ fn orders_on_every_route(prefix: &str) -> Vec<String> {
     for n in 0.. {
         let order = format!("{prefix}-{n}");
         found.entry(Route::of(&order)).or_insert(order);
-        if found.len() == (PARTITIONS * PARTITIONS) as usize {
+        if found.len() == PARTITIONS as usize {
             break;
         }
     }

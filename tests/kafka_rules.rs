@@ -284,7 +284,8 @@ fn a_final_record_removed_by_compaction_is_answered_in_doubt_never_charged_again
             .unwrap();
         records
             .iter()
-            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
+            // A payment's results record key is [order id, idempotency key]; both are `key`.
+            .filter(|r| r.key.as_deref() == Some(json!([key, key]).to_string().as_bytes()))
             .filter(|r| {
                 String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).contains("final")
             })
@@ -331,9 +332,11 @@ fn a_final_record_removed_by_compaction_is_answered_in_doubt_never_charged_again
     assert_eq!(charges["charges"]["compacted-1"], 1, "{charges}");
 }
 
-/// Partitions added to the results topic move keys between partitions, and with them the
-/// race that keeps a payment from being charged twice. A worker started after that stops
-/// with one sentence naming both counts; it started before on the same topic.
+/// Partitions added to both topics move orders between partitions, and with them the
+/// race that keeps a payment from being charged twice. A worker started after that stops,
+/// once given a partition written under the old count, with one sentence naming both
+/// counts; it started before on the same topics. Partitions added to the results topic
+/// alone stop it at startup: the two topics must have one count.
 #[test]
 fn a_results_topic_that_gained_partitions_stops_the_worker() {
     let mut system = System::start_kind(BrokerKind::KafkaRules, 1, &[], system_config(3000));
@@ -345,21 +348,23 @@ fn a_results_topic_that_gained_partitions_stops_the_worker() {
     worker.daemon.signal("TERM");
     assert_eq!(worker.daemon.wait_exit(Duration::from_secs(30)), Some(0));
 
-    assert_eq!(
-        system.broker.cluster().add_partitions("payment_results", 5),
-        2
-    );
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let (ok, stderr) = run_kreply(
-        &["worker", "--config", system.config.to_str().unwrap()],
-        &[
-            ("KREPLY_BROKERS", &system.brokers),
-            ("KREPLY_PG_URL", &system.pg.url),
-            ("KREPLY_METRICS_LISTEN", &metrics),
-        ],
-    );
+    let cluster = system.broker.cluster();
+    assert_eq!(cluster.add_partitions("payment_results", 5), 2);
+    let (ok, stderr) = start_worker(&system);
     assert!(!ok, "the worker started: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_holds(
+        &stderr,
+        &[
+            "\"payment_request\" has 3 partitions",
+            "\"payment_results\" has 5",
+            "same count",
+        ],
+    );
+
+    assert_eq!(cluster.add_partitions(REQUEST_TOPIC, 5), 2);
+    let (ok, stderr) = start_worker(&system);
+    assert!(!ok, "the worker served: {stderr}");
     assert_holds(
         &stderr,
         &[
@@ -368,4 +373,17 @@ fn a_results_topic_that_gained_partitions_stops_the_worker() {
             "worker.results_topic",
         ],
     );
+}
+
+/// Runs a worker on `system`'s config to its exit: whether it succeeded, and its stderr.
+fn start_worker(system: &System) -> (bool, String) {
+    let metrics = format!("127.0.0.1:{}", free_port());
+    run_kreply(
+        &["worker", "--config", system.config.to_str().unwrap()],
+        &[
+            ("KREPLY_BROKERS", &system.brokers),
+            ("KREPLY_PG_URL", &system.pg.url),
+            ("KREPLY_METRICS_LISTEN", &metrics),
+        ],
+    )
 }

@@ -1,7 +1,12 @@
 //! An `Idempotency-Key` is bound to the request it was first used for (IETF draft "The
-//! Idempotency-Key HTTP Header Field"): the same key with another amount or another
-//! operation is refused with `422 idempotency-key-reused` and nothing is charged; the
-//! same payment again, its fields in another order, gets the first answer.
+//! Idempotency-Key HTTP Header Field"): the same key on the same order with another amount
+//! or another operation is refused with `422 idempotency-key-reused` and nothing is
+//! charged; the same payment again, its fields in another order, gets the first answer.
+//!
+//! A payment is (order id, idempotency key) (`worker/slot.rs`): the same key on another
+//! order is another payment, whose state another worker may own. What keeps it from the
+//! first order's answer is the PG's own binding of the key (the simulator refuses it with
+//! `422`, as Stripe does): its caller gets `502 pg-error`, and nothing is charged.
 
 mod common;
 
@@ -38,7 +43,6 @@ fn a_key_reused_for_another_request_is_refused_and_charges_nothing(kind: BrokerK
 
     for (operation, body) in [
         ("approve", json!({"order_id": "O-1", "amount": 11})),
-        ("approve", json!({"order_id": "O-2", "amount": 10})),
         ("refund", json!({"order_id": "O-1", "amount": 10})),
     ] {
         let reused = pay(&system, operation, "bind-1", &body);
@@ -47,6 +51,18 @@ fn a_key_reused_for_another_request_is_refused_and_charges_nothing(kind: BrokerK
     }
     let charges = system.pg.charges();
     assert_eq!(charges["calls_by_key"]["bind-1"], 1, "{charges}");
+
+    // Another order: another payment, asked of the PG, which refuses the key.
+    let other_order = pay(
+        &system,
+        "approve",
+        "bind-1",
+        &json!({"order_id": "O-2", "amount": 10}),
+    );
+    let problem = assert_problem(&other_order, 502, "pg-error");
+    assert_eq!(problem["outcome"], "failed", "{problem}");
+    let charges = system.pg.charges();
+    assert_eq!(charges["calls_by_key"]["bind-1"], 2, "{charges}");
     assert_eq!(charges["charges"]["bind-1"], 1, "{charges}");
 
     // The first request's own repeat still gets its answer after the refusals.

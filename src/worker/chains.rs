@@ -214,7 +214,7 @@ async fn settle_record(worker: &Worker, record: &ConsumerRecord) -> bool {
         }
     };
     let trace = item.trace;
-    match settle::settle_and_reply(worker, item, record.timestamp).await {
+    match settle::settle_and_reply(worker, item, record.partition, record.timestamp).await {
         Ok(()) => true,
         Err(why) => {
             log::error!(

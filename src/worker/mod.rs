@@ -36,6 +36,7 @@ mod results_index;
 mod results_layout;
 mod settle;
 mod settled_prefix;
+mod slot;
 mod stale_group;
 mod startup;
 

@@ -8,19 +8,30 @@ use crate::wire::traceparent::TraceParent;
 use crate::worker::Worker;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::settle::answer_from;
+use crate::worker::slot::Slot;
 
 /// The payment's first answer when it is on record (as its caller got it), else
 /// `payment-in-progress` or `no-such-payment`; `Err` when the store cannot be read, so the
 /// lookup is read again.
-pub async fn look_up(worker: &Worker, key: &str, trace: &TraceParent) -> Result<Answer, String> {
+pub async fn look_up(
+    worker: &Worker,
+    slot: &Slot,
+    key: &str,
+    trace: &TraceParent,
+) -> Result<Answer, String> {
     // The store reads the log only when a payment needs it, so what it knows may be old:
-    // another worker may have settled this payment since. Read the log to its end first.
-    worker.results.catch_up().await.map_err(|e| {
-        format!("cannot read the results log to its end for a lookup of {key}: {e}")
-    })?;
+    // another worker may have settled this payment since. Read its partition to its end
+    // first.
+    worker
+        .results
+        .catch_up(&[slot.partition])
+        .await
+        .map_err(|e| {
+            format!("cannot read the results log to its end for a lookup of {key}: {e}")
+        })?;
     let on_record = worker
         .results
-        .lookup(key)
+        .lookup(slot)
         .await
         .map_err(|e| format!("cannot read the result of {key} for a lookup: {e}"))?;
     worker.metrics.request("lookup");
@@ -45,7 +56,7 @@ pub async fn look_up(worker: &Worker, key: &str, trace: &TraceParent) -> Result<
         None => Answer::failure(
             ReplyError::NeverSeen,
             "NOT_FOUND",
-            "no payment with this idempotency key within the idempotency window",
+            "no payment with this idempotency key on this order within the idempotency window",
         ),
     })
 }

@@ -13,6 +13,7 @@ use crate::kafka::whole_batches::{self, Span};
 use crate::ops::notify::notify;
 use crate::ops::signals::{Shutdown, SignalName};
 use crate::ops::watchdog::Watchdog;
+use crate::worker::results::NotServed;
 use krafka::consumer::{Consumer, OffsetAndMetadata, TopicPartition};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -98,7 +99,7 @@ pub(super) async fn serve(
         if repeats > 0 {
             log::debug!("worker: {repeats} request(s) fetched twice in one poll; read once");
         }
-        let Some(gained) = owned.update(&worker, consumer, topic).await else {
+        let Some(gained) = owned.update(&worker, consumer, topic).await? else {
             rewind(consumer, topic, &whole_batches::spans(&records)).await;
             continue;
         };
@@ -122,7 +123,7 @@ pub(super) async fn serve(
             read_from_start(consumer, topic, &owned.partitions, &worker.metrics).await;
             // The results log most likely started over too: reading it to its end now
             // finds that out before a payment needs it.
-            if let Err(e) = worker.results.catch_up().await {
+            if let Err(e) = worker.results.catch_up_owned().await {
                 log::warn!("worker: reading the results store after a log started over: {e}");
             }
             continue;
@@ -188,14 +189,15 @@ impl Owned {
         }
     }
 
-    /// Takes the consumer's assignment; the partitions gained, or `None` when the results
-    /// store could not be read first, so the batch must be read again later.
+    /// Takes the consumer's assignment; the partitions gained, or `None` when their
+    /// results partitions could not be read first, so the batch must be read again later;
+    /// `Err` when one was written under another layout and the worker must stop.
     async fn update(
         &mut self,
         worker: &Worker,
         consumer: &Consumer,
         topic: &str,
-    ) -> Option<Vec<i32>> {
+    ) -> Result<Option<Vec<i32>>, StartupError> {
         let assigned: HashSet<i32> = consumer
             .assignment()
             .await
@@ -204,17 +206,22 @@ impl Owned {
             .into_iter()
             .collect();
         if assigned == self.partitions {
-            return Some(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         self.gaps.retain(|partition| assigned.contains(&partition));
-        // New partitions may carry repeats of what their previous owner recorded;
-        // losing partitions brings nothing new to read.
+        // New partitions may carry repeats of what their previous owner recorded: their
+        // results partitions are read to the end first. Those lost are left to the next
+        // owner.
+        match worker.results.own(&assigned).await {
+            Ok(_) => {}
+            Err(NotServed::Refused(why)) => return Err(why),
+            Err(NotServed::Unread(e)) => {
+                log::error!("worker: cannot read the results store, will retry: {e}");
+                return Ok(None);
+            }
+        }
         let new: Vec<i32> = assigned.difference(&self.partitions).copied().collect();
         let gained = !new.is_empty();
-        if gained && let Err(e) = worker.results.catch_up().await {
-            log::error!("worker: cannot read the results store, will retry: {e}");
-            return None;
-        }
         self.expect_committed(consumer, topic, &new).await;
         let mut sorted: Vec<_> = assigned.iter().copied().collect();
         sorted.sort_unstable();
@@ -227,7 +234,7 @@ impl Owned {
         }
         worker.metrics.partitions.set(assigned.len() as i64);
         self.partitions = assigned;
-        Some(new)
+        Ok(Some(new))
     }
 
     /// A gained partition is read from the group's committed offset: its first records

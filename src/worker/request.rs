@@ -80,8 +80,8 @@ pub fn read<'a>(
     })
 }
 
-/// The idempotency key an outcome lookup asks about: its `kreply_idempotencyKey` header,
-/// else its record key; `None` for a payment.
+/// The idempotency key an outcome lookup asks about: its `kreply_idempotencyKey` header
+/// (its record key is the order id, `wire::outcome_lookup`); `None` for a payment.
 fn lookup(value: &[u8], key: &[u8], idempotency_key: Option<&str>) -> Option<String> {
     let envelope: Value = serde_json::from_slice(value).ok()?;
     envelope.get(outcome_lookup::FIELD)?;

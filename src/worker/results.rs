@@ -1,17 +1,17 @@
-//! The results store: what happened to each payment, by idempotency key, kept in Kafka.
+//! The results store: what happened to each payment, kept in Kafka, read per partition.
 //!
 //! A compacted topic is the durable record: it survives a worker restart and, unlike a
 //! local file, every worker can read it, so it moves with the request partitions when the
-//! group rebalances. Each worker reads the whole topic, keeping what
-//! [`ResultsIndex`] keeps of it, and reads it up to its end again whenever it is given new
-//! request partitions, before serving them, so that what the previous owner recorded is
-//! known first. "Its end" is not the high watermark, which tansu reports wrong after a
-//! batch of several records: the worker writes a marker record to each partition and reads
-//! until its markers come back ([`ResultsStore::catch_up`]).
+//! group rebalances. It is partitioned like the requests (`slot.rs`): a worker reads only
+//! the results partitions numbered like the request partitions it owns ([`ResultsStore::own`]),
+//! and reads a partition it is given up to its end before serving it, so that what the
+//! previous owner recorded is known first. "Its end" is not the high watermark, which
+//! tansu reports wrong after a batch of several records: the worker writes a marker record
+//! to the partition and reads until its marker comes back ([`ResultsStore::catch_up`]).
 //!
-//! A key always hashes to the same results partition, so offsets order the records of one
-//! key: a record read back is applied only if it is newer than what is known (our own
-//! `Final` must not be overwritten by our own older `Pending` arriving late).
+//! A payment's records all land on its slot's partition, so offsets order them: a record
+//! read back is applied only if it is newer than what is known (our own `Final` must not be
+//! overwritten by our own older `Pending` arriving late).
 //!
 //! Settling also reads: an attempt reads its own `pending` back ([`ResultsStore::claim`])
 //! to learn what precedes it in the log, and a repeat waits for an unfinished attempt's
@@ -26,21 +26,23 @@
 //! ([`ResultsStore::reopen`]). Kafka answers both with errors the client acts on, so there
 //! a silent reader is only waited for, and the index is never discarded.
 //!
-//! A final record's reply is not kept in memory: a repeat that needs it reads it at its
-//! place in the log, on a connection of its own ([`ResultsStore::lookup`]).
+//! A final record's reply is not kept: a repeat that needs it reads it at its place in
+//! the log, on a connection of its own ([`ResultsStore::lookup`]).
 
 use crate::config::Config;
+use crate::error::StartupError;
 use crate::kafka::metadata_keeper::{Keeper, keep_fresh};
 use crate::kafka::offset_gaps::{self, OffsetGaps};
 use crate::kafka::{self, ProducerSession};
 use crate::wire::record::now_ms;
 use crate::worker::answer::{Answer, Recorded};
 use crate::worker::metrics::{Produced, WorkerMetrics};
-use crate::worker::results_index::{Kept, Known, LogPlace, ResultsIndex};
-use crate::worker::results_layout;
+use crate::worker::results_index::{self, Kept, Known, LogPlace, ResultsIndex};
+use crate::worker::results_layout::{self, Layout, Verdict};
+use crate::worker::slot::Slot;
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -48,8 +50,6 @@ use std::time::{Duration, Instant};
 /// How long a catch-up, or reading an attempt's own `pending` back, may take before the
 /// worker reports it and tries again.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
-/// How many times startup reads the results topic to its end before it gives up.
-const FIRST_CATCH_UP_TRIES: u32 = 3;
 /// One poll of the reader; it returns as soon as records come.
 const READ_POLL: Duration = Duration::from_millis(200);
 /// Reading a `pending` back takes a few milliseconds; this long means the reader is stuck
@@ -61,18 +61,29 @@ const FIND_STALL: Duration = Duration::from_secs(1);
 /// The smallest results record, in bytes of a produce batch: a batch of
 /// `producer_batch_bytes` holds at most that many bytes / this records.
 const SMALLEST_RESULTS_RECORD: usize = 64;
-/// Marker records have this key, with the partition number after it. No idempotency key
-/// can equal it (the worker reads keys as UTF-8, and 0xFF never occurs in UTF-8), so
-/// compaction never drops a payment's record for a marker.
+/// Marker records have this key, with the partition number after it. No payment's record
+/// key can equal it (those are JSON arrays, and 0xFF never occurs in UTF-8), so compaction
+/// never drops a payment's record for a marker.
 const MARKER_KEY: &[u8] = b"\xffkreply-catch-up/";
+
+/// Why a partition given to this worker cannot be served.
+#[derive(Debug)]
+pub enum NotServed {
+    /// The brokers: try again later.
+    Unread(KrafkaError),
+    /// Its records were written under another layout: the worker must stop.
+    Refused(StartupError),
+}
 
 pub struct ResultsStore {
     topic: String,
-    partitions: Vec<i32>,
+    /// How many partitions the topic has.
+    partition_count: usize,
     /// Held by the one task polling it; replaced by [`ResultsStore::reopen`].
     reader: tokio::sync::Mutex<Reader>,
     /// How the reader is built again: brokers, security, the topic.
     config: Config,
+    window: Duration,
     /// Polls applied so far: a task that waited for `reader` reads the state again first.
     polls: AtomicU64,
     /// Records applied so far: whether the reader is still moving.
@@ -89,37 +100,44 @@ pub struct ResultsStore {
 }
 
 struct State {
-    known: ResultsIndex,
-    /// Keys with an attempt reading its `pending` back: every record read for them.
+    /// The partitions this worker reads: those of the request partitions it owns.
+    owned: BTreeMap<i32, OwnedPartition>,
+    /// Payments with an attempt reading its `pending` back: every record read for them.
     watched: HashMap<String, Watch>,
     /// Marker records written by a catch-up and not read back yet.
     markers: HashSet<String>,
-    /// The partition count the newest layout record names ([`results_layout`]).
-    layout: Option<usize>,
 }
 
-/// The records of one key from some point on, for the attempts deciding their race.
+/// What the worker keeps of one results partition it reads.
+struct OwnedPartition {
+    index: ResultsIndex,
+    /// The newest layout record read from it.
+    layout: Option<Layout>,
+}
+
+/// The records of one payment from some point on, for the attempts deciding their race.
 struct Watch {
     attempts: usize,
     seen: Vec<Known>,
 }
 
 impl ResultsStore {
-    /// Opens the store on every partition of `topic`, from the beginning, and reads it all.
+    /// The store on the results topic of `partition_count` partitions, reading none of
+    /// them yet: [`ResultsStore::own`] gives it the partitions to read.
     pub async fn open(
         kafka: &Kafka,
         config: &Config,
-        partitions: Vec<i32>,
+        partition_count: usize,
         producer: Arc<ProducerSession>,
         metrics: Arc<WorkerMetrics>,
     ) -> Result<ResultsStore, KrafkaError> {
-        let topic = &config.worker.results_topic;
-        let reader = Reader::open(kafka, config, &partitions).await?;
-        let store = ResultsStore {
-            topic: topic.to_string(),
-            partitions,
+        let reader = Reader::open(kafka, config, &[]).await?;
+        Ok(ResultsStore {
+            topic: config.worker.results_topic.clone(),
+            partition_count,
             reader: tokio::sync::Mutex::new(reader),
             config: config.clone(),
+            window: Duration::from_millis(config.worker.idempotency_window_ms),
             polls: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
@@ -127,44 +145,112 @@ impl ResultsStore {
             producer,
             metrics,
             state: Mutex::new(State {
-                known: ResultsIndex::new(Duration::from_millis(
-                    config.worker.idempotency_window_ms,
-                )),
+                owned: BTreeMap::new(),
                 watched: HashMap::new(),
                 markers: HashSet::new(),
-                layout: None,
             }),
-        };
-        store.first_catch_up().await?;
-        Ok(store)
+        })
     }
 
-    /// The first catch-up, tried [`FIRST_CATCH_UP_TRIES`] times. Workers starting
-    /// together on a results topic created on demand can find its log starting over under
-    /// them (seen on tansu 0.6.0: three workers at once, one reader's markers never came
-    /// back): a fresh reader then finds the topic as it now is.
-    async fn first_catch_up(&self) -> Result<(), KrafkaError> {
-        let mut tries = 1;
-        loop {
-            match self.catch_up().await {
-                Err(e) if tries < FIRST_CATCH_UP_TRIES => {
-                    log::warn!(
-                        "worker: reading {} to its end at startup (try {tries} of {FIRST_CATCH_UP_TRIES}): {e}; trying again on a new connection",
-                        self.topic
-                    );
-                    self.reopen(self.reopens.load(Ordering::Acquire)).await?;
-                    tries += 1;
-                }
-                done => return done,
+    /// Reads exactly the results partitions in `owned` from now on: a partition gained is
+    /// read to its end, and its layout checked, before this returns; a partition lost is
+    /// forgotten (its next owner reads it). The partitions gained.
+    pub async fn own(&self, owned: &HashSet<i32>) -> Result<Vec<i32>, NotServed> {
+        let gained = self.assign(owned).await.map_err(NotServed::Unread)?;
+        if gained.is_empty() {
+            return Ok(gained);
+        }
+        let served = self.serve(&gained).await;
+        if served.is_err() {
+            // Taken afresh next time: read from the beginning, layout checked.
+            self.lock().owned.retain(|p, _| !gained.contains(p));
+        }
+        served.map(|()| gained)
+    }
+
+    /// Reads the gained `partitions` to their end and checks their layouts.
+    async fn serve(&self, partitions: &[i32]) -> Result<(), NotServed> {
+        self.catch_up(partitions).await.map_err(NotServed::Unread)?;
+        for &partition in partitions {
+            self.check_layout(partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Points the reader at `owned`, a gained partition from its beginning; the gained.
+    async fn assign(&self, owned: &HashSet<i32>) -> Result<Vec<i32>, KrafkaError> {
+        let mut reader = self.reader.lock().await;
+        let mut sorted: Vec<i32> = owned.iter().copied().collect();
+        sorted.sort_unstable();
+        let gained: Vec<i32> = {
+            let state = &mut *self.lock();
+            state.owned.retain(|partition, _| owned.contains(partition));
+            let gained = sorted
+                .iter()
+                .copied()
+                .filter(|partition| !state.owned.contains_key(partition))
+                .collect();
+            for &partition in &gained {
+                state.owned.insert(partition, self.new_partition());
+            }
+            gained
+        };
+        reader.consumer.assign(&self.topic, sorted).await?;
+        reader.gaps.retain(|partition| owned.contains(&partition));
+        for &partition in &gained {
+            reader.consumer.seek(&self.topic, partition, 0).await?;
+            reader.gaps.expect(partition, 0);
+        }
+        self.polls.fetch_add(1, Ordering::AcqRel);
+        Ok(gained)
+    }
+
+    fn new_partition(&self) -> OwnedPartition {
+        OwnedPartition {
+            index: ResultsIndex::new(self.window),
+            layout: None,
+        }
+    }
+
+    /// Serves `partition` if its layout agrees, writing its layout record if it has none.
+    async fn check_layout(&self, partition: i32) -> Result<(), NotServed> {
+        let recorded = self
+            .owned(partition, |owned| owned.layout.clone())
+            .flatten();
+        match results_layout::verdict(
+            recorded.as_ref(),
+            &self.topic,
+            partition,
+            self.partition_count,
+        ) {
+            Verdict::Serve => Ok(()),
+            Verdict::Refuse(why) => Err(NotServed::Refused(why)),
+            Verdict::Write => {
+                let (key, value) = results_layout::record(self.partition_count);
+                let record = Record::new(self.topic.as_str(), value)
+                    .key(key)
+                    .partition(partition);
+                let _acknowledged = self
+                    .producer
+                    .send(record)
+                    .await
+                    .map_err(NotServed::Unread)?;
+                Ok(())
             }
         }
     }
 
-    /// Reads every partition up to the end it has now: writes a marker record to each and
+    /// Reads every partition this worker reads up to the end it has now.
+    pub async fn catch_up_owned(&self) -> Result<(), KrafkaError> {
+        let owned: Vec<i32> = self.lock().owned.keys().copied().collect();
+        self.catch_up(&owned).await
+    }
+
+    /// Reads `partitions` up to the end they have now: writes a marker record to each and
     /// reads until all of them come back.
-    pub async fn catch_up(&self) -> Result<(), KrafkaError> {
-        let mut ours = Vec::with_capacity(self.partitions.len());
-        for &partition in &self.partitions {
+    pub async fn catch_up(&self, partitions: &[i32]) -> Result<(), KrafkaError> {
+        let mut ours = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
             let id = uuid::Uuid::new_v4().to_string();
             self.lock().markers.insert(id.clone());
             ours.push(id.clone());
@@ -179,12 +265,12 @@ impl ResultsStore {
             }
         }
         let met = |state: &State| ours.iter().all(|id| !state.markers.contains(id));
-        let found = self.read_back(met).await;
+        let found = self.read_back(partitions, met).await;
         self.forget_markers(&ours);
         match found? {
             true => Ok(()),
             false => Err(KrafkaError::timeout(format!(
-                "reading {} to its end (its marker records did not come back)",
+                "reading {} partitions {partitions:?} to their end (the marker records did not come back)",
                 self.topic
             ))),
         }
@@ -197,107 +283,103 @@ impl ResultsStore {
         }
     }
 
-    /// The newest record of `key`, reading a final one's reply back from the log.
-    pub async fn lookup(&self, key: &str) -> Result<Option<Recorded>, KrafkaError> {
-        let known = self.lock().known.get(key).cloned();
-        self.whole_of(key, known).await
+    /// The newest record of the payment in `slot`, reading a final one's reply back from
+    /// the log.
+    pub async fn lookup(&self, slot: &Slot) -> Result<Option<Recorded>, KrafkaError> {
+        let known = self
+            .owned(slot.partition, |owned| owned.index.get(&slot.key).cloned())
+            .ok_or_else(|| not_owned(slot))?;
+        self.whole_of(slot, known).await
     }
 
     /// Whether a record written at `written_ms` is older than the idempotency window.
     pub fn past_window(&self, written_ms: i64) -> bool {
-        self.lock().known.past_window(written_ms, now_ms())
+        results_index::past_window(self.window, written_ms, now_ms())
     }
 
-    /// The partition count the topic's payment records were written under, as its
-    /// layout record says; `None` before any worker wrote one.
-    pub fn recorded_layout(&self) -> Option<usize> {
-        self.lock().layout
-    }
-
-    /// How many partitions the topic has now.
-    pub fn partition_count(&self) -> usize {
-        self.partitions.len()
-    }
-
-    /// Writes the layout record: the topic's payment records are placed over its
-    /// partitions as they are now.
-    pub async fn record_layout(&self) -> Result<(), KrafkaError> {
-        let (key, value) = results_layout::record(self.partitions.len());
-        let record = Record::new(self.topic.as_str(), value)
-            .key(key)
-            .partition(self.partitions[0]);
-        let _acknowledged = self.producer.send(record).await?;
-        self.lock().layout = Some(self.partitions.len());
-        Ok(())
-    }
-
-    /// How many keys are known (within the idempotency window).
+    /// How many payments are known (within the idempotency window), over the partitions
+    /// this worker reads.
     pub fn keys(&self) -> usize {
-        self.lock().known.len()
+        let state = self.lock();
+        state.owned.values().map(|owned| owned.index.len()).sum()
     }
 
-    /// Writes `pending` (whose attempt is `attempt`) for `key` and reads the log until the
-    /// reader has seen it; returns the latest record of `key` before it, which decides the
-    /// race ([`race::decide`](super::race::decide)). The offset in the produce ack is not
-    /// trusted: the reader must meet the record itself.
+    /// What `read` says of owned partition `partition`; `None` when it is not owned.
+    fn owned<T>(&self, partition: i32, read: impl FnOnce(&OwnedPartition) -> T) -> Option<T> {
+        self.lock().owned.get(&partition).map(read)
+    }
+
+    /// Writes `pending` (whose attempt is `attempt`) for the payment in `slot` and reads
+    /// the log until the reader has seen it; returns the latest record of the payment
+    /// before it, which decides the race ([`race::decide`](super::race::decide)). The
+    /// offset in the produce ack is not trusted: the reader must meet the record itself.
     pub async fn claim(
         &self,
-        key: &str,
+        slot: &Slot,
         pending: &Recorded,
         attempt: &str,
     ) -> Result<Option<Recorded>, KrafkaError> {
-        let _watch = WatchGuard::new(self, key);
-        self.put(key, pending).await?;
+        let _watch = WatchGuard::new(self, slot);
+        self.put(slot, pending).await?;
         let mut ours = None;
         let mut met = |state: &State| {
             ours = state
                 .watched
-                .get(key)
+                .get(&slot.key)
                 .and_then(|watch| watch.offset_of(attempt));
             ours.is_some()
         };
-        let found = self.read_back(&mut met).await?;
+        let found = self.read_back(&[slot.partition], &mut met).await?;
         let Some(offset) = ours.filter(|_| found) else {
             return Err(KrafkaError::timeout(format!(
-                "reading back the pending record of {key} from {}",
+                "reading back the pending record of {slot} from {}",
                 self.topic
             )));
         };
-        let before = self.lock().watched.get(key).and_then(|w| w.before(offset));
-        self.whole_of(key, before).await
+        let before = self
+            .lock()
+            .watched
+            .get(&slot.key)
+            .and_then(|w| w.before(offset));
+        self.whole_of(slot, before).await
     }
 
-    /// Reads until `met` holds for a record this worker has just written. On tansu, when
-    /// the reader brings nothing new for [`READ_BACK_STUCK`] first, the log may have
-    /// started over: reopens the reader and tries once more
+    /// Reads until `met` holds for a record this worker has just written to one of
+    /// `partitions`. On tansu, when the reader brings nothing new for [`READ_BACK_STUCK`]
+    /// first, the log may have started over: reopens the reader and tries once more
     /// ([`BrokerCompat::reopens_silent_readers`](crate::kafka::BrokerCompat::reopens_silent_readers)); on Kafka, reads for up to
     /// [`CATCH_UP_LIMIT`]. `false` when the record never came. Only a
-    /// stall counts, not the time taken: a new worker reads the whole topic before its
-    /// markers come back.
-    async fn read_back(&self, mut met: impl FnMut(&State) -> bool) -> Result<bool, KrafkaError> {
+    /// stall counts, not the time taken: a new owner reads a whole partition before its
+    /// marker comes back.
+    async fn read_back(
+        &self,
+        partitions: &[i32],
+        mut met: impl FnMut(&State) -> bool,
+    ) -> Result<bool, KrafkaError> {
         if !self.config.broker_compat.reopens_silent_readers() {
             // Kafka: a silent reader is a partition between leaders; what is known stays.
-            return self.read_until(CATCH_UP_LIMIT, met).await;
+            return self.read_until(partitions, CATCH_UP_LIMIT, met).await;
         }
         let reopens = self.reopens.load(Ordering::Acquire);
-        if self.read_while_moving(&mut met).await? {
+        if self.read_while_moving(partitions, &mut met).await? {
             return Ok(true);
         }
         self.reopen(reopens).await?;
-        self.read_while_moving(&mut met).await
+        self.read_while_moving(partitions, &mut met).await
     }
 
     /// Reads until `met` holds (`true`) or the reader has applied no record for
     /// [`READ_BACK_STUCK`] (`false`).
     async fn read_while_moving(
         &self,
+        partitions: &[i32],
         mut met: impl FnMut(&State) -> bool,
     ) -> Result<bool, KrafkaError> {
         let mut applied = self.applied.load(Ordering::Acquire);
         let mut moved = Instant::now();
         loop {
             let polls = self.polls.load(Ordering::Acquire);
-            if met(&self.lock()) {
+            if self.still_owned(partitions, &mut met)? {
                 return Ok(true);
             }
             let now_applied = self.applied.load(Ordering::Acquire);
@@ -310,30 +392,48 @@ impl ResultsStore {
         }
     }
 
-    /// Reads the log for up to `limit` until `key` has a final or retryable record; that
-    /// record, or `None` when the time ran out first.
+    /// Whether `met` holds; an error when one of `partitions` is no longer read here (it
+    /// went to another worker: what is read of it would never come).
+    fn still_owned(
+        &self,
+        partitions: &[i32],
+        met: &mut impl FnMut(&State) -> bool,
+    ) -> Result<bool, KrafkaError> {
+        let state = self.lock();
+        if let Some(lost) = partitions.iter().find(|p| !state.owned.contains_key(p)) {
+            return Err(KrafkaError::illegal_state(format!(
+                "partition {lost} of {} went to another worker",
+                self.topic
+            )));
+        }
+        Ok(met(&state))
+    }
+
+    /// Reads the log for up to `limit` until the payment in `slot` has a final or
+    /// retryable record; that record, or `None` when the time ran out first.
     pub async fn wait_settled(
         &self,
-        key: &str,
+        slot: &Slot,
         limit: Duration,
     ) -> Result<Option<Recorded>, KrafkaError> {
         let mut settled = None;
-        self.read_until(limit, |state| {
+        self.read_until(&[slot.partition], limit, |state| {
             settled = state
-                .known
-                .get(key)
+                .owned
+                .get(&slot.partition)
+                .and_then(|owned| owned.index.get(&slot.key))
                 .filter(|known| !matches!(known.kept, Kept::Pending { .. }))
                 .cloned();
             settled.is_some()
         })
         .await?;
-        self.whole_of(key, settled).await
+        self.whole_of(slot, settled).await
     }
 
     /// The whole record `known` stands for, if any: as kept, or a final one read back.
     async fn whole_of(
         &self,
-        key: &str,
+        slot: &Slot,
         known: Option<Known>,
     ) -> Result<Option<Recorded>, KrafkaError> {
         let Some(known) = known else {
@@ -341,14 +441,14 @@ impl ResultsStore {
         };
         match known.kept.whole() {
             Some(recorded) => Ok(Some(recorded)),
-            None => self.read_final(key, known.place).await.map(Some),
+            None => self.read_final(slot, known.place).await.map(Some),
         }
     }
 
-    /// Reads the final record of `key` at `place`. One that is no longer there (its log
-    /// started over, or the record was removed) gives an in-doubt answer: the payment was
-    /// settled, but what it said is lost, so it must not be charged again.
-    async fn read_final(&self, key: &str, place: LogPlace) -> Result<Recorded, KrafkaError> {
+    /// Reads the final record of the payment in `slot` at `place`. One that is no longer
+    /// there (its log started over, or the record was removed) gives an in-doubt answer:
+    /// the payment was settled, but what it said is lost, so it must not be charged again.
+    async fn read_final(&self, slot: &Slot, place: LogPlace) -> Result<Recorded, KrafkaError> {
         if place.offset < 0 {
             return Ok(no_longer_kept());
         }
@@ -368,7 +468,7 @@ impl ResultsStore {
         };
         *finals = Some(reader);
         Ok(read
-            .filter(|record| record.key.as_deref() == Some(key.as_bytes()))
+            .filter(|record| record.key.as_deref() == Some(slot.key.as_bytes()))
             .and_then(|record| serde_json::from_slice(record.value.as_deref()?).ok())
             .filter(|recorded| matches!(recorded, Recorded::Final { .. }))
             .unwrap_or_else(no_longer_kept))
@@ -377,6 +477,7 @@ impl ResultsStore {
     /// Reads until `done` holds for the state (`true`) or `limit` has passed (`false`).
     async fn read_until(
         &self,
+        partitions: &[i32],
         limit: Duration,
         mut done: impl FnMut(&State) -> bool,
     ) -> Result<bool, KrafkaError> {
@@ -384,7 +485,7 @@ impl ResultsStore {
         loop {
             // Taken before looking, so a poll applied in between is not missed.
             let polls = self.polls.load(Ordering::Acquire);
-            if done(&self.lock()) {
+            if self.still_owned(partitions, &mut done)? {
                 return Ok(true);
             }
             if started.elapsed() >= limit {
@@ -426,21 +527,24 @@ impl ResultsStore {
             self.topic
         );
         let kafka = kafka::client(&self.config, "kreply-worker-results").await?;
-        *reader = Reader::open(&kafka, &self.config, &self.partitions).await?;
-        self.lock().known.log_started_over();
+        let owned: Vec<i32> = self.lock().owned.keys().copied().collect();
+        *reader = Reader::open(&kafka, &self.config, &owned).await?;
+        for owned in self.lock().owned.values_mut() {
+            owned.index.log_started_over();
+        }
         self.reopens.fetch_add(1, Ordering::AcqRel);
         self.polls.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
-    /// Writes `recorded` for `key` (acks=all) and remembers it.
-    pub async fn put(&self, key: &str, recorded: &Recorded) -> Result<(), KrafkaError> {
+    /// Writes `recorded` for the payment in `slot` (acks=all) and remembers it.
+    pub async fn put(&self, slot: &Slot, recorded: &Recorded) -> Result<(), KrafkaError> {
         let value = serde_json::to_vec(recorded).unwrap_or_default();
         let handed_over = Instant::now();
-        let meta = self
-            .producer
-            .send(Record::new(self.topic.as_str(), value).key(key.as_bytes().to_vec()))
-            .await?;
+        let record = Record::new(self.topic.as_str(), value)
+            .key(slot.key.as_bytes().to_vec())
+            .partition(slot.partition);
+        let meta = self.producer.send(record).await?;
         let elapsed = handed_over.elapsed();
         self.metrics.produce_acked(Produced::Result, elapsed);
         let place = LogPlace {
@@ -450,19 +554,26 @@ impl ResultsStore {
         let known = Known::of(place, now_ms(), recorded);
         // Not into a watch: an attempt must meet its own `pending` where the reader
         // finds it, after what precedes it, not where the ack says it is.
-        self.lock().known.remember(key, known, now_ms());
+        if let Some(owned) = self.lock().owned.get_mut(&slot.partition) {
+            owned.index.remember(&slot.key, known, now_ms());
+        }
         Ok(())
     }
 
     fn apply(&self, record: ConsumerRecord) {
+        let state = &mut *self.lock();
+        // Records of a partition given up since they were fetched are its next owner's.
+        let Some(owned) = state.owned.get_mut(&record.partition) else {
+            return;
+        };
         let key = record.key.as_deref().unwrap_or_default();
         if key.starts_with(MARKER_KEY) {
             let id = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
-            self.lock().markers.remove(id.as_ref());
+            state.markers.remove(id.as_ref());
             return;
         }
         if key == results_layout::KEY {
-            self.lock().layout = results_layout::parse(record.value.as_deref());
+            owned.layout = results_layout::parse(record.value.as_deref());
             return;
         }
         let Some(key) = record.key_str() else {
@@ -475,16 +586,16 @@ impl ResultsStore {
         match record.value.as_deref().map(Kept::parse) {
             Some(Ok(kept)) => {
                 let known = Known::at(place, record.timestamp, kept);
-                let state = &mut *self.lock();
                 if let Some(watch) = state.watched.get_mut(key) {
                     watch.seen.push(known.clone());
                 }
-                state.known.remember(key, known, now_ms());
+                owned.index.remember(key, known, now_ms());
             }
-            // A tombstone forgets the key.
-            None => self.lock().known.forget(key),
+            // A tombstone forgets the payment.
+            None => owned.index.forget(key),
             Some(Err(e)) => log::warn!(
-                "results record for {key} at offset {} is unreadable: {e}",
+                "results record for {key} at {}/{} is unreadable: {e}",
+                record.partition,
                 record.offset
             ),
         }
@@ -495,6 +606,13 @@ impl ResultsStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The error for a payment whose results partition this worker does not read.
+fn not_owned(slot: &Slot) -> KrafkaError {
+    KrafkaError::illegal_state(format!(
+        "{slot}: this worker does not read that partition (it went to another worker)"
+    ))
 }
 
 impl Watch {
@@ -516,7 +634,7 @@ impl Watch {
     }
 }
 
-/// The consumer that reads the whole results log, and what it has read of it.
+/// The consumer that reads the owned results partitions, and what it has read of them.
 struct Reader {
     consumer: Consumer,
     gaps: OffsetGaps,
@@ -554,7 +672,7 @@ impl Reader {
     }
 }
 
-/// A reader on every partition of the results topic, from the beginning.
+/// A reader on `partitions` of the results topic, from the beginning.
 async fn open_reader(
     kafka: &Kafka,
     config: &Config,
@@ -657,27 +775,34 @@ fn no_longer_kept() -> Recorded {
     .to_final()
 }
 
-/// Watches a key while an attempt on it decides its race. It starts from the newest
+/// Watches a payment while an attempt on it decides its race. It starts from the newest
 /// record known, so with what the reader applies next it holds every record that can
-/// precede the attempt's `pending`; attempts on one key share it.
+/// precede the attempt's `pending`; attempts on one payment share it.
 struct WatchGuard<'a> {
     store: &'a ResultsStore,
     key: &'a str,
 }
 
 impl<'a> WatchGuard<'a> {
-    fn new(store: &'a ResultsStore, key: &'a str) -> WatchGuard<'a> {
+    fn new(store: &'a ResultsStore, slot: &'a Slot) -> WatchGuard<'a> {
         let state = &mut *store.lock();
-        let newest = state.known.get(key).cloned();
+        let newest = state
+            .owned
+            .get(&slot.partition)
+            .and_then(|owned| owned.index.get(&slot.key))
+            .cloned();
         let watch = state
             .watched
-            .entry(key.to_string())
+            .entry(slot.key.clone())
             .or_insert_with(|| Watch {
                 attempts: 0,
                 seen: newest.into_iter().collect(),
             });
         watch.attempts += 1;
-        WatchGuard { store, key }
+        WatchGuard {
+            store,
+            key: &slot.key,
+        }
     }
 }
 

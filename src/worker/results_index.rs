@@ -145,6 +145,13 @@ impl Known {
     }
 }
 
+/// Past `window`: a record written at `written_ms` is older than the window at `now_ms`.
+/// A timestamp in the future (another host's clock) is not.
+pub fn past_window(window: Duration, written_ms: i64, now_ms: i64) -> bool {
+    let window_ms = window.as_millis().min(i64::MAX as u128) as i64;
+    now_ms.saturating_sub(written_ms) > window_ms
+}
+
 pub struct ResultsIndex {
     keys: HashMap<KeyId, Known>,
     window_ms: i64,

@@ -20,6 +20,7 @@ use crate::worker::outcome;
 use crate::worker::pg_client::PgAnswer;
 use crate::worker::race::{self, Race};
 use crate::worker::request::WorkItem;
+use crate::worker::slot::Slot;
 use std::time::Instant;
 
 /// Settles `item`, a request written at `written_ms`, and sends its reply; `Err` when the
@@ -28,10 +29,15 @@ use std::time::Instant;
 pub async fn settle_and_reply(
     worker: &Worker,
     item: WorkItem,
+    partition: i32,
     written_ms: i64,
 ) -> Result<(), String> {
     let answer = match (&item.lookup, &item.payment) {
-        (Some(key), _) => outcome::look_up(worker, key, &item.trace).await?,
+        (Some(key), _) => {
+            let order_id = String::from_utf8_lossy(&item.key);
+            let slot = Slot::of(partition, &order_id, key);
+            outcome::look_up(worker, &slot, key, &item.trace).await?
+        }
         (None, Err(why)) => {
             worker.metrics.request("invalid-request");
             Answer::invalid(why)
@@ -41,7 +47,7 @@ pub async fn settle_and_reply(
             worker.metrics.request("expired");
             Answer::invalid("the request is older than the idempotency window; it was not charged")
         }
-        (None, Ok(payment)) => settle(worker, payment, &item.trace).await?,
+        (None, Ok(payment)) => settle(worker, payment, partition, &item.trace).await?,
     };
     let reply = answer.to_reply(&item, &worker.names);
     worker
@@ -50,20 +56,24 @@ pub async fn settle_and_reply(
         .map_err(|e| format!("reply to {} not acknowledged: {e}", item.reply_to.topic))
 }
 
-/// One payment being settled: the request, its idempotency key, the fingerprint that binds
-/// the key to this request (`fingerprint`), and its trace.
+/// One payment being settled: the request, its idempotency key, where its records live
+/// (`slot`), the fingerprint that binds the key to this request (`fingerprint`), and its
+/// trace.
 struct Settling<'a> {
     payment: &'a PaymentRequest,
     key: &'a str,
+    slot: Slot,
     fingerprint: String,
     trace: &'a TraceParent,
 }
 
 impl<'a> Settling<'a> {
-    fn of(payment: &'a PaymentRequest, trace: &'a TraceParent) -> Settling<'a> {
+    fn of(payment: &'a PaymentRequest, partition: i32, trace: &'a TraceParent) -> Settling<'a> {
+        let key = payment.idempotency_key.as_deref().unwrap_or_default();
         Settling {
             payment,
-            key: payment.idempotency_key.as_deref().unwrap_or_default(),
+            key,
+            slot: Slot::of(partition, &payment.order_id, key),
             fingerprint: fingerprint::of(payment),
             trace,
         }
@@ -74,13 +84,14 @@ impl<'a> Settling<'a> {
 async fn settle(
     worker: &Worker,
     payment: &PaymentRequest,
+    partition: i32,
     trace: &TraceParent,
 ) -> Result<Answer, String> {
-    let this = Settling::of(payment, trace);
+    let this = Settling::of(payment, partition, trace);
     let key = this.key;
     let on_record = worker
         .results
-        .lookup(key)
+        .lookup(&this.slot)
         .await
         .map_err(|e| format!("cannot read the result of {key}, PG not called: {e}"))?;
     if on_record
@@ -149,7 +160,7 @@ async fn charge_and_record(worker: &Worker, this: &Settling<'_>) -> Answer {
         PgAnswer::Unknown(why) => (Answer::in_doubt(&why), None),
     };
     if let Some(recorded) = recorded.map(|r| r.bound_to(&this.fingerprint))
-        && let Err(e) = worker.results.put(key, &recorded).await
+        && let Err(e) = worker.results.put(&this.slot, &recorded).await
     {
         // The caller still gets the real answer; a repeat settles it again (or, with a PG
         // that does not de-duplicate, is answered "unknown").
@@ -182,7 +193,7 @@ async fn claim(worker: &Worker, this: &Settling<'_>) -> Result<Option<Answer>, S
     let claiming = Instant::now();
     let before = worker
         .results
-        .claim(key, &pending, &attempt)
+        .claim(&this.slot, &pending, &attempt)
         .await
         .map_err(|e| format!("cannot record the attempt for {key}, PG not called: {e}"))?;
     log::debug!(
@@ -196,7 +207,7 @@ async fn claim(worker: &Worker, this: &Settling<'_>) -> Result<Option<Answer>, S
     if let Some(earlier) = before.filter(|r| r.bound_elsewhere(&this.fingerprint)) {
         // The key's newest record must be the other request's again, or its own
         // repeats would find ours and be refused.
-        if let Err(e) = worker.results.put(key, &earlier).await {
+        if let Err(e) = worker.results.put(&this.slot, &earlier).await {
             log::error!(
                 "cannot record {key}'s earlier record again after ours: {e} traceparent={trace}"
             );
@@ -211,7 +222,7 @@ async fn claim(worker: &Worker, this: &Settling<'_>) -> Result<Option<Answer>, S
             );
             // Ours is now the newest record of the key: the final one must be again, or a
             // compacted topic would keep only our unfinished `pending`.
-            if let Err(e) = worker.results.put(key, &settled).await {
+            if let Err(e) = worker.results.put(&this.slot, &settled).await {
                 log::error!(
                     "cannot record the result for {key} again after ours: {e} traceparent={trace}"
                 );
@@ -235,7 +246,7 @@ async fn claim(worker: &Worker, this: &Settling<'_>) -> Result<Option<Answer>, S
 async fn await_earlier(worker: &Worker, this: &Settling<'_>, started_ms: i64) -> Answer {
     let (key, trace) = (this.key, this.trace);
     let wait = race::wait_left(started_ms, now_ms(), worker.attempt_limit);
-    let why = match worker.results.wait_settled(key, wait).await {
+    let why = match worker.results.wait_settled(&this.slot, wait).await {
         Ok(Some(settled)) if settled.bound_elsewhere(&this.fingerprint) => {
             return refuse_reused(worker, this);
         }

@@ -6,7 +6,6 @@ use super::member_list::MemberList;
 use super::metrics::WorkerMetrics;
 use super::pg_client::PgClient;
 use super::results::ResultsStore;
-use super::results_layout;
 use super::stale_group::{self, Rounds, StaleGroup};
 use crate::config::{Claim, Config, StartFrom};
 use crate::error::StartupError;
@@ -47,6 +46,7 @@ pub(super) async fn start(
         .await?;
     let results_partitions = partitions.swap_remove(1);
     let request_partitions = partitions.swap_remove(0).len();
+    co_partitioned(config, request_partitions, results_partitions.len())?;
     let pg = PgClient::new(
         &settings.pg_url,
         Duration::from_millis(settings.pg_timeout_ms),
@@ -74,7 +74,7 @@ pub(super) async fn start(
     let results = ResultsStore::open(
         &reading,
         config,
-        results_partitions,
+        results_partitions.len(),
         producer.clone(),
         Arc::clone(&metrics),
     )
@@ -85,7 +85,6 @@ pub(super) async fn start(
             settings.results_topic
         ))
     })?;
-    results_layout::check(&results, &settings.results_topic).await?;
     // The group consumer's client reads only the request topic; the results reader keeps
     // its own client's metadata fresh (`results.rs`).
     kafka::metadata_keeper::keep_fresh(&kafka, vec![config.request_topic.clone()])
@@ -168,6 +167,18 @@ pub(super) async fn start(
         consumer,
         group,
     ))
+}
+
+/// A payment's records go to the results partition numbered like its request's
+/// (`slot.rs`): the two topics need the same partition count.
+fn co_partitioned(config: &Config, requests: usize, results: usize) -> Result<(), StartupError> {
+    if requests == results {
+        return Ok(());
+    }
+    Err(StartupError::new(format!(
+        "the request topic \"{}\" has {requests} partitions and the results topic \"{}\" has {results}: a payment's results go to the partition numbered like its request's, so both need the same count; create \"worker.results_topic\" with {requests} partitions (a new topic: the old one's answers are then forgotten)",
+        config.request_topic, config.worker.results_topic
+    )))
 }
 
 /// What `concurrency` PG calls at once allow, by Little's law (calls in flight = rate x

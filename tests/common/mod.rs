@@ -66,6 +66,19 @@ pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) 
     }
 }
 
+/// A new, empty state directory for a worker (`worker.state_dir`): tests run in parallel
+/// against brokers of their own, so no two workers may share one unless a test means a
+/// restarted worker to find its predecessor's (it then passes `KREPLY_STATE_DIR`).
+pub fn fresh_state_dir(name: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("state")
+        .join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
 fn log_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("logs");
     std::fs::create_dir_all(&dir).unwrap();
@@ -349,6 +362,7 @@ impl Daemon {
             .args(args)
             .env("RUST_LOG", "info")
             .env("KREPLY_BROKER_COMPAT", cluster::compat_for(env))
+            .env("KREPLY_STATE_DIR", fresh_state_dir(name))
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -649,6 +663,7 @@ pub fn run_kreply(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(kreply_binary())
         .args(args)
         .env("KREPLY_BROKER_COMPAT", cluster::compat_for(env))
+        .env("KREPLY_STATE_DIR", fresh_state_dir("run"))
         .envs(env.iter().copied())
         .env("RUST_LOG", "off")
         .output()
