@@ -404,7 +404,7 @@ fn late_replies(gateway: &Gateway, seen: &mut Answers) -> Vec<(String, u16, Opti
 /// A payment at the PG is `409 payment-in-progress` to a lookup; it ends `504 pg-unknown`
 /// (the worker gives up on the PG, and its key stays in progress).
 fn in_progress_then_unknown(gateway: &Gateway, seen: &mut Answers) {
-    let look_up = || get(gateway.addr, "/v1/payments/approve/os-1").unwrap();
+    let look_up = || get(gateway.addr, "/v1/payments/approve/os-1?order_id=SLOW-1").unwrap();
     std::thread::scope(|s| {
         let slow = s.spawn(|| pay(gateway, "os-1", json!({"order_id": "SLOW-1"}), 15_000));
         // `404 no-such-payment` until the worker has taken it, 409 for the 2 s at the PG.
@@ -426,28 +426,43 @@ fn lookup_without_workers(system: &System, seen: &mut Answers) {
     for worker in &system.workers {
         worker.daemon.signal("KILL");
     }
-    let unanswered = get(system.gateway.addr, "/v1/payments/approve/oa-1").unwrap();
+    let unanswered = get(
+        system.gateway.addr,
+        "/v1/payments/approve/oa-1?order_id=OA-1",
+    )
+    .unwrap();
     seen.expect(OUTCOME, &unanswered, 504, Some("lookup-timeout"));
 }
 
-/// `GET /v1/payments/{operation}/{idempotency_key}` of the payments made above.
+/// `GET /v1/payments/{operation}/{idempotency_key}?order_id=...` of the payments made
+/// above, and the refusals.
 fn outcome_lookups(gateway: &Gateway, seen: &mut Answers) {
-    let look_up = |key: &str| get(gateway.addr, &format!("/v1/payments/approve/{key}")).unwrap();
-    seen.expect(OUTCOME, &look_up("oa-1"), 200, None);
-    seen.expect(OUTCOME, &look_up("oa-2"), 402, Some("declined"));
-    seen.expect(OUTCOME, &look_up("oa-3"), 502, Some("pg-error"));
+    let look_up = |key: &str, order: &str| {
+        let path = format!("/v1/payments/approve/{key}?order_id={order}");
+        get(gateway.addr, &path).unwrap()
+    };
+    seen.expect(OUTCOME, &look_up("oa-1", "OA-1"), 200, None);
     seen.expect(
         OUTCOME,
-        &look_up("never-used"),
+        &look_up("oa-2", "DECLINE-2"),
+        402,
+        Some("declined"),
+    );
+    seen.expect(OUTCOME, &look_up("oa-3", "FAIL-3"), 502, Some("pg-error"));
+    seen.expect(
+        OUTCOME,
+        &look_up("never-used", "OA-1"),
         404,
         Some("no-such-payment"),
     );
     seen.expect(
         OUTCOME,
-        &look_up("%zz"),
+        &look_up("%zz", "OA-1"),
         400,
         Some("invalid-idempotency-key"),
     );
+    let no_order = get(gateway.addr, "/v1/payments/approve/oa-1").unwrap();
+    seen.expect(OUTCOME, &no_order, 400, Some("missing-order-id"));
     let wrong_method = gateway.post("/v1/payments/approve/oa-1", &[], b"");
     seen.expect(OUTCOME, &wrong_method, 405, Some("method-not-allowed"));
     assert_eq!(wrong_method.header("allow"), Some("GET, HEAD"));

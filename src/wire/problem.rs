@@ -43,8 +43,8 @@ pub struct ReplyLocation {
     pub reply_url: String,
     /// The host-table suffix of the host that sent the request and reads its reply.
     pub reply_host: String,
-    /// `/v1/payments/{operation}/{idempotency_key}`: the payment's outcome from any host,
-    /// for as long as the idempotency window keeps it.
+    /// `/v1/payments/{operation}/{idempotency_key}?order_id={order_id}`: the payment's
+    /// outcome from any host, for as long as the idempotency window keeps it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome_url: Option<String>,
 }

@@ -252,7 +252,7 @@ fn dead_letter(
 fn assert_unknown_with_reply_url(response: &Response, problem: &Value, id: &CorrelationId) {
     let url = format!("/v1/requests/{id}?host={OWN_SUFFIX}");
     // A payment of ORDER without an Idempotency-Key: its key is `A-1:approve`.
-    let outcome_url = "/v1/payments/approve/A-1%3Aapprove";
+    let outcome_url = "/v1/payments/approve/A-1%3Aapprove?order_id=A-1";
     assert_eq!(problem["outcome"], "unknown", "{problem}");
     assert_eq!(problem["correlation_id"], id.to_string());
     assert_eq!(
@@ -612,6 +612,83 @@ async fn looked_up(
     response
 }
 
+/// A lookup that names no order, or an empty one, has no partition to ask: `400
+/// missing-order-id` naming the parameter, and nothing is sent.
+#[test]
+fn a_lookup_without_an_order_id_is_400_missing_order_id_and_sends_nothing() {
+    let (app, mut queue) = gateway();
+    block_on(async {
+        for query in [
+            "",
+            "?order_id=",
+            "?order_id",
+            "?host=local2",
+            "?order_id=&order_id=A-1",
+        ] {
+            let req = request(Method::Get, &format!("/v1/payments/approve/k-1{query}"));
+            let (response, problem) = refused(&app, &mut queue, req, 400, "missing-order-id").await;
+            let detail = problem["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("order_id")
+                    && detail.contains("/v1/payments/approve/k-1?order_id="),
+                "{detail}"
+            );
+            assert_eq!(header(&response, "cache-control"), Some("no-store"));
+            assert!(header(&response, "traceparent").is_some());
+        }
+    });
+}
+
+/// The lookup's record is keyed by the order (decoded from the query), so it lands on the
+/// order's partition, and names the key it asks about in its header.
+#[test]
+fn a_lookup_is_keyed_by_its_order_and_names_its_key_in_a_header() {
+    let (app, mut queue) = gateway();
+    let approved = json!({ "status": "APPROVED" });
+    let registry = &app.state().registry;
+    block_on(async {
+        for (path, order_id, key) in [
+            (
+                "/v1/payments/approve/A-1%3Aapprove?order_id=A-1",
+                "A-1",
+                "A-1:approve",
+            ),
+            (
+                "/v1/payments/approve/k%2F1?order_id=O%2B1%26x%3D%20y",
+                "O+1&x= y",
+                "k/1",
+            ),
+            (
+                "/v1/payments/approve/k-1?order_id=a+b&order_id=c",
+                "a b",
+                "k-1",
+            ),
+        ] {
+            let (mut response, ()) = with_broker(&app, request(Method::Get, path), async {
+                let (record, ack) = next_payment(&mut queue).await;
+                assert_eq!(record.key, order_id.as_bytes(), "{path}");
+                assert_eq!(
+                    record.header(headers::IDEMPOTENCY_KEY),
+                    Some(key.as_bytes()),
+                    "{path}"
+                );
+                let value: Value = serde_json::from_slice(&record.value).unwrap();
+                assert_eq!(value, json!({ "lookup": { "operation": "approve" } }));
+                let written = WrittenAt {
+                    partition: 0,
+                    offset: 1,
+                };
+                ack.send(Ok(written)).unwrap();
+                registry.deliver(correlation_id(&record).as_bytes(), reply(&approved, None));
+            })
+            .await;
+            assert_eq!(response.status() as u16, 200, "{path}");
+            let body: Value = serde_json::from_str(&response.body_string().await.unwrap()).unwrap();
+            assert_eq!(body, approved);
+        }
+    });
+}
+
 /// No payment answer or lookup answer may be kept by a cache, whatever its status:
 /// `Cache-Control: no-store` on each (issue 19, item 3).
 #[test]
@@ -637,13 +714,14 @@ fn payment_and_lookup_answers_are_never_stored() {
         })
         .await;
         answers.push(paid);
-        let outcome = "/v1/payments/approve/A-1%3Aapprove";
+        let outcome = "/v1/payments/approve/A-1%3Aapprove?order_id=A-1";
         answers.push(looked_up(&app, &mut queue, outcome, reply(&approved, None)).await);
         let never = reply(&json!({}), Some("no-such-payment"));
         answers.push(looked_up(&app, &mut queue, outcome, never).await);
         for path in [
-            "/v1/payments/approve/%zz".to_string(),
-            "/v1/payments/teleport/k-1".to_string(),
+            "/v1/payments/approve/%zz?order_id=A-1".to_string(),
+            "/v1/payments/teleport/k-1?order_id=A-1".to_string(),
+            "/v1/payments/approve/k-1".to_string(),
             "/v1/requests/not-an-id".to_string(),
             format!("/v1/requests/{id}"),
             format!("/v1/requests/{id}?host=local3"),
@@ -658,7 +736,9 @@ fn payment_and_lookup_answers_are_never_stored() {
         let statuses: Vec<u16> = answers.iter().map(|r| r.status() as u16).collect();
         assert_eq!(
             statuses,
-            [400, 504, 200, 200, 404, 400, 404, 400, 404, 307, 404, 200]
+            [
+                400, 504, 200, 200, 404, 400, 404, 400, 400, 404, 307, 404, 200
+            ]
         );
         for response in &answers {
             let status = response.status();
@@ -1010,7 +1090,7 @@ async fn send_failing(
 #[test]
 fn answers_only_a_broken_broker_gives_are_as_docs_openapi_json_says() {
     let doc = OpenApi::parse(include_str!("../../../docs/openapi.json"));
-    let lookup = "/v1/payments/approve/k-1";
+    let lookup = "/v1/payments/approve/k-1?order_id=K-1";
     let mut answers: Vec<(&str, Response)> = Vec::new();
     block_on(async {
         let (app, _queue) = not_ready_gateway();
