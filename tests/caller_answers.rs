@@ -22,7 +22,7 @@ fn timed_out_payment(gateway: &Gateway, order_id: &str, timeout_ms: &str) -> ser
     let problem = assert_problem(&response, 504, "reply-timeout");
     assert_eq!(problem["outcome"], "unknown");
     let url = problem["reply_url"].as_str().expect("reply_url in the 504");
-    let outcome_url = format!("/v1/payments/approve/{order_id}%3Aapprove");
+    let outcome_url = format!("/v1/payments/approve/{order_id}%3Aapprove?order_id={order_id}");
     assert_eq!(problem["outcome_url"], outcome_url.as_str());
     assert_eq!(
         response.header("link"),

@@ -13,10 +13,11 @@
 //! Then a reconciliation job runs, as a payment team's would: each payment not answered
 //! 200 or 402 is repeated once, with the same key and body. The worker settles an
 //! in-doubt payment by asking the PG again with the same key (`worker.pg_idempotent`).
-//! After it, every key's outcome is asked at `GET /v1/payments/approve/{key}`, from any
-//! host. None may be left unknown: each is 200, or 402 for a `DECLINE…` order. And the
-//! PG's own books (`GET /charges`) must agree: no key charged twice, every approved key
-//! charged once with the approval id its outcome names, no charge without an approval.
+//! After it, every key's outcome is asked at
+//! `GET /v1/payments/approve/{key}?order_id={order}`, from any host. None may be left
+//! unknown: each is 200, or 402 for a `DECLINE…` order. And the PG's own books
+//! (`GET /charges`) must agree: no key charged twice, every approved key charged once with
+//! the approval id its outcome names, no charge without an approval.
 //!
 //! `cargo test` runs it small (300 payments, 12 callers). A test takes no arguments, so a
 //! bigger run comes from the environment: `SOAK_DOUBT_REQUESTS` (300), `SOAK_DOUBT_CALLERS`
@@ -134,8 +135,13 @@ impl Payment {
         ]
     }
 
+    /// The lookup names the order: its partition holds the payment's state.
     fn outcome_path(self) -> String {
-        format!("/v1/payments/approve/{}", self.key())
+        format!(
+            "/v1/payments/approve/{}?order_id={}",
+            self.key(),
+            self.order_id()
+        )
     }
 }
 
