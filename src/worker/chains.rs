@@ -91,10 +91,16 @@ impl Chains {
     /// Queues `record` (of the partition's reading `reading`) behind its order's earlier
     /// requests, or starts its order's chain.
     pub(super) fn push(&self, worker: &Arc<Worker>, record: ConsumerRecord, reading: u64) {
-        let order = (
+        let mut order = (
             record.partition,
             record.key.as_deref().unwrap_or_default().to_vec(),
         );
+        // A lookup only reads: behind its order's payment at the PG it would wait for the
+        // payment to finish, and could never answer "in progress". Its own chain.
+        if request::is_lookup(record.value.as_deref().unwrap_or_default()) {
+            order.1.extend_from_slice(b"\xfflookup@");
+            order.1.extend_from_slice(&record.offset.to_be_bytes());
+        }
         self.shared.held.fetch_add(1, Ordering::AcqRel);
         // The poll that brought it has just returned.
         let polled = Instant::now();

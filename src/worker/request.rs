@@ -14,6 +14,7 @@ use crate::wire::outcome_lookup;
 use crate::wire::payment::{PaymentRequest, default_idempotency_key};
 use crate::wire::record::headers;
 use crate::wire::traceparent::{self, TraceParent};
+use serde::de::IgnoredAny;
 use serde_json::Value;
 
 /// Where and how the reply must go.
@@ -75,17 +76,25 @@ pub fn read<'a>(
         },
         key: key.to_vec(),
         trace: TraceParent::or_start(header(traceparent::HEADER)),
-        lookup: lookup(value.unwrap_or_default(), key, idempotency_key.as_deref()),
+        lookup: lookup(value.unwrap_or_default(), idempotency_key.as_deref()),
         payment: payment(value.unwrap_or_default(), idempotency_key),
     })
 }
 
 /// The idempotency key an outcome lookup asks about: its `kreply_idempotencyKey` header
-/// (its record key is the order id, `wire::outcome_lookup`); `None` for a payment.
-fn lookup(value: &[u8], key: &[u8], idempotency_key: Option<&str>) -> Option<String> {
-    let envelope: Value = serde_json::from_slice(value).ok()?;
-    envelope.get(outcome_lookup::FIELD)?;
-    Some(idempotency_key.map_or_else(|| String::from_utf8_lossy(key).into_owned(), str::to_string))
+/// (its record key is the order id, `wire::outcome_lookup`); `None` for a payment. A
+/// lookup without the header (a gateway before 0.2) asks about the empty key, which
+/// no payment has: it is answered `no-such-payment`.
+fn lookup(value: &[u8], idempotency_key: Option<&str>) -> Option<String> {
+    is_lookup(value).then(|| idempotency_key.unwrap_or_default().to_string())
+}
+
+/// Whether a request's value is an outcome lookup rather than a payment: the poll loop
+/// asks before settling it, so only the envelope's field names are read.
+pub fn is_lookup(value: &[u8]) -> bool {
+    type Fields<'a> = std::collections::HashMap<std::borrow::Cow<'a, str>, IgnoredAny>;
+    serde_json::from_slice::<Fields>(value)
+        .is_ok_and(|fields| fields.contains_key(outcome_lookup::FIELD))
 }
 
 /// The envelope `{"operation": ..., "body": {...}}`, checked like the gateway checks it.
@@ -176,10 +185,14 @@ mod tests {
             ("kreply_idempotencyKey", &b"k-9"[..]),
         ];
         let value = br#"{"lookup":{"operation":"approve"}}"#;
-        let item = read(headers_of(&list), b"k-9", Some(value)).unwrap();
+        let item = read(headers_of(&list), b"order-9", Some(value)).unwrap();
         assert_eq!(item.lookup.as_deref(), Some("k-9"));
+        assert_eq!(item.key, b"order-9");
         assert!(item.payment.is_err());
-        let payment = br#"{"operation":"approve","body":{"order_id":"A"}}"#;
+        assert!(is_lookup(value));
+        let payment = br#"{"operation":"approve","body":{"order_id":"A","lookup":1}}"#;
+        assert!(!is_lookup(payment));
+        assert!(!is_lookup(b"not json"));
         assert_eq!(
             read(headers_of(&list), b"A", Some(payment)).unwrap().lookup,
             None
