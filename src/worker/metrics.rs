@@ -63,8 +63,11 @@ pub struct WorkerMetrics {
     /// `worker.concurrency`, so an alert can tell calls in flight at the cap.
     pub pg_concurrency: Gauge,
     pub partitions: Gauge,
-    /// Idempotency keys held in memory (those within the idempotency window).
+    /// Payments in the owned partitions' files (those within the idempotency window).
     pub results_keys: Gauge,
+    /// Results records read to fill the files of partitions this worker was given: a
+    /// restore after a lost state directory, or what came since a file's checkpoint.
+    pub results_restored: Counter,
     /// Requests polled and not settled yet: queued behind their order, or being settled.
     pub held: Gauge,
     pub commit_errors: Counter,
@@ -94,6 +97,7 @@ impl Default for WorkerMetrics {
             pg_concurrency: Gauge::default(),
             partitions: Gauge::default(),
             results_keys: Gauge::default(),
+            results_restored: Counter::default(),
             held: Gauge::default(),
             commit_errors: Counter::default(),
             group_rejoins: Counter::default(),
@@ -212,8 +216,13 @@ impl WorkerMetrics {
         );
         out.gauge(
             "kreply_worker_results_keys",
-            "Idempotency keys this worker holds in memory: those written within the idempotency window.",
+            "Payments this worker holds in its state directory, for the results partitions it owns: those written within the idempotency window.",
             self.results_keys.get() as f64,
+        );
+        out.counter(
+            "kreply_worker_results_restored_records_total",
+            "Results records read to bring the files of partitions this worker was given up to date (from a file's checkpoint, or from the start after a lost state directory).",
+            self.results_restored.get(),
         );
         out.counter(
             "kreply_worker_commit_errors_total",

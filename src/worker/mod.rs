@@ -25,6 +25,7 @@ mod fingerprint;
 mod member_list;
 mod metrics;
 mod outcome;
+mod partition_file;
 mod pg_client;
 mod pg_connections;
 mod pipeline;

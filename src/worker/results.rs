@@ -43,6 +43,7 @@ use crate::worker::slot::Slot;
 use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::{ConsumerRecord, Kafka, KrafkaError, Record};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -65,6 +66,10 @@ const SMALLEST_RESULTS_RECORD: usize = 64;
 /// key can equal it (those are JSON arrays, and 0xFF never occurs in UTF-8), so compaction
 /// never drops a payment's record for a marker.
 const MARKER_KEY: &[u8] = b"\xffkreply-catch-up/";
+/// How often a long read of gained partitions logs how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The name a partition file keeps its layout record's value under.
+const LAYOUT_META: &str = "layout";
 
 /// Why a partition given to this worker cannot be served.
 #[derive(Debug)]
@@ -84,6 +89,8 @@ pub struct ResultsStore {
     /// How the reader is built again: brokers, security, the topic.
     config: Config,
     window: Duration,
+    /// Where each owned partition's file is (`worker.state_dir`).
+    state_dir: PathBuf,
     /// Polls applied so far: a task that waited for `reader` reads the state again first.
     polls: AtomicU64,
     /// Records applied so far: whether the reader is still moving.
@@ -115,6 +122,36 @@ struct OwnedPartition {
     layout: Option<Layout>,
 }
 
+impl OwnedPartition {
+    /// Where to read `partition` from: its file's checkpoint, unless the log now ends
+    /// before it (`end`): then the file is of a log that is gone (a topic made anew), and
+    /// is emptied.
+    fn resume_at(&mut self, topic: &str, partition: i32, end: Option<i64>) -> i64 {
+        let read_to = self.index.read_to();
+        match end {
+            Some(end) if end < read_to => {
+                log::warn!(
+                    "worker: {topic}/{partition} ends at offset {end}, before its state file's checkpoint {read_to}: the log started over; the file is emptied and the partition read from its start"
+                );
+                if let Err(e) = self.index.clear() {
+                    log::warn!("worker: {e}");
+                }
+                self.layout = None;
+                0
+            }
+            _ => {
+                log::info!(
+                    "worker: reading {topic}/{partition} from offset {read_to}{} (its state file holds {} payments)",
+                    end.map(|end| format!(" to about {end}"))
+                        .unwrap_or_default(),
+                    self.index.len()
+                );
+                read_to
+            }
+        }
+    }
+}
+
 /// The records of one payment from some point on, for the attempts deciding their race.
 struct Watch {
     attempts: usize,
@@ -138,6 +175,7 @@ impl ResultsStore {
             reader: tokio::sync::Mutex::new(reader),
             config: config.clone(),
             window: Duration::from_millis(config.worker.idempotency_window_ms),
+            state_dir: config.worker.state_dir.clone(),
             polls: AtomicU64::new(0),
             applied: AtomicU64::new(0),
             reopens: AtomicU64::new(0),
@@ -156,7 +194,7 @@ impl ResultsStore {
     /// read to its end, and its layout checked, before this returns; a partition lost is
     /// forgotten (its next owner reads it). The partitions gained.
     pub async fn own(&self, owned: &HashSet<i32>) -> Result<Vec<i32>, NotServed> {
-        let gained = self.assign(owned).await.map_err(NotServed::Unread)?;
+        let gained = self.assign(owned).await?;
         if gained.is_empty() {
             return Ok(gained);
         }
@@ -170,46 +208,83 @@ impl ResultsStore {
 
     /// Reads the gained `partitions` to their end and checks their layouts.
     async fn serve(&self, partitions: &[i32]) -> Result<(), NotServed> {
+        let started = Instant::now();
+        let before = self.read_so_far(partitions);
         self.catch_up(partitions).await.map_err(NotServed::Unread)?;
+        let read = self.read_so_far(partitions) - before;
+        self.metrics.results_restored.add(read.max(0) as u64);
+        let secs = started.elapsed().as_secs_f64();
+        log::info!(
+            "worker: results partitions {partitions:?} read to their end: {read} records in {secs:.1} s ({:.0}/s), {} payments held",
+            read as f64 / secs.max(0.001),
+            self.keys()
+        );
         for &partition in partitions {
             self.check_layout(partition).await?;
         }
         Ok(())
     }
 
-    /// Points the reader at `owned`, a gained partition from its beginning; the gained.
-    async fn assign(&self, owned: &HashSet<i32>) -> Result<Vec<i32>, KrafkaError> {
+    /// Points the reader at `owned`, a gained partition from its file's checkpoint; the
+    /// gained.
+    async fn assign(&self, owned: &HashSet<i32>) -> Result<Vec<i32>, NotServed> {
         let mut reader = self.reader.lock().await;
         let mut sorted: Vec<i32> = owned.iter().copied().collect();
         sorted.sort_unstable();
         let gained: Vec<i32> = {
             let state = &mut *self.lock();
+            // Dropping a file's index makes what it read durable, for when it comes back.
             state.owned.retain(|partition, _| owned.contains(partition));
-            let gained = sorted
+            sorted
                 .iter()
                 .copied()
                 .filter(|partition| !state.owned.contains_key(partition))
-                .collect();
-            for &partition in &gained {
-                state.owned.insert(partition, self.new_partition());
-            }
-            gained
+                .collect()
         };
-        reader.consumer.assign(&self.topic, sorted).await?;
+        let unread = NotServed::Unread;
+        reader
+            .consumer
+            .assign(&self.topic, sorted)
+            .await
+            .map_err(unread)?;
         reader.gaps.retain(|partition| owned.contains(&partition));
+        let ends = log_ends(&reader.consumer, &self.topic, &gained).await;
         for &partition in &gained {
-            reader.consumer.seek(&self.topic, partition, 0).await?;
-            reader.gaps.expect(partition, 0);
+            let mut opened = self.open_partition(partition)?;
+            let from = opened.resume_at(&self.topic, partition, ends.get(&partition).copied());
+            reader
+                .consumer
+                .seek(&self.topic, partition, from)
+                .await
+                .map_err(unread)?;
+            reader.gaps.expect(partition, from);
+            self.lock().owned.insert(partition, opened);
         }
         self.polls.fetch_add(1, Ordering::AcqRel);
         Ok(gained)
     }
 
-    fn new_partition(&self) -> OwnedPartition {
-        OwnedPartition {
-            index: ResultsIndex::new(self.window),
-            layout: None,
-        }
+    /// The file of `partition`, and its layout. A file that cannot be opened is a cache
+    /// lost: it is removed and made anew, and the partition restored from the topic.
+    fn open_partition(&self, partition: i32) -> Result<OwnedPartition, NotServed> {
+        let path = self
+            .state_dir
+            .join(format!("{}-{partition}.redb", self.topic));
+        let index = match ResultsIndex::open(&path, self.window) {
+            Ok(index) => index,
+            Err(e) => {
+                log::warn!("worker: {e}; restoring partition {partition} from the topic instead");
+                let _ = std::fs::remove_file(&path);
+                ResultsIndex::open(&path, self.window)
+                    .map_err(|e| NotServed::Refused(StartupError::new(e.to_string())))?
+            }
+        };
+        let layout = index
+            .meta(LAYOUT_META)
+            .ok()
+            .flatten()
+            .and_then(|value| results_layout::parse(Some(value.as_bytes())));
+        Ok(OwnedPartition { index, layout })
     }
 
     /// Serves `partition` if its layout agrees, writing its layout record if it has none.
@@ -264,7 +339,18 @@ impl ResultsStore {
                 return Err(e);
             }
         }
-        let met = |state: &State| ours.iter().all(|id| !state.markers.contains(id));
+        let mut reported = Instant::now();
+        let met = |state: &State| {
+            // A restore of a large partition takes minutes: say how far it is.
+            if reported.elapsed() >= PROGRESS_EVERY {
+                reported = Instant::now();
+                log::info!(
+                    "worker: reading results partitions {partitions:?}: at offsets {:?}",
+                    read_tos(state, partitions)
+                );
+            }
+            ours.iter().all(|id| !state.markers.contains(id))
+        };
         let found = self.read_back(partitions, met).await;
         self.forget_markers(&ours);
         match found? {
@@ -274,6 +360,14 @@ impl ResultsStore {
                 self.topic
             ))),
         }
+    }
+
+    /// Records read of `partitions` in all: the sum of their checkpoints.
+    fn read_so_far(&self, partitions: &[i32]) -> i64 {
+        read_tos(&self.lock(), partitions)
+            .iter()
+            .map(|(_, at)| at)
+            .sum()
     }
 
     fn forget_markers(&self, ids: &[String]) {
@@ -287,8 +381,9 @@ impl ResultsStore {
     /// the log.
     pub async fn lookup(&self, slot: &Slot) -> Result<Option<Recorded>, KrafkaError> {
         let known = self
-            .owned(slot.partition, |owned| owned.index.get(&slot.key).cloned())
-            .ok_or_else(|| not_owned(slot))?;
+            .owned(slot.partition, |owned| owned.index.get(&slot.key))
+            .ok_or_else(|| not_owned(slot))?
+            .map_err(|e| KrafkaError::illegal_state(e.to_string()))?;
         self.whole_of(slot, known).await
     }
 
@@ -421,9 +516,10 @@ impl ResultsStore {
             settled = state
                 .owned
                 .get(&slot.partition)
-                .and_then(|owned| owned.index.get(&slot.key))
-                .filter(|known| !matches!(known.kept, Kept::Pending { .. }))
-                .cloned();
+                // A file that cannot be read now counts as not settled yet: the wait ends
+                // in doubt, never in a charge taken for a first one.
+                .and_then(|owned| owned.index.get(&slot.key).ok().flatten())
+                .filter(|known| !matches!(known.kept, Kept::Pending { .. }));
             settled.is_some()
         })
         .await?;
@@ -509,6 +605,7 @@ impl ResultsStore {
         for record in polled {
             self.apply(record);
         }
+        self.flush();
         self.applied.fetch_add(count, Ordering::AcqRel);
         Ok(())
     }
@@ -530,7 +627,9 @@ impl ResultsStore {
         let owned: Vec<i32> = self.lock().owned.keys().copied().collect();
         *reader = Reader::open(&kafka, &self.config, &owned).await?;
         for owned in self.lock().owned.values_mut() {
-            owned.index.log_started_over();
+            if let Err(e) = owned.index.log_started_over() {
+                log::warn!("worker: {e}");
+            }
         }
         self.reopens.fetch_add(1, Ordering::AcqRel);
         self.polls.fetch_add(1, Ordering::AcqRel);
@@ -560,12 +659,24 @@ impl ResultsStore {
         Ok(())
     }
 
+    /// Writes what each owned partition took in to its file.
+    fn flush(&self) {
+        let now = now_ms();
+        for (partition, owned) in self.lock().owned.iter_mut() {
+            if let Err(e) = owned.index.flush(now) {
+                // Kept in memory and written with the next poll's records.
+                log::warn!("worker: partition {partition}: {e}");
+            }
+        }
+    }
+
     fn apply(&self, record: ConsumerRecord) {
         let state = &mut *self.lock();
         // Records of a partition given up since they were fetched are its next owner's.
         let Some(owned) = state.owned.get_mut(&record.partition) else {
             return;
         };
+        owned.index.read(record.offset);
         let key = record.key.as_deref().unwrap_or_default();
         if key.starts_with(MARKER_KEY) {
             let id = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
@@ -574,6 +685,10 @@ impl ResultsStore {
         }
         if key == results_layout::KEY {
             owned.layout = results_layout::parse(record.value.as_deref());
+            let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
+            if let Err(e) = owned.index.set_meta(LAYOUT_META, &value) {
+                log::warn!("worker: {e}");
+            }
             return;
         }
         let Some(key) = record.key_str() else {
@@ -606,6 +721,31 @@ impl ResultsStore {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// How far each of `partitions` has been read.
+fn read_tos(state: &State, partitions: &[i32]) -> Vec<(i32, i64)> {
+    partitions
+        .iter()
+        .filter_map(|p| Some((*p, state.owned.get(p)?.index.read_to())))
+        .collect()
+}
+
+/// Where each of `partitions` of `topic` ends now (its next offset), as far as the brokers
+/// say; a partition they did not answer for is left out.
+async fn log_ends(reader: &Consumer, topic: &str, partitions: &[i32]) -> HashMap<i32, i64> {
+    if partitions.is_empty() {
+        return HashMap::new();
+    }
+    let asked: Vec<(&str, i32)> = partitions.iter().map(|&p| (topic, p)).collect();
+    // -1: the latest offset (ListOffsets' LATEST_TIMESTAMP).
+    reader
+        .offsets_for_times(&asked, -1)
+        .await
+        .into_iter()
+        .filter_map(|((_, partition), end)| Some((partition, end.ok()?)))
+        .filter(|&(_, end)| end >= 0)
+        .collect()
 }
 
 /// The error for a payment whose results partition this worker does not read.
@@ -789,8 +929,9 @@ impl<'a> WatchGuard<'a> {
         let newest = state
             .owned
             .get(&slot.partition)
-            .and_then(|owned| owned.index.get(&slot.key))
-            .cloned();
+            // Unreadable now: the claim's lookup just before read it, so this is rare, and
+            // a watch without it sees the records the reader applies next all the same.
+            .and_then(|owned| owned.index.get(&slot.key).ok().flatten());
         let watch = state
             .watched
             .entry(slot.key.clone())

@@ -1,10 +1,15 @@
-//! What a worker keeps in memory of the results log, and for how long.
+//! What a worker keeps of one results partition it owns, and for how long.
 //!
-//! Per idempotency key: where its newest record is in the log and which state it says, but
-//! not the reply of a final record. Repeats are rare; one that finds a final record reads
-//! its reply back from the log at that place. A key is kept as a 128-bit digest (SHA-1, as
-//! a UUID v5), so an entry has one size whatever key a caller chose: about 60 bytes with
-//! the table's own overhead, where the whole record took about 750.
+//! Per payment: where its newest record is in the log and which state it says, but not
+//! the reply of a final record. Repeats are rare; one that finds a final record reads its
+//! reply back from the log at that place. A payment is kept as a 128-bit digest of its
+//! results record key (SHA-1, as a UUID v5), so an entry has one size whatever key a
+//! caller chose.
+//!
+//! It is kept on disk ([`PartitionFile`]), so the worker's memory does not grow with the
+//! payments in the window: redb's page cache per owned partition, and what was read since
+//! the last flush. The file holds every record of the partition below its checkpoint
+//! (`read_to`), so a restarted worker reads only what came after it.
 //!
 //! The idempotency window bounds it in time. A key whose newest record was written more
 //! than `worker.idempotency_window_ms` ago is dropped, and records older than that are
@@ -14,9 +19,11 @@
 //! [`settle`](super::settle)), so a redelivered request cannot outlive its key.
 
 use crate::worker::answer::Recorded;
+use crate::worker::partition_file::{FileError, PartitionFile};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// An idempotency key's digest: a payment's identity in memory.
 pub type KeyId = [u8; 16];
@@ -152,57 +159,155 @@ pub fn past_window(window: Duration, written_ms: i64, now_ms: i64) -> bool {
     now_ms.saturating_sub(written_ms) > window_ms
 }
 
+/// How much of a partition's file redb keeps in memory: a worker's memory for its state is
+/// this times the partitions it owns, whatever the window holds.
+const CACHE_BYTES: usize = 8 << 20;
+/// A durable commit at most this long after the last one: what a crash can make the
+/// worker read again from the topic.
+const DURABLE_EVERY: Duration = Duration::from_secs(1);
+/// Keys past the window one sweep deletes at most, so a sweep never holds the file long;
+/// the next flush goes on where it stopped.
+const SWEEP_LIMIT: usize = 10_000;
+
+/// One results partition's index: its file, and what was taken in since the last flush.
 pub struct ResultsIndex {
-    keys: HashMap<KeyId, Known>,
+    file: PartitionFile,
+    /// Taken in since the last flush (`None`: a tombstone); read before the file.
+    unflushed: HashMap<KeyId, Option<Known>>,
+    /// The next offset to read: every record below it is taken in.
+    read_to: i64,
+    /// `read_to` as the file has it.
+    flushed_to: i64,
     window_ms: i64,
     /// When keys past the window are next dropped.
     next_sweep_ms: i64,
+    last_durable: Instant,
+    /// Keys in the file at the last flush.
+    len: usize,
 }
 
 impl ResultsIndex {
-    pub fn new(window: Duration) -> ResultsIndex {
-        ResultsIndex {
-            keys: HashMap::new(),
+    /// The index kept in the file at `path`, created empty when there is none.
+    pub fn open(path: &Path, window: Duration) -> Result<ResultsIndex, FileError> {
+        // Verified: redb trusts a cleanly closed file and may panic on a page damaged
+        // behind its back; checking every page costs about 0.2 s a million payments.
+        let file = PartitionFile::open_verified(path, CACHE_BYTES)?;
+        let read_to = file.read_to()?.unwrap_or(0);
+        let len = file.len()? as usize;
+        Ok(ResultsIndex {
+            file,
+            unflushed: HashMap::new(),
+            read_to,
+            flushed_to: read_to,
             window_ms: window.as_millis().min(i64::MAX as u128) as i64,
             next_sweep_ms: 0,
-        }
+            last_durable: Instant::now(),
+            len,
+        })
     }
 
-    pub fn get(&self, key: &str) -> Option<&Known> {
-        self.keys.get(&key_id(key))
+    /// The next offset of the partition to read: the file holds every record before it.
+    pub fn read_to(&self) -> i64 {
+        self.read_to
     }
 
-    /// Takes in `recorded`, written at `written_ms` to `place`, unless a newer record of
-    /// `key` is known or it is past the window at `now_ms`.
+    /// The newest record known of `key`.
+    pub fn get(&self, key: &str) -> Result<Option<Known>, FileError> {
+        let id = key_id(key);
+        let on_disk = self.file.get(&id)?;
+        Ok(match self.unflushed.get(&id) {
+            None => on_disk,
+            Some(None) => None,
+            Some(Some(taken)) => match on_disk {
+                Some(disk) if disk.place.offset > taken.place.offset => Some(disk),
+                _ => Some(taken.clone()),
+            },
+        })
+    }
+
+    /// Takes in `known` for `key`, unless a newer record of `key` was taken in since the
+    /// last flush (the file keeps the newest of its own and the flushed) or it is past the
+    /// window at `now_ms`.
     pub fn remember(&mut self, key: &str, known: Known, now_ms: i64) {
-        self.sweep_when_due(now_ms);
         if self.past_window(known.written_ms, now_ms) {
             return;
         }
         let id = key_id(key);
-        let newer = self
-            .keys
-            .get(&id)
-            .is_none_or(|seen| known.place.offset >= seen.place.offset);
-        if newer {
-            self.keys.insert(id, known);
+        if let Some(Some(seen)) = self.unflushed.get(&id)
+            && seen.place.offset > known.place.offset
+        {
+            return;
         }
+        self.unflushed.insert(id, Some(known));
     }
 
     /// A tombstone: the key is gone from the log.
     pub fn forget(&mut self, key: &str) {
-        self.keys.remove(&key_id(key));
+        self.unflushed.insert(key_id(key), None);
     }
 
-    /// The log started over: everything known came before anything it will hold.
-    pub fn log_started_over(&mut self) {
-        for known in self.keys.values_mut() {
-            known.place.offset = -1;
+    /// The record at `offset` was read: the file will hold everything before the next.
+    pub fn read(&mut self, offset: i64) {
+        self.read_to = self.read_to.max(offset + 1);
+    }
+
+    /// Writes what was taken in to the file, with how far the partition was read, in one
+    /// commit (durable at most [`DURABLE_EVERY`] apart), and drops keys past the window
+    /// when due.
+    pub fn flush(&mut self, now_ms: i64) -> Result<(), FileError> {
+        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
+        self.commit(durable)?;
+        self.sweep_when_due(now_ms)
+    }
+
+    fn commit(&mut self, durable: bool) -> Result<(), FileError> {
+        if self.unflushed.is_empty() && self.read_to == self.flushed_to && !durable {
+            return Ok(());
         }
+        let batch: Vec<(KeyId, Option<Known>)> = self
+            .unflushed
+            .iter()
+            .map(|(id, known)| (*id, known.clone()))
+            .collect();
+        self.file.apply(&batch, Some(self.read_to), durable)?;
+        self.unflushed.clear();
+        self.flushed_to = self.read_to;
+        if durable {
+            self.last_durable = Instant::now();
+        }
+        self.len = self.file.len()? as usize;
+        Ok(())
     }
 
+    /// The log started over (tansu): everything known came before anything it will hold,
+    /// and it is read again from its start.
+    pub fn log_started_over(&mut self) -> Result<(), FileError> {
+        self.commit(false)?;
+        self.file.demote_all()?;
+        self.read_to = 0;
+        self.commit(true)
+    }
+
+    /// Forgets everything: the file belongs to a log that is gone.
+    pub fn clear(&mut self) -> Result<(), FileError> {
+        self.unflushed.clear();
+        self.file.clear()?;
+        (self.read_to, self.flushed_to, self.len) = (0, 0, 0);
+        Ok(())
+    }
+
+    /// Keys held, as of the last flush.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.len
+    }
+
+    /// A small named value kept with the index (the partition's layout record).
+    pub fn meta(&self, name: &str) -> Result<Option<String>, FileError> {
+        self.file.meta(name)
+    }
+
+    pub fn set_meta(&self, name: &str, value: &str) -> Result<(), FileError> {
+        self.file.set_meta(name, value)
     }
 
     /// Past the window: the record is older than the window at `now_ms`. A timestamp in
@@ -212,16 +317,33 @@ impl ResultsIndex {
     }
 
     /// Drops keys past the window, at most every 1/16 of it (and at least once a
-    /// minute), so memory holds the window plus a little, and a sweep (one pass over
-    /// the table) stays rare.
-    fn sweep_when_due(&mut self, now_ms: i64) {
+    /// minute) unless the last sweep stopped at its limit: the file holds the window plus
+    /// a little, and a sweep reads only the keys it drops.
+    fn sweep_when_due(&mut self, now_ms: i64) -> Result<(), FileError> {
         if now_ms < self.next_sweep_ms {
-            return;
+            return Ok(());
         }
-        let window_ms = self.window_ms;
-        self.keys
-            .retain(|_, known| now_ms.saturating_sub(known.written_ms) <= window_ms);
-        self.next_sweep_ms = now_ms + (window_ms / 16).clamp(1, 60_000);
+        let swept = self
+            .file
+            .sweep(now_ms.saturating_sub(self.window_ms), SWEEP_LIMIT)?;
+        self.next_sweep_ms = if swept == SWEEP_LIMIT {
+            now_ms
+        } else {
+            now_ms + (self.window_ms / 16).clamp(1, 60_000)
+        };
+        if swept > 0 {
+            self.len = self.file.len()? as usize;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ResultsIndex {
+    /// A partition given up or a worker stopping: what was read is kept for next time.
+    fn drop(&mut self) {
+        if let Err(e) = self.commit(true) {
+            log::warn!("worker: {e}");
+        }
     }
 }
 
@@ -232,8 +354,29 @@ mod tests {
 
     const HOUR_MS: i64 = 3_600_000;
 
-    fn index() -> ResultsIndex {
-        ResultsIndex::new(Duration::from_millis(24 * HOUR_MS as u64))
+    const WINDOW: Duration = Duration::from_millis(24 * HOUR_MS as u64);
+
+    /// A directory removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A new index in a directory of its own (kept while the `TempDir` lives).
+    fn index() -> (ResultsIndex, TempDir) {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kreply-index-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = ResultsIndex::open(&dir.join("p.redb"), WINDOW).unwrap();
+        (index, TempDir(dir))
+    }
+
+    fn kept(index: &ResultsIndex, key: &str) -> Option<Kept> {
+        index.get(key).unwrap().map(|known| known.kept)
     }
 
     fn at(offset: i64, written_ms: i64, kept: Kept) -> Known {
@@ -304,62 +447,95 @@ mod tests {
 
     #[test]
     fn an_older_record_arriving_late_does_not_replace_a_newer_one() {
-        let mut index = index();
+        let (mut index, _dir) = index();
         index.remember("k", at(9, 0, Kept::Final), 0);
         index.remember("k", at(4, 0, Kept::Retryable), 0);
-        assert_eq!(index.get("k").map(|k| &k.kept), Some(&Kept::Final));
+        assert_eq!(kept(&index, "k"), Some(Kept::Final));
+        index.flush(0).unwrap();
+        // Against the file too, after a flush.
+        index.remember("k", at(5, 0, Kept::Retryable), 0);
+        assert_eq!(kept(&index, "k"), Some(Kept::Final));
+        index.flush(0).unwrap();
+        assert_eq!(kept(&index, "k"), Some(Kept::Final));
         index.remember("k", at(12, 0, Kept::Retryable), 0);
-        assert_eq!(index.get("k").map(|k| &k.kept), Some(&Kept::Retryable));
+        assert_eq!(kept(&index, "k"), Some(Kept::Retryable));
     }
 
     #[test]
     fn keys_are_told_apart_by_their_digest() {
-        let mut index = index();
+        let (mut index, _dir) = index();
         index.remember("order-1", at(1, 0, Kept::Final), 0);
-        assert!(index.get("order-1").is_some());
-        assert!(index.get("order-2").is_none());
-        assert!(index.get("order-1 ").is_none());
+        index.flush(0).unwrap();
+        assert!(kept(&index, "order-1").is_some());
+        assert!(kept(&index, "order-2").is_none());
+        assert!(kept(&index, "order-1 ").is_none());
         assert_ne!(key_id(""), key_id("\0"));
     }
 
     #[test]
     fn a_key_is_kept_for_the_whole_window_and_dropped_after_it() {
-        let mut index = index();
+        let (mut index, _dir) = index();
         index.remember("old", at(1, 0, Kept::Final), 0);
         index.remember("new", at(2, 20 * HOUR_MS, Kept::Final), 20 * HOUR_MS);
+        index.flush(20 * HOUR_MS).unwrap();
         index.remember("x", at(3, 24 * HOUR_MS, Kept::Final), 24 * HOUR_MS);
-        assert!(index.get("old").is_some(), "exactly one window old");
+        index.flush(24 * HOUR_MS).unwrap();
+        assert!(kept(&index, "old").is_some(), "exactly one window old");
         index.remember("x", at(4, 25 * HOUR_MS, Kept::Final), 25 * HOUR_MS);
-        assert!(index.get("old").is_none());
-        assert!(index.get("new").is_some());
+        index.flush(25 * HOUR_MS).unwrap();
+        assert!(kept(&index, "old").is_none());
+        assert!(kept(&index, "new").is_some());
         assert_eq!(index.len(), 2);
     }
 
     #[test]
     fn a_record_read_again_past_the_window_is_not_taken_in() {
-        let mut index = index();
+        let (mut index, _dir) = index();
         index.remember("k", at(1, HOUR_MS, Kept::Final), 30 * HOUR_MS);
-        assert!(index.get("k").is_none());
+        assert!(kept(&index, "k").is_none());
         // A clock ahead of ours is not past the window.
         index.remember("k", at(2, 31 * HOUR_MS, Kept::Final), 30 * HOUR_MS);
-        assert!(index.get("k").is_some());
+        assert!(kept(&index, "k").is_some());
     }
 
     #[test]
     fn after_the_log_started_over_any_new_record_is_newer() {
-        let mut index = index();
+        let (mut index, _dir) = index();
         index.remember("k", at(500, 0, Kept::Final), 0);
-        index.log_started_over();
-        assert_eq!(index.get("k").map(|k| k.place.offset), Some(-1));
+        index.read(500);
+        index.log_started_over().unwrap();
+        assert_eq!(index.get("k").unwrap().map(|k| k.place.offset), Some(-1));
+        assert_eq!(index.read_to(), 0);
         index.remember("k", at(0, 0, Kept::Retryable), 0);
-        assert_eq!(index.get("k").map(|k| &k.kept), Some(&Kept::Retryable));
+        assert_eq!(kept(&index, "k"), Some(Kept::Retryable));
     }
 
     #[test]
     fn a_tombstone_forgets_the_key() {
-        let mut index = index();
+        let (mut index, _dir) = index();
         index.remember("k", at(1, 0, Kept::Final), 0);
+        index.flush(0).unwrap();
         index.forget("k");
-        assert!(index.get("k").is_none());
+        assert!(kept(&index, "k").is_none());
+        index.flush(0).unwrap();
+        assert!(kept(&index, "k").is_none());
+    }
+
+    /// What a restarted worker finds: every key taken in, and where to read on, whether
+    /// flushed or only dropped (a partition given up, a stop).
+    #[test]
+    fn a_reopened_index_has_its_keys_and_its_checkpoint() {
+        let (mut index, dir) = index();
+        index.remember("flushed", at(3, 0, Kept::Final), 0);
+        index.read(3);
+        index.flush(0).unwrap();
+        index.remember("dropped", at(7, 0, Kept::Retryable), 0);
+        index.read(7);
+        drop(index);
+        let index = ResultsIndex::open(&dir.0.join("p.redb"), WINDOW).unwrap();
+        assert_eq!(index.read_to(), 8);
+        assert_eq!(kept(&index, "flushed"), Some(Kept::Final));
+        assert_eq!(kept(&index, "dropped"), Some(Kept::Retryable));
+        assert_eq!(index.len(), 2);
     }
 }

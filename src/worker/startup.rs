@@ -11,6 +11,7 @@ use crate::config::{Claim, Config, StartFrom};
 use crate::error::StartupError;
 use crate::kafka::{self, topic_settings, topics, topics::NeededTopic};
 use krafka::consumer::{AutoOffsetReset, Consumer};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -47,6 +48,7 @@ pub(super) async fn start(
     let results_partitions = partitions.swap_remove(1);
     let request_partitions = partitions.swap_remove(0).len();
     co_partitioned(config, request_partitions, results_partitions.len())?;
+    state_dir_usable(&settings.state_dir)?;
     let pg = PgClient::new(
         &settings.pg_url,
         Duration::from_millis(settings.pg_timeout_ms),
@@ -167,6 +169,21 @@ pub(super) async fn start(
         consumer,
         group,
     ))
+}
+
+/// The state directory exists (created if not) and takes files: the partition files are
+/// opened only when the group gives partitions, long after a unit counts as started.
+fn state_dir_usable(dir: &Path) -> Result<(), StartupError> {
+    let probe = dir.join(".kreply-write-check");
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            StartupError::new(format!(
+                "the worker's state directory {} cannot be written ({e}): point \"worker.state_dir\" (or KREPLY_STATE_DIR) at a directory this user owns; under systemd the unit's StateDirectory= makes /var/lib/kreply",
+                dir.display()
+            ))
+        })
 }
 
 /// A payment's records go to the results partition numbered like its request's
