@@ -92,6 +92,28 @@ impl Broker {
         }
     }
 
+    /// Ends the sessions of every KIP-848 member of `group` at once, as the coordinator
+    /// does 45 s after a member's last heartbeat (`CONSUMER_SESSION_TIMEOUT` in krafka's
+    /// testing broker), so that a test whose workers were all SIGKILLed can restart one
+    /// without waiting that long; how many members it removed. Nothing on tansu, where the
+    /// workers' own session (6 s in `system_config`) ends the dead member's.
+    pub fn end_group_sessions(&self, group: &str) -> usize {
+        let Some(cluster) = &self.cluster else {
+            return 0;
+        };
+        cluster.with_state(|state| {
+            let Some(group) = state.groups.get_mut(group) else {
+                return 0;
+            };
+            let removed = group.consumer_members.len();
+            group.consumer_members.clear();
+            if removed > 0 {
+                group.group_epoch += 1;
+            }
+            removed
+        })
+    }
+
     /// The broker that leads `partition` of `topic` (Kafka-rules cluster only).
     pub fn leader_of(&self, topic: &str, partition: i32) -> i32 {
         self.cluster()

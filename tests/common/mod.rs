@@ -560,6 +560,11 @@ impl MockPg {
     }
 }
 
+/// A test worker's log filter: krafka's group protocol lines, for the log a failed test
+/// shows.
+const WORKER_LOG: &str =
+    "info,krafka=warn,krafka::consumer::group=debug,krafka::consumer::rebalance=debug";
+
 /// A `kreply worker` process.
 pub struct Worker {
     pub daemon: Daemon,
@@ -569,10 +574,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn spawn(name: &str, broker: &str, pg: &MockPg, config: &Path) -> Worker {
-        // krafka's group protocol lines, for the log a failed test shows.
-        let log =
-            "info,krafka=warn,krafka::consumer::group=debug,krafka::consumer::rebalance=debug";
-        Worker::spawn_logging(name, broker, pg, config, log)
+        Worker::spawn_logging(name, broker, pg, config, WORKER_LOG)
     }
 
     /// [`Worker::spawn`] with the log filter `rust_log` (the benchmark runs the shipped
@@ -584,17 +586,50 @@ impl Worker {
         config: &Path,
         rust_log: &str,
     ) -> Worker {
+        Worker::spawn_with(name, broker, pg, config, rust_log, &[])
+    }
+
+    /// [`Worker::spawn`] keeping its partition files in `state_dir` rather than a fresh
+    /// directory: a worker started again there finds its predecessor's files.
+    pub fn spawn_in(
+        name: &str,
+        broker: &str,
+        pg: &MockPg,
+        config: &Path,
+        state_dir: &Path,
+    ) -> Worker {
+        let dir = state_dir.to_str().unwrap();
+        Worker::spawn_with(
+            name,
+            broker,
+            pg,
+            config,
+            WORKER_LOG,
+            &[("KREPLY_STATE_DIR", dir)],
+        )
+    }
+
+    fn spawn_with(
+        name: &str,
+        broker: &str,
+        pg: &MockPg,
+        config: &Path,
+        rust_log: &str,
+        more_env: &[(&str, &str)],
+    ) -> Worker {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = metrics_addr.to_string();
+        let mut env = vec![
+            ("KREPLY_BROKERS", broker),
+            ("KREPLY_PG_URL", pg.url.as_str()),
+            ("KREPLY_METRICS_LISTEN", listen.as_str()),
+            ("RUST_LOG", rust_log),
+        ];
+        env.extend_from_slice(more_env);
         let daemon = Daemon::spawn(
             name,
             &["worker", "--config", config.to_str().unwrap()],
-            &[
-                ("KREPLY_BROKERS", broker),
-                ("KREPLY_PG_URL", &pg.url),
-                ("KREPLY_METRICS_LISTEN", &listen),
-                ("RUST_LOG", rust_log),
-            ],
+            &env,
         );
         Worker {
             daemon,

@@ -5,7 +5,7 @@
 use super::cluster::BrokerKind;
 use super::*;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The local-stack config (topics created on demand) with the worker's timings for tests.
 pub fn system_config(pg_timeout_ms: u64) -> PathBuf {
@@ -67,24 +67,53 @@ impl System {
         pg_options: &[&str],
         config: PathBuf,
     ) -> System {
-        let pg = MockPg::start(pg_options);
-        // The gateway creates request, reply and DLQ topics; the workers the results topic.
-        let gateway = Gateway::spawn(brokers, "127.0.0.2", &config);
-        gateway.wait_ready();
-        let mut system = System {
-            broker,
-            brokers: brokers.to_string(),
-            pg,
-            config,
-            gateway,
-            workers: Vec::new(),
-        };
+        let mut system = System::without_workers(broker, brokers, pg_options, config);
         for _ in 0..workers {
             let worker = system.spawn_worker();
             system.workers.push(worker);
         }
         wait_assigned(&system.workers.iter().collect::<Vec<_>>(), 3);
         system
+    }
+
+    /// [`System::start_kind`] with one worker for each of `state_dirs`, keeping its
+    /// partition files there ([`Worker::spawn_in`]), all assigned.
+    pub fn start_in(
+        kind: BrokerKind,
+        state_dirs: &[PathBuf],
+        pg_options: &[&str],
+        config: PathBuf,
+    ) -> System {
+        let broker = kind.start();
+        let brokers = broker.addr.clone();
+        let mut system = System::without_workers(broker, &brokers, pg_options, config);
+        for dir in state_dirs {
+            let worker = system.spawn_worker_in(dir);
+            system.workers.push(worker);
+        }
+        wait_assigned(&system.workers.iter().collect::<Vec<_>>(), 3);
+        system
+    }
+
+    /// The broker, the PG simulator and a ready gateway, no worker yet.
+    fn without_workers(
+        broker: Broker,
+        brokers: &str,
+        pg_options: &[&str],
+        config: PathBuf,
+    ) -> System {
+        let pg = MockPg::start(pg_options);
+        // The gateway creates request, reply and DLQ topics; the workers the results topic.
+        let gateway = Gateway::spawn(brokers, "127.0.0.2", &config);
+        gateway.wait_ready();
+        System {
+            broker,
+            brokers: brokers.to_string(),
+            pg,
+            config,
+            gateway,
+            workers: Vec::new(),
+        }
     }
 
     /// Starts one more worker process on this system, without waiting for its assignment.
@@ -94,6 +123,17 @@ impl System {
             &self.brokers,
             &self.pg,
             &self.config,
+        )
+    }
+
+    /// [`System::spawn_worker`] keeping its partition files in `state_dir`.
+    pub fn spawn_worker_in(&self, state_dir: &Path) -> Worker {
+        Worker::spawn_in(
+            &format!("worker-{}", free_port()),
+            &self.brokers,
+            &self.pg,
+            &self.config,
+            state_dir,
         )
     }
 
