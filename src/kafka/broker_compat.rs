@@ -15,6 +15,7 @@
 //! | a stalled results read-back | keep reading, up to the catch-up limit | reopen the reader and read the log from 0 |
 //! | a reply partition not fetched lately | that partition is reported; the host stays ready while any is fetched | the reply consumer is opened again |
 //! | a reply partition's end going down | a leader move; nothing to do | the log started over: reopen |
+//! | a partition's listed end (ListOffsets latest) below a state file's checkpoint | the log started over: the file is emptied | read the newest batch to find the end first |
 //! | the results reader's fetch wait | `fetch_max_wait_ms` (the broker answers when data arrives) | 1 ms (tansu holds every fetch for its whole wait) |
 //! | where the worker commits | the end of a partition's settled prefix | rounded down to where a poll began or ended |
 //! | the reply consumer's metadata | refreshed every 3 s (a leader moved off a dead broker) | refreshed by reopening it (a keeper there made krafka read replies twice after a broker restart) |
@@ -167,6 +168,15 @@ impl BrokerCompat {
         !self.is_tansu()
     }
 
+    /// Whether a partition's listed end (ListOffsets "latest") is where its log ends.
+    /// Kafka's is, so an end below a state file's checkpoint means the log started over.
+    /// tansu 0.6's memory storage lists the newest batch's first offset + 1
+    /// (`whole_batches`), so the worker reads that batch to learn the end before taking
+    /// the file for one of a log that is gone (`results`).
+    pub fn lists_log_ends(self) -> bool {
+        !self.is_tansu()
+    }
+
     /// Whether the brokers are asked for a topic's settings (`DescribeConfigs`). tansu 0.6
     /// drops the connection on it, which the client retries for a minute; Kafka answers.
     pub fn reports_topic_settings(self) -> bool {
@@ -208,6 +218,7 @@ mod tests {
         assert!(!kafka.commits_on_batch_boundaries());
         assert_eq!(kafka.poll_records_cap(4096), 4096);
         assert!(kafka.fetches_inside_batches());
+        assert!(kafka.lists_log_ends());
         assert!(kafka.reports_topic_settings());
         assert_eq!(BrokerCompat::Tansu06.poll_records_cap(4096), -1);
         assert_eq!(kafka.isolation(), IsolationLevel::ReadCommitted);

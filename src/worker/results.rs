@@ -251,7 +251,11 @@ impl ResultsStore {
         let ends = log_ends(&reader.consumer, &self.topic, &gained).await;
         for &partition in &gained {
             let mut opened = self.open_partition(partition)?;
-            let from = opened.resume_at(&self.topic, partition, ends.get(&partition).copied());
+            let listed = ends.get(&partition).copied();
+            let end = self
+                .log_end(partition, listed, opened.index.read_to())
+                .await;
+            let from = opened.resume_at(&self.topic, partition, end);
             reader
                 .consumer
                 .seek(&self.topic, partition, from)
@@ -262,6 +266,62 @@ impl ResultsStore {
         }
         self.polls.fetch_add(1, Ordering::AcqRel);
         Ok(gained)
+    }
+
+    /// Where `partition` ends, from its `listed` end (ListOffsets "latest"), for a file
+    /// read up to `read_to`. tansu lists its newest batch's first offset + 1
+    /// (`whole_batches`), which is below `read_to` whenever the file read a newest batch
+    /// of several records, though the log did not start over: there that batch is read to
+    /// find the end. `None` when unknown.
+    async fn log_end(&self, partition: i32, listed: Option<i64>, read_to: i64) -> Option<i64> {
+        let listed = listed?;
+        if self.config.broker_compat.lists_log_ends() || listed == 0 || listed >= read_to {
+            return Some(listed);
+        }
+        match self.batch_end(partition, listed - 1).await {
+            Ok(end) => {
+                let end = end.map_or(listed, |end| end.max(listed));
+                log::debug!(
+                    "worker: {}/{partition} is listed to end at {listed}; its newest batch ends at {end}",
+                    self.topic
+                );
+                Some(end)
+            }
+            Err(e) => {
+                log::warn!("worker: reading where {}/{partition} ends: {e}", self.topic);
+                None
+            }
+        }
+    }
+
+    /// Where the batch of `partition` that starts at `base` ends: after the last record a
+    /// read from `base` brings; `None` when it brings none.
+    async fn batch_end(&self, partition: i32, base: i64) -> Result<Option<i64>, KrafkaError> {
+        let mut finals = self.finals.lock().await;
+        let reader = self.side_reader(finals.take()).await?;
+        reader.assign(&self.topic, vec![partition]).await?;
+        reader.seek(&self.topic, partition, base).await?;
+        let started = Instant::now();
+        let mut end = None;
+        while end.is_none() && started.elapsed() < FIND_STALL {
+            let polled = reader.poll(READ_POLL).await?;
+            end = polled
+                .iter()
+                .filter(|r| r.partition == partition && r.offset >= base)
+                .map(|r| r.offset + 1)
+                .max();
+        }
+        *finals = Some(reader);
+        Ok(end)
+    }
+
+    /// The reader of single records (`finals`): `kept`, or a new one.
+    async fn side_reader(&self, kept: Option<Consumer>) -> Result<Consumer, KrafkaError> {
+        if let Some(reader) = kept {
+            return Ok(reader);
+        }
+        let kafka = kafka::client(&self.config, "kreply-worker-results-finals").await?;
+        open_reader(&kafka, &self.config, &[]).await
     }
 
     /// The file of `partition`, and its layout. A file that cannot be opened is a cache
@@ -549,13 +609,7 @@ impl ResultsStore {
             return Ok(no_longer_kept());
         }
         let mut finals = self.finals.lock().await;
-        let reader = match finals.take() {
-            Some(reader) => reader,
-            None => {
-                let kafka = kafka::client(&self.config, "kreply-worker-results-finals").await?;
-                open_reader(&kafka, &self.config, &[]).await?
-            }
-        };
+        let reader = self.side_reader(finals.take()).await?;
         let read = if self.config.broker_compat.fetches_inside_batches() {
             read_exactly_at(&reader, &self.topic, place).await?
         } else {
