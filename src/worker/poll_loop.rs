@@ -66,6 +66,7 @@ pub(super) async fn serve(
         )
         .await;
         worker.metrics.held.set(pipeline.held() as i64);
+        worker.results.flush();
         worker
             .metrics
             .results_keys

@@ -713,8 +713,10 @@ impl ResultsStore {
         Ok(())
     }
 
-    /// Writes what each owned partition took in to its file.
-    fn flush(&self) {
+    /// Writes what each owned partition took in to its file. The reader flushes after
+    /// each poll; the poll loop calls it too, each turn, so a burst read before the worker
+    /// went idle is made durable within a second, not at the next read.
+    pub fn flush(&self) {
         let now = now_ms();
         for (partition, owned) in self.lock().owned.iter_mut() {
             if let Err(e) = owned.index.flush(now) {

@@ -182,6 +182,8 @@ pub struct ResultsIndex {
     /// When keys past the window are next dropped.
     next_sweep_ms: i64,
     last_durable: Instant,
+    /// Whether a non-durable commit came after the last durable one.
+    undurable: bool,
     /// Keys in the file at the last flush.
     len: usize,
 }
@@ -202,6 +204,7 @@ impl ResultsIndex {
             window_ms: window.as_millis().min(i64::MAX as u128) as i64,
             next_sweep_ms: 0,
             last_durable: Instant::now(),
+            undurable: false,
             len,
         })
     }
@@ -261,7 +264,9 @@ impl ResultsIndex {
     }
 
     fn commit(&mut self, durable: bool) -> Result<(), FileError> {
-        if self.unflushed.is_empty() && self.read_to == self.flushed_to && !durable {
+        let changed = !self.unflushed.is_empty() || self.read_to != self.flushed_to;
+        // An idle partition makes its last non-durable commits durable once, then waits.
+        if !(changed || durable && self.undurable) {
             return Ok(());
         }
         let batch: Vec<(KeyId, Option<Known>)> = self
@@ -272,6 +277,7 @@ impl ResultsIndex {
         self.file.apply(&batch, Some(self.read_to), durable)?;
         self.unflushed.clear();
         self.flushed_to = self.read_to;
+        self.undurable = !durable;
         if durable {
             self.last_durable = Instant::now();
         }
