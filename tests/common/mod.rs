@@ -586,7 +586,7 @@ impl Worker {
         config: &Path,
         rust_log: &str,
     ) -> Worker {
-        Worker::spawn_with(name, broker, pg, config, rust_log, &[])
+        Worker::spawn_with_env(name, broker, pg, config, rust_log, &[])
     }
 
     /// [`Worker::spawn`] keeping its partition files in `state_dir` rather than a fresh
@@ -599,7 +599,7 @@ impl Worker {
         state_dir: &Path,
     ) -> Worker {
         let dir = state_dir.to_str().unwrap();
-        Worker::spawn_with(
+        Worker::spawn_with_env(
             name,
             broker,
             pg,
@@ -609,7 +609,9 @@ impl Worker {
         )
     }
 
-    fn spawn_with(
+    /// [`Worker::spawn_logging`] with more environment, e.g. `KREPLY_STATE_DIR` for a
+    /// restarted worker that must find its predecessor's state.
+    pub fn spawn_with_env(
         name: &str,
         broker: &str,
         pg: &MockPg,
