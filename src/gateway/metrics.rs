@@ -10,11 +10,11 @@ use crate::kafka::offset_gaps::Checked;
 use crate::ops::http_server::ConnectionMetrics;
 use crate::ops::metrics::{
     ACK_BUCKETS, Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS,
+    PartitionGauge,
 };
 use crate::ops::process;
 use crate::wire::dead_letter::Cause;
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a payment request ended, for `kreply_requests_total{outcome}` and the latency
@@ -117,7 +117,7 @@ pub struct GatewayMetrics {
     pub reply_consumer_reopens: Counter,
     /// Times the producer started a new session after the brokers stopped honouring one.
     pub producer_sessions_renewed: Counter,
-    reply_lag: Mutex<BTreeMap<i32, u64>>,
+    reply_lag: PartitionGauge,
     /// The HTTP connections: open, refused, cut off.
     pub connections: Arc<ConnectionMetrics>,
     /// Reply records that break the wire conventions, by reason (see [`BadReply`]).
@@ -139,7 +139,7 @@ impl Default for GatewayMetrics {
             overload_refusals: Counter::default(),
             reply_consumer_reopens: Counter::default(),
             producer_sessions_renewed: Counter::default(),
-            reply_lag: Mutex::new(BTreeMap::new()),
+            reply_lag: PartitionGauge::default(),
             connections: Arc::default(),
             bad_replies: CounterVec::default(),
             reply_offset_holes: CounterVec::default(),
@@ -201,8 +201,10 @@ impl GatewayMetrics {
 
     /// The reply consumer's lag per partition, as of its last poll.
     pub fn set_reply_lag(&self, lag: impl IntoIterator<Item = (i32, u64)>) {
-        let mut current = self.reply_lag.lock().unwrap_or_else(|p| p.into_inner());
-        current.extend(lag);
+        let lag = lag
+            .into_iter()
+            .map(|(p, l)| (p, l.min(i64::MAX as u64) as i64));
+        self.reply_lag.update(lag);
     }
 
     /// The whole exposition.
@@ -279,18 +281,10 @@ impl GatewayMetrics {
             "Times the producer started a new session (new producer id) after the brokers stopped honouring its old one.",
             self.producer_sessions_renewed.get(),
         );
-        let lag: Vec<(String, f64)> = self
-            .reply_lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(p, l)| (p.to_string(), *l as f64))
-            .collect();
-        out.gauge_vec(
+        out.partition_gauge(
             "kreply_reply_consumer_lag",
             "Replies not yet read, per reply-topic partition.",
-            "partition",
-            &lag,
+            &self.reply_lag,
         );
         self.connections.render(&mut out);
         out.counter_vec(

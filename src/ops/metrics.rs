@@ -91,6 +91,29 @@ impl Gauge {
     }
 }
 
+/// A gauge per partition, such as a consumer's lag, exposed with a `partition` label.
+#[derive(Default)]
+pub struct PartitionGauge(Mutex<BTreeMap<i32, i64>>);
+
+impl PartitionGauge {
+    /// The values of exactly `values`' partitions: the others drop out.
+    pub fn replace(&self, values: BTreeMap<i32, i64>) {
+        *lock(&self.0) = values;
+    }
+
+    /// New values for `values`' partitions; the others keep theirs.
+    pub fn update(&self, values: impl IntoIterator<Item = (i32, i64)>) {
+        lock(&self.0).extend(values);
+    }
+
+    fn samples(&self) -> Vec<(String, f64)> {
+        lock(&self.0)
+            .iter()
+            .map(|(partition, value)| (partition.to_string(), *value as f64))
+            .collect()
+    }
+}
+
 /// Decrements its gauge when dropped.
 pub struct Tracked<'a>(&'a Gauge);
 
@@ -209,6 +232,11 @@ impl Exposition {
         for (label, value) in samples {
             self.sample(name, &[(label_name.to_string(), label.clone())], *value);
         }
+    }
+
+    /// One gauge per partition, labelled `partition`.
+    pub fn partition_gauge(&mut self, name: &str, help: &str, gauge: &PartitionGauge) {
+        self.gauge_vec(name, help, "partition", &gauge.samples());
     }
 
     /// One histogram per combination of label values (`label_names` may be empty: one

@@ -3,12 +3,13 @@
 use crate::kafka::offset_gaps::Checked;
 use crate::ops::metrics::{
     ACK_BUCKETS, Counter, CounterVec, Exposition, Gauge, HistogramVec, LATENCY_BUCKETS,
+    PartitionGauge,
 };
 use crate::ops::process;
 use crate::ops::signals::Shutdown;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Every `result` of `kreply_worker_requests_total`, shown at 0 from the start so that an
@@ -58,7 +59,7 @@ pub struct WorkerMetrics {
     produce_ack: HistogramVec,
     /// Per owned request partition: its high watermark (as the last fetch said) minus
     /// where its settled prefix ends, the offset committed or about to be.
-    lag: Mutex<BTreeMap<i32, i64>>,
+    lag: PartitionGauge,
     pub pg_calls_in_flight: Gauge,
     /// `worker.concurrency`, so an alert can tell calls in flight at the cap.
     pub pg_concurrency: Gauge,
@@ -92,7 +93,7 @@ impl Default for WorkerMetrics {
             pg_calls: HistogramVec::new(LATENCY_BUCKETS),
             settle: HistogramVec::new(LATENCY_BUCKETS),
             produce_ack: HistogramVec::new(ACK_BUCKETS),
-            lag: Mutex::default(),
+            lag: PartitionGauge::default(),
             pg_calls_in_flight: Gauge::default(),
             pg_concurrency: Gauge::default(),
             partitions: Gauge::default(),
@@ -145,7 +146,7 @@ impl WorkerMetrics {
 
     /// The lag of every partition owned now; partitions no longer owned drop out.
     pub fn set_lag(&self, lag: BTreeMap<i32, i64>) {
-        *self.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+        self.lag.replace(lag);
     }
 
     /// Counts the holes one poll of `log` found.
@@ -181,18 +182,10 @@ impl WorkerMetrics {
             &["record"],
             &self.produce_ack,
         );
-        let lag: Vec<(String, f64)> = self
-            .lag
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(partition, lag)| (partition.to_string(), *lag as f64))
-            .collect();
-        out.gauge_vec(
+        out.partition_gauge(
             "kreply_worker_lag",
             "Requests not settled yet, per owned request partition: the high watermark of the last fetch minus the end of the settled prefix (what is committed).",
-            "partition",
-            &lag,
+            &self.lag,
         );
         out.gauge(
             "kreply_worker_pg_calls_in_flight",
