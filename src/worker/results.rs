@@ -108,48 +108,46 @@ pub struct ResultsStore {
 
 struct State {
     /// The partitions this worker reads: those of the request partitions it owns.
-    owned: BTreeMap<i32, OwnedPartition>,
+    owned: BTreeMap<i32, ResultsIndex>,
     /// Payments with an attempt reading its `pending` back: every record read for them.
     watched: HashMap<String, Watch>,
     /// Marker records written by a catch-up and not read back yet.
     markers: HashSet<String>,
 }
 
-/// What the worker keeps of one results partition it reads.
-struct OwnedPartition {
-    index: ResultsIndex,
-    /// The newest layout record read from it.
-    layout: Option<Layout>,
-}
-
-impl OwnedPartition {
-    /// Where to read `partition` from: its file's checkpoint, unless the log now ends
-    /// before it (`end`): then the file is of a log that is gone (a topic made anew), and
-    /// is emptied.
-    fn resume_at(&mut self, topic: &str, partition: i32, end: Option<i64>) -> i64 {
-        let read_to = self.index.read_to();
-        match end {
-            Some(end) if end < read_to => {
-                log::warn!(
-                    "worker: {topic}/{partition} ends at offset {end}, before its state file's checkpoint {read_to}: the log started over; the file is emptied and the partition read from its start"
-                );
-                if let Err(e) = self.index.clear() {
-                    log::warn!("worker: {e}");
-                }
-                self.layout = None;
-                0
+/// Where to read `partition` of `topic`, whose file is `index`, from: the file's
+/// checkpoint, unless the log now ends before it (`end`): then the file is of a log that
+/// is gone (a topic made anew), and is emptied, its layout with it.
+fn resume_at(index: &mut ResultsIndex, topic: &str, partition: i32, end: Option<i64>) -> i64 {
+    let read_to = index.read_to();
+    match end {
+        Some(end) if end < read_to => {
+            log::warn!(
+                "worker: {topic}/{partition} ends at offset {end}, before its state file's checkpoint {read_to}: the log started over; the file is emptied and the partition read from its start"
+            );
+            // An empty layout value names none: the new log's own is read, or written.
+            let emptied = index.clear().and_then(|()| index.set_meta(LAYOUT_META, ""));
+            if let Err(e) = emptied {
+                log::warn!("worker: {e}");
             }
-            _ => {
-                log::info!(
-                    "worker: reading {topic}/{partition} from offset {read_to}{} (its state file holds {} payments)",
-                    end.map(|end| format!(" to about {end}"))
-                        .unwrap_or_default(),
-                    self.index.len()
-                );
-                read_to
-            }
+            0
+        }
+        _ => {
+            log::info!(
+                "worker: reading {topic}/{partition} from offset {read_to}{} (its state file holds {} payments)",
+                end.map(|end| format!(" to about {end}"))
+                    .unwrap_or_default(),
+                index.len()
+            );
+            read_to
         }
     }
+}
+
+/// The newest layout record read from the partition whose file is `index`.
+fn layout_of(index: &ResultsIndex) -> Option<Layout> {
+    let value = index.meta(LAYOUT_META).ok()??;
+    results_layout::parse(Some(value.as_bytes()))
 }
 
 /// The records of one payment from some point on, for the attempts deciding their race.
@@ -252,10 +250,8 @@ impl ResultsStore {
         for &partition in &gained {
             let mut opened = self.open_partition(partition)?;
             let listed = ends.get(&partition).copied();
-            let end = self
-                .log_end(partition, listed, opened.index.read_to())
-                .await;
-            let from = opened.resume_at(&self.topic, partition, end);
+            let end = self.log_end(partition, listed, opened.read_to()).await;
+            let from = resume_at(&mut opened, &self.topic, partition, end);
             reader
                 .consumer
                 .seek(&self.topic, partition, from)
@@ -324,34 +320,23 @@ impl ResultsStore {
         open_reader(&kafka, &self.config, &[]).await
     }
 
-    /// The file of `partition`, and its layout. A file that cannot be opened is a cache
-    /// lost: it is removed and made anew, and the partition restored from the topic.
-    fn open_partition(&self, partition: i32) -> Result<OwnedPartition, NotServed> {
+    /// The file of `partition`. A file that cannot be opened is a cache lost: it is
+    /// removed and made anew, and the partition restored from the topic.
+    fn open_partition(&self, partition: i32) -> Result<ResultsIndex, NotServed> {
         let path = self
             .state_dir
             .join(format!("{}-{partition}.redb", self.topic));
-        let index = match ResultsIndex::open(&path, self.window) {
-            Ok(index) => index,
-            Err(e) => {
-                log::warn!("worker: {e}; restoring partition {partition} from the topic instead");
-                let _ = std::fs::remove_file(&path);
-                ResultsIndex::open(&path, self.window)
-                    .map_err(|e| NotServed::Refused(StartupError::new(e.to_string())))?
-            }
-        };
-        let layout = index
-            .meta(LAYOUT_META)
-            .ok()
-            .flatten()
-            .and_then(|value| results_layout::parse(Some(value.as_bytes())));
-        Ok(OwnedPartition { index, layout })
+        ResultsIndex::open(&path, self.window).or_else(|e| {
+            log::warn!("worker: {e}; restoring partition {partition} from the topic instead");
+            let _ = std::fs::remove_file(&path);
+            ResultsIndex::open(&path, self.window)
+                .map_err(|e| NotServed::Refused(StartupError::new(e.to_string())))
+        })
     }
 
     /// Serves `partition` if its layout agrees, writing its layout record if it has none.
     async fn check_layout(&self, partition: i32) -> Result<(), NotServed> {
-        let recorded = self
-            .owned(partition, |owned| owned.layout.clone())
-            .flatten();
+        let recorded = self.owned(partition, layout_of).flatten();
         match results_layout::verdict(
             recorded.as_ref(),
             &self.topic,
@@ -441,7 +426,7 @@ impl ResultsStore {
     /// the log.
     pub async fn lookup(&self, slot: &Slot) -> Result<Option<Recorded>, KrafkaError> {
         let known = self
-            .owned(slot.partition, |owned| owned.index.get(&slot.key))
+            .owned(slot.partition, |index| index.get(&slot.key))
             .ok_or_else(|| not_owned(slot))?
             .map_err(|e| KrafkaError::illegal_state(e.to_string()))?;
         self.whole_of(slot, known).await
@@ -456,11 +441,11 @@ impl ResultsStore {
     /// this worker reads.
     pub fn keys(&self) -> usize {
         let state = self.lock();
-        state.owned.values().map(|owned| owned.index.len()).sum()
+        state.owned.values().map(|index| index.len()).sum()
     }
 
     /// What `read` says of owned partition `partition`; `None` when it is not owned.
-    fn owned<T>(&self, partition: i32, read: impl FnOnce(&OwnedPartition) -> T) -> Option<T> {
+    fn owned<T>(&self, partition: i32, read: impl FnOnce(&ResultsIndex) -> T) -> Option<T> {
         self.lock().owned.get(&partition).map(read)
     }
 
@@ -578,7 +563,7 @@ impl ResultsStore {
                 .get(&slot.partition)
                 // A file that cannot be read now counts as not settled yet: the wait ends
                 // in doubt, never in a charge taken for a first one.
-                .and_then(|owned| owned.index.get(&slot.key).ok().flatten())
+                .and_then(|index| index.get(&slot.key).ok().flatten())
                 .filter(|known| !matches!(known.kept, Kept::Pending { .. }));
             settled.is_some()
         })
@@ -681,7 +666,7 @@ impl ResultsStore {
         let owned: Vec<i32> = self.lock().owned.keys().copied().collect();
         *reader = Reader::open(&kafka, &self.config, &owned).await?;
         for owned in self.lock().owned.values_mut() {
-            if let Err(e) = owned.index.log_started_over() {
+            if let Err(e) = owned.log_started_over() {
                 log::warn!("worker: {e}");
             }
         }
@@ -708,7 +693,7 @@ impl ResultsStore {
         // Not into a watch: an attempt must meet its own `pending` where the reader
         // finds it, after what precedes it, not where the ack says it is.
         if let Some(owned) = self.lock().owned.get_mut(&slot.partition) {
-            owned.index.remember(&slot.key, known, now_ms());
+            owned.remember(&slot.key, known, now_ms());
         }
         Ok(())
     }
@@ -719,7 +704,7 @@ impl ResultsStore {
     pub fn flush(&self) {
         let now = now_ms();
         for (partition, owned) in self.lock().owned.iter_mut() {
-            if let Err(e) = owned.index.flush(now) {
+            if let Err(e) = owned.flush(now) {
                 // Kept in memory and written with the next poll's records.
                 log::warn!("worker: partition {partition}: {e}");
             }
@@ -732,7 +717,7 @@ impl ResultsStore {
         let Some(owned) = state.owned.get_mut(&record.partition) else {
             return;
         };
-        owned.index.read(record.offset);
+        owned.read(record.offset);
         let key = record.key.as_deref().unwrap_or_default();
         if key.starts_with(MARKER_KEY) {
             let id = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
@@ -740,9 +725,8 @@ impl ResultsStore {
             return;
         }
         if key == results_layout::KEY {
-            owned.layout = results_layout::parse(record.value.as_deref());
             let value = String::from_utf8_lossy(record.value.as_deref().unwrap_or_default());
-            if let Err(e) = owned.index.set_meta(LAYOUT_META, &value) {
+            if let Err(e) = owned.set_meta(LAYOUT_META, &value) {
                 log::warn!("worker: {e}");
             }
             return;
@@ -760,10 +744,10 @@ impl ResultsStore {
                 if let Some(watch) = state.watched.get_mut(key) {
                     watch.seen.push(known.clone());
                 }
-                owned.index.remember(key, known, now_ms());
+                owned.remember(key, known, now_ms());
             }
             // A tombstone forgets the payment.
-            None => owned.index.forget(key),
+            None => owned.forget(key),
             Some(Err(e)) => log::warn!(
                 "results record for {key} at {}/{} is unreadable: {e}",
                 record.partition,
@@ -783,7 +767,7 @@ impl ResultsStore {
 fn read_tos(state: &State, partitions: &[i32]) -> Vec<(i32, i64)> {
     partitions
         .iter()
-        .filter_map(|p| Some((*p, state.owned.get(p)?.index.read_to())))
+        .filter_map(|p| Some((*p, state.owned.get(p)?.read_to())))
         .collect()
 }
 
@@ -987,7 +971,7 @@ impl<'a> WatchGuard<'a> {
             .get(&slot.partition)
             // Unreadable now: the claim's lookup just before read it, so this is rare, and
             // a watch without it sees the records the reader applies next all the same.
-            .and_then(|owned| owned.index.get(&slot.key).ok().flatten());
+            .and_then(|index| index.get(&slot.key).ok().flatten());
         let watch = state
             .watched
             .entry(slot.key.clone())

@@ -155,8 +155,16 @@ impl Known {
 /// Past `window`: a record written at `written_ms` is older than the window at `now_ms`.
 /// A timestamp in the future (another host's clock) is not.
 pub fn past_window(window: Duration, written_ms: i64, now_ms: i64) -> bool {
-    let window_ms = window.as_millis().min(i64::MAX as u128) as i64;
+    older_than(millis(window), written_ms, now_ms)
+}
+
+/// The rule of [`past_window`], with the window in ms.
+fn older_than(window_ms: i64, written_ms: i64, now_ms: i64) -> bool {
     now_ms.saturating_sub(written_ms) > window_ms
+}
+
+fn millis(window: Duration) -> i64 {
+    window.as_millis().min(i64::MAX as u128) as i64
 }
 
 /// How much of a partition's file redb keeps in memory: a worker's memory for its state is
@@ -201,7 +209,7 @@ impl ResultsIndex {
             unflushed: HashMap::new(),
             read_to,
             flushed_to: read_to,
-            window_ms: window.as_millis().min(i64::MAX as u128) as i64,
+            window_ms: millis(window),
             next_sweep_ms: 0,
             last_durable: Instant::now(),
             undurable: false,
@@ -232,7 +240,7 @@ impl ResultsIndex {
     /// last flush (the file keeps the newest of its own and the flushed) or it is past the
     /// window at `now_ms`.
     pub fn remember(&mut self, key: &str, known: Known, now_ms: i64) {
-        if self.past_window(known.written_ms, now_ms) {
+        if older_than(self.window_ms, known.written_ms, now_ms) {
             return;
         }
         let id = key_id(key);
@@ -314,12 +322,6 @@ impl ResultsIndex {
 
     pub fn set_meta(&self, name: &str, value: &str) -> Result<(), FileError> {
         self.file.set_meta(name, value)
-    }
-
-    /// Past the window: the record is older than the window at `now_ms`. A timestamp in
-    /// the future (another host's clock) is not.
-    pub fn past_window(&self, written_ms: i64, now_ms: i64) -> bool {
-        now_ms.saturating_sub(written_ms) > self.window_ms
     }
 
     /// Drops keys past the window, at most every 1/16 of it (and at least once a
